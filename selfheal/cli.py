@@ -1,0 +1,70 @@
+"""The ``selfheal`` command line: thin adapters that parse, call, and render."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
+whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
+app.add_typer(whitelist_app, name="whitelist")
+
+# Piped output is read by scripts and CI logs, not a narrow terminal: don't truncate ids.
+out = Console() if sys.stdout.isatty() else Console(width=200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _load_or_exit(path: Path):
+    from whitelist import WhitelistError, load_whitelist
+
+    try:
+        return load_whitelist(path)
+    except WhitelistError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        err.print(f"{len(exc.problems)} problem(s); the whitelist was refused.", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@whitelist_app.command("check")
+def whitelist_check(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
+    """Validate a whitelist; print its entries, or every problem as PATH:LINE: field: message."""
+    from whitelist.explain import needs_words
+    from whitelist.policy import target_of
+
+    loaded = _load_or_exit(path)
+    wl = loaded.whitelist
+    table = Table(title=f"{path} — {len(wl.entries)} entries, sha256 {loaded.sha256[:12]}")
+    for column in ("id", "kind", "target", "blast radius", "needs"):
+        table.add_column(column, overflow="fold")
+    for entry in wl.entries:
+        target = ", ".join(f"{k}={v}" for k, v in target_of(entry).items())
+        table.add_row(entry.id, entry.kind, target, entry.blast_radius, needs_words(wl, entry))
+    out.print(table)
+
+
+@whitelist_app.command("explain")
+def whitelist_explain(
+    path: Path = typer.Argument(..., help="the whitelist YAML file"),
+    entry_id: str = typer.Argument(..., help="the entry's id"),
+) -> None:
+    """Say in plain words what one entry allows, on what, within which bounds, and who must approve."""
+    from whitelist.explain import explain
+
+    wl = _load_or_exit(path).whitelist
+    if wl.entry(entry_id) is None:
+        err.print(f"{path}: no entry with id {entry_id!r}; entries: {', '.join(e.id for e in wl.entries)}", markup=False)
+        raise typer.Exit(1)
+    out.print(explain(wl, entry_id), markup=False, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    app(prog_name="selfheal")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

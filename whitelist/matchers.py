@@ -1,0 +1,68 @@
+"""Label matchers in Alertmanager's syntax: ``name="v"``, ``name!="v"``, ``name=~"re"``, ``name!~"re"``.
+
+On-call engineers already write these in Alertmanager routes and silences, so the
+whitelist reuses them rather than inventing a selector language. As in Alertmanager,
+regular expressions are fully anchored, and a label that is absent matches as the
+empty string.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+_MATCHER = re.compile(
+    r"""^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"""
+    r"""(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^"\s]*))\s*$"""
+)
+
+Op = Literal["=", "!=", "=~", "!~"]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: Op
+    value: str
+
+    @property
+    def positive(self) -> bool:
+        """Whether the matcher selects by what a label *is*, not what it is not."""
+        return self.op in ("=", "=~") and self.value != ""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = re.fullmatch(self.value, actual) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Parse one matcher; raise ``ValueError`` naming the text and what is wrong with it."""
+    found = _MATCHER.match(text)
+    if not found:
+        raise ValueError(
+            f"{text!r} is not a label matcher; write name=\"value\", name!=\"value\", "
+            f"name=~\"regex\" or name!~\"regex\""
+        )
+    raw = found.group("quoted")
+    value = re.sub(r"\\(.)", r"\1", raw) if raw is not None else found.group("bare")
+    op: Op = found.group("op")  # type: ignore[assignment]
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{text!r}: invalid regular expression: {exc}") from None
+    return Matcher(found.group("name"), op, value)
+
+
+def matches_all(matchers: list[str], labels: Mapping[str, str]) -> bool:
+    return all(parse_matcher(m).matches(labels) for m in matchers)

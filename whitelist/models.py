@@ -1,0 +1,268 @@
+"""The whitelist's schema: what a reviewed file may say, and nothing more.
+
+Every model forbids unknown keys, so a typo (``max_capacty``) fails loudly with its
+file and line instead of silently dropping a bound. Entries are a union discriminated
+by ``kind``; each kind fixes its target and bounds every parameter it takes::
+
+    Whitelist
+    ├── metadata            who reviewed it, when
+    ├── tiers               blast radius -> approvals needed (0 = automatic)
+    ├── groups              approver groups -> people
+    └── entries[]           one per allowed remediation
+        ├── SystemdRestartEntry   target: unit + host selector; no parameters
+        ├── EcsRollbackEntry      target: cluster + service + pinned task definition
+        ├── AsgScaleEntry         target: group; bounds: capacity range + max step
+        ├── Ec2RebootEntry        target: tag selector + max instances
+        └── LambdaRollbackEntry   target: function + alias + pinned version
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from whitelist.durations import NonNegativeDuration, PositiveDuration
+from whitelist.matchers import parse_matcher
+
+KINDS = ("systemd.restart", "ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
+
+Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:@/\-]+$")]
+EntryId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")]
+Person = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.@\-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Defaults reflect how far a mistake would spread: one machine heals by itself, a
+# whole service needs a person, anything fleet- or region-wide needs two.
+DEFAULT_TIERS: dict[str, int] = {"instance": 0, "service": 1, "fleet": 2, "region": 2}
+
+
+class Tier(Strict):
+    approvals: int = Field(ge=0, le=5, description="distinct approvers needed; 0 runs automatically")
+
+
+class Metadata(Strict):
+    reviewed_by: list[Person] = Field(min_length=1)
+    reviewed_at: date
+    description: str = ""
+
+
+class Approvers(Strict):
+    people: list[Person] = []
+    groups: list[Name] = []
+
+
+class RateLimit(Strict):
+    max_executions: int = Field(ge=1, le=1000)
+    window: PositiveDuration
+
+
+class HttpCheck(Strict):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+    expect_status: int = Field(default=200, ge=100, le=599)
+
+
+class Verify(Strict):
+    """How to tell the action worked; the kind's own check (unit running, service stable) always runs."""
+
+    timeout: PositiveDuration
+    http: HttpCheck | None = None
+    alert_resolves: bool = False
+
+
+def _canonical_matcher(text: str) -> str:
+    return str(parse_matcher(text))
+
+
+class _EntryBase(Strict):
+    id: EntryId
+    description: str = ""
+    blast_radius: Name
+    approvers: Approvers = Approvers()
+    rate_limit: RateLimit
+    cooldown: NonNegativeDuration
+    match: list[Annotated[str, AfterValidator(_canonical_matcher)]] = Field(min_length=1)
+    verify: Verify
+
+    @field_validator("match")
+    @classmethod
+    def _matchers_select_something(cls, value: list[str]) -> list[str]:
+        # An entry that only says what an alert is *not* would match nearly every alert.
+        if not any(parse_matcher(m).positive for m in value):
+            raise ValueError('needs at least one positive matcher (name="value" or name=~"regex")')
+        return value
+
+
+# --- systemd.restart --------------------------------------------------------------
+
+class SystemdTarget(Strict):
+    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@\-]+\.(service|socket|timer)$")]
+    host: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-*?\[\]]+$")] = Field(
+        description="a host name or a glob (web-*) that the alert's host must match"
+    )
+    scope: Literal["system", "user"] = "system"
+
+
+class SystemdRestartEntry(_EntryBase):
+    kind: Literal["systemd.restart"]
+    target: SystemdTarget
+
+
+# --- ecs.rollback -----------------------------------------------------------------
+
+class EcsTarget(Strict):
+    cluster: Name
+    service: Name
+    task_definition: Annotated[str, Field(pattern=r"^([A-Za-z0-9_\-]+:\d+|arn:aws[a-z\-]*:ecs:[^\s]+:task-definition/[A-Za-z0-9_\-]+:\d+)$")] = Field(
+        description="the pinned known-good revision, family:revision or its ARN"
+    )
+
+
+class EcsRollbackEntry(_EntryBase):
+    kind: Literal["ecs.rollback"]
+    target: EcsTarget
+
+
+# --- asg.scale --------------------------------------------------------------------
+
+class AsgTarget(Strict):
+    group: Name
+
+
+class AsgBounds(Strict):
+    min_capacity: int = Field(ge=0)
+    max_capacity: int = Field(ge=0)
+    max_step: int = Field(ge=1, description="largest change of desired capacity in one action")
+
+    @field_validator("max_capacity")
+    @classmethod
+    def _not_below_min(cls, value: int, info) -> int:
+        low = info.data.get("min_capacity")
+        if low is not None and value < low:
+            raise PydanticCustomError(
+                "bounds_inverted", "max_capacity {max} is below min_capacity {min}", {"max": value, "min": low}
+            )
+        return value
+
+
+class AsgScaleEntry(_EntryBase):
+    kind: Literal["asg.scale"]
+    target: AsgTarget
+    bounds: AsgBounds
+
+
+# --- ec2.reboot -------------------------------------------------------------------
+
+class Ec2Target(Strict):
+    tags: dict[Name, Name] = Field(min_length=1, description="only instances carrying all these tags")
+    max_instances: int = Field(ge=1, le=100)
+
+
+class Ec2RebootEntry(_EntryBase):
+    kind: Literal["ec2.reboot"]
+    target: Ec2Target
+
+
+# --- lambda.rollback --------------------------------------------------------------
+
+class LambdaTarget(Strict):
+    function: Name
+    alias: Name
+    version: Annotated[str, Field(pattern=r"^\d+$")] = Field(description="the pinned known-good version")
+
+
+class LambdaRollbackEntry(_EntryBase):
+    kind: Literal["lambda.rollback"]
+    target: LambdaTarget
+
+
+Entry = Annotated[
+    Union[SystemdRestartEntry, EcsRollbackEntry, AsgScaleEntry, Ec2RebootEntry, LambdaRollbackEntry],
+    Field(discriminator="kind"),
+]
+
+
+class Whitelist(Strict):
+    version: Literal[1] = 1
+    metadata: Metadata
+    tiers: dict[Name, Tier] = Field(default_factory=lambda: {k: Tier(approvals=v) for k, v in DEFAULT_TIERS.items()})
+    groups: dict[Name, list[Person]] = {}
+    entries: list[Entry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Whitelist":
+        problems = consistency_problems(self.model_dump())
+        if problems:
+            raise PydanticCustomError(
+                "whitelist_consistency",
+                "{summary}",
+                {"summary": "; ".join(msg for _, msg in problems), "problems": problems},
+            )
+        return self
+
+    def entry(self, entry_id: str) -> SystemdRestartEntry | EcsRollbackEntry | AsgScaleEntry | Ec2RebootEntry | LambdaRollbackEntry | None:
+        return next((e for e in self.entries if e.id == entry_id), None)
+
+    def approvals_needed(self, entry_id: str) -> int:
+        entry = self.entry(entry_id)
+        if entry is None:
+            raise KeyError(entry_id)
+        return self.tiers[entry.blast_radius].approvals
+
+    def allowed_approvers(self, entry_id: str) -> list[str]:
+        """Everyone who may approve this entry: its people plus members of its groups."""
+        entry = self.entry(entry_id)
+        if entry is None:
+            raise KeyError(entry_id)
+        people = set(entry.approvers.people)
+        for group in entry.approvers.groups:
+            people.update(self.groups.get(group, []))
+        return sorted(people)
+
+
+def consistency_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules that span fields, each problem with the location of the key to blame.
+
+    Works on the plain document (as parsed from YAML, or a model dump) and tolerates
+    malformed parts, so the loader can report these alongside field errors in one pass.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    tiers = doc.get("tiers", {k: {"approvals": v} for k, v in DEFAULT_TIERS.items()})
+    tiers = tiers if isinstance(tiers, dict) else {}
+    groups = doc.get("groups") if isinstance(doc.get("groups"), dict) else {}
+    entries = doc.get("entries") if isinstance(doc.get("entries"), list) else []
+    seen: dict[Any, int] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        entry_id = entry.get("id")
+        if isinstance(entry_id, str) and entry_id in seen:
+            problems.append((("entries", i, "id"), f"duplicate id {entry_id!r} (first used by entries[{seen[entry_id]}])"))
+        elif isinstance(entry_id, str):
+            seen[entry_id] = i
+        radius = entry.get("blast_radius")
+        if isinstance(radius, str) and radius not in tiers:
+            problems.append(
+                (("entries", i, "blast_radius"), f"blast radius {radius!r} has no tier; known tiers: {', '.join(sorted(tiers))}")
+            )
+        approvers = entry.get("approvers") if isinstance(entry.get("approvers"), dict) else {}
+        people = {p for p in approvers.get("people") or [] if isinstance(p, str)}
+        for j, group in enumerate(approvers.get("groups") or []):
+            if isinstance(group, str) and group not in groups:
+                problems.append((("entries", i, "approvers", "groups", j), f"unknown group {group!r}"))
+            elif isinstance(group, str) and isinstance(groups[group], list):
+                people.update(p for p in groups[group] if isinstance(p, str))
+        tier = tiers.get(radius) if isinstance(radius, str) else None
+        tier = tier.model_dump() if isinstance(tier, Tier) else tier
+        needed = tier.get("approvals") if isinstance(tier, dict) else None
+        if isinstance(needed, int) and needed > len(people):
+            problems.append(
+                (("entries", i, "approvers"), f"blast radius {radius!r} needs {needed} distinct approver(s) but only {len(people)} may approve")
+            )
+    return problems

@@ -1,0 +1,152 @@
+"""The policy: may this request run, and if so, who must agree first?
+
+``decide`` is pure. It reads only its four arguments, has no clock of its own, and
+there is no argument through which a confidence, a rationale or any other text from a
+diagnosis could arrive: ``ActionRequest`` forbids extra fields. Every refusal names
+the rule that caused it. Checks run in a fixed order and the first failure wins:
+entry, target, parameters and bounds, rate limit, cooldown, then the tier.
+
+Windows are half-open: an execution exactly ``window`` (or ``cooldown``) ago no longer
+counts. Executions stamped after ``now`` count, so clock skew fails closed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Sequence
+
+from selfheal.models import ActionRequest, Decision, Execution
+from whitelist.durations import format_duration
+from whitelist.models import (
+    AsgScaleEntry,
+    Ec2RebootEntry,
+    EcsRollbackEntry,
+    LambdaRollbackEntry,
+    SystemdRestartEntry,
+    Whitelist,
+)
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
+
+
+def target_of(entry) -> dict[str, str]:
+    """The entry's fixed target as the flat mapping an ``ActionRequest`` carries.
+
+    For ``systemd.restart`` the ``host`` here is the entry's selector; a request names
+    one concrete host that must match it.
+    """
+    t = entry.target
+    if isinstance(entry, SystemdRestartEntry):
+        return {"unit": t.unit, "host": t.host, "scope": t.scope}
+    if isinstance(entry, EcsRollbackEntry):
+        return {"cluster": t.cluster, "service": t.service, "task_definition": t.task_definition}
+    if isinstance(entry, AsgScaleEntry):
+        return {"group": t.group}
+    if isinstance(entry, Ec2RebootEntry):
+        return {f"tag:{k}": v for k, v in sorted(t.tags.items())}
+    if isinstance(entry, LambdaRollbackEntry):
+        return {"function": t.function, "alias": t.alias, "version": t.version}
+    raise TypeError(f"unknown entry type {type(entry).__name__}")
+
+
+def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execution], now: datetime) -> Decision:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    entry_id = request.entry_id
+    entry = whitelist.entry(entry_id)
+    if entry is None:
+        return Decision.deny(entry_id, "unknown_entry", f"no whitelist entry has id {entry_id!r}")
+
+    refusal = _check_target(entry, request.target) or _check_params(entry, request.params)
+    if refusal:
+        return Decision.deny(entry_id, *refusal)
+
+    mine = [h for h in history if h.entry_id == entry_id]
+    limit = entry.rate_limit
+    recent = [h for h in mine if h.started_at > now - limit.window]
+    if len(recent) >= limit.max_executions:
+        return Decision.deny(
+            entry_id,
+            "rate_limit",
+            f"{len(recent)} execution(s) in the last {format_duration(limit.window)}; "
+            f"the limit is {limit.max_executions}",
+        )
+    if entry.cooldown and any(h.started_at > now - entry.cooldown for h in mine):
+        last = max(h.started_at for h in mine)
+        return Decision.deny(
+            entry_id,
+            "cooldown",
+            f"last execution at {last.isoformat()} is within the {format_duration(entry.cooldown)} cooldown",
+        )
+
+    approvals = whitelist.tiers[entry.blast_radius].approvals
+    if approvals == 0:
+        return Decision.auto(entry_id, entry.blast_radius)
+    return Decision.needs_approval(entry_id, entry.blast_radius, approvals, whitelist.allowed_approvers(entry_id))
+
+
+def _check_target(entry, requested: dict[str, str]) -> tuple[str, str] | None:
+    fixed = target_of(entry)
+    if set(requested) != set(fixed):
+        return "target", f"target keys {sorted(requested)} differ from the entry's {sorted(fixed)}"
+    for key, want in fixed.items():
+        got = requested[key]
+        if isinstance(entry, SystemdRestartEntry) and key == "host":
+            if not _HOSTNAME.fullmatch(got) or not fnmatchcase(got, want):
+                return "target", f"host {got!r} does not match the entry's host selector {want!r}"
+        elif got != want:
+            return "target", f"target {key} {got!r} is not the entry's {want!r}"
+    return None
+
+
+def _check_params(entry, params: dict) -> tuple[str, str] | None:
+    if isinstance(entry, AsgScaleEntry):
+        return _check_asg(entry, params)
+    if isinstance(entry, Ec2RebootEntry):
+        return _check_ec2(entry, params)
+    if params:
+        return "params", f"{entry.kind} takes no parameters; got {sorted(params)}"
+    return None
+
+
+def _int_param(params: dict, name: str) -> int | None:
+    value = params.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_asg(entry: AsgScaleEntry, params: dict) -> tuple[str, str] | None:
+    expected = {"desired_capacity", "current_capacity"}
+    if set(params) != expected:
+        return "params", f"asg.scale takes exactly {sorted(expected)}; got {sorted(params)}"
+    desired, current = _int_param(params, "desired_capacity"), _int_param(params, "current_capacity")
+    if desired is None or current is None:
+        return "params", "desired_capacity and current_capacity must be whole numbers"
+    b = entry.bounds
+    if desired < b.min_capacity:
+        return "bounds.min_capacity", f"desired_capacity {desired} is below min_capacity {b.min_capacity}"
+    if desired > b.max_capacity:
+        return "bounds.max_capacity", f"desired_capacity {desired} is above max_capacity {b.max_capacity}"
+    if abs(desired - current) > b.max_step:
+        return "bounds.max_step", f"changing capacity from {current} to {desired} exceeds max_step {b.max_step}"
+    if desired == current:
+        return "params", f"desired_capacity {desired} equals current_capacity: nothing to do"
+    return None
+
+
+def _check_ec2(entry: Ec2RebootEntry, params: dict) -> tuple[str, str] | None:
+    if set(params) != {"instance_ids"}:
+        return "params", f"ec2.reboot takes exactly ['instance_ids']; got {sorted(params)}"
+    ids = params["instance_ids"]
+    if not isinstance(ids, list) or not ids:
+        return "params", "instance_ids must be a non-empty list"
+    if len(set(ids)) != len(ids):
+        return "params", "instance_ids lists an instance twice"
+    if len(ids) > entry.target.max_instances:
+        return "target.max_instances", f"{len(ids)} instances requested; max_instances is {entry.target.max_instances}"
+    bad = [i for i in ids if not _INSTANCE_ID.fullmatch(i)]
+    if bad:
+        return "params", f"not EC2 instance ids: {bad}"
+    return None
