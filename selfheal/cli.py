@@ -62,6 +62,40 @@ def whitelist_explain(
     out.print(explain(wl, entry_id), markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("worker")
+def worker_command(
+    address: str = typer.Option(None, envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port (default localhost:7233)"),
+    namespace: str = typer.Option(None, envvar="TEMPORAL_NAMESPACE", help="Temporal namespace (default: default)"),
+    task_queue: str = typer.Option(None, envvar="SELFHEAL_TASK_QUEUE", help="task queue (default selfheal)"),
+    whitelist: Path = typer.Option(None, envvar="SELFHEAL_WHITELIST", help="whitelist file (default deploy/demo/whitelist.yaml)"),
+    diagnosis: Path = typer.Option(None, envvar="SELFHEAL_DIAGNOSIS", help="diagnosis rules (default deploy/demo/diagnosis.yaml)"),
+    notify_url: str = typer.Option(None, envvar="SELFHEAL_NOTIFY_URL", help="webhook for approval requests and escalations"),
+) -> None:
+    """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
+    import os
+
+    import worker
+    from whitelist import WhitelistError
+
+    env = dict(os.environ)
+    for key, value in [
+        ("TEMPORAL_ADDRESS", address), ("TEMPORAL_NAMESPACE", namespace), ("SELFHEAL_TASK_QUEUE", task_queue),
+        ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
+    ]:
+        if value is not None:
+            env[key] = str(value)
+    try:
+        worker.main(env=env)
+    except WhitelistError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        err.print("refusing to start: the whitelist is invalid", markup=False)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        err.print(f"refusing to start: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app(prog_name="selfheal")
 

@@ -13,7 +13,7 @@ counts. Executions stamped after ``now`` count, so clock skew fails closed.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Sequence
 
@@ -24,6 +24,7 @@ from whitelist.models import (
     Ec2RebootEntry,
     EcsRollbackEntry,
     LambdaRollbackEntry,
+    RateLimit,
     SystemdRestartEntry,
     Whitelist,
 )
@@ -60,32 +61,37 @@ def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execu
     if entry is None:
         return Decision.deny(entry_id, "unknown_entry", f"no whitelist entry has id {entry_id!r}")
 
-    refusal = _check_target(entry, request.target) or _check_params(entry, request.params)
+    refusal = check_request(entry, request)
     if refusal:
         return Decision.deny(entry_id, *refusal)
 
-    mine = [h for h in history if h.entry_id == entry_id]
-    limit = entry.rate_limit
-    recent = [h for h in mine if h.started_at > now - limit.window]
-    if len(recent) >= limit.max_executions:
-        return Decision.deny(
-            entry_id,
-            "rate_limit",
-            f"{len(recent)} execution(s) in the last {format_duration(limit.window)}; "
-            f"the limit is {limit.max_executions}",
-        )
-    if entry.cooldown and any(h.started_at > now - entry.cooldown for h in mine):
-        last = max(h.started_at for h in mine)
-        return Decision.deny(
-            entry_id,
-            "cooldown",
-            f"last execution at {last.isoformat()} is within the {format_duration(entry.cooldown)} cooldown",
-        )
+    refusal = check_limits(entry.rate_limit, entry.cooldown, [h for h in history if h.entry_id == entry_id], now)
+    if refusal:
+        return Decision.deny(entry_id, *refusal)
 
     approvals = whitelist.tiers[entry.blast_radius].approvals
     if approvals == 0:
         return Decision.auto(entry_id, entry.blast_radius)
     return Decision.needs_approval(entry_id, entry.blast_radius, approvals, whitelist.allowed_approvers(entry_id))
+
+
+def check_request(entry, request: ActionRequest) -> tuple[str, str] | None:
+    """Target and parameter checks alone, as an executor repeats them before acting."""
+    return _check_target(entry, request.target) or _check_params(entry, request.params)
+
+
+def check_limits(limit: RateLimit, cooldown: timedelta, history: Sequence[Execution], now: datetime) -> tuple[str, str] | None:
+    """Rate limit and cooldown over one entry's executions; ``(rule, reason)`` when refused."""
+    recent = [h for h in history if h.started_at > now - limit.window]
+    if len(recent) >= limit.max_executions:
+        return (
+            "rate_limit",
+            f"{len(recent)} execution(s) in the last {format_duration(limit.window)}; the limit is {limit.max_executions}",
+        )
+    if cooldown and any(h.started_at > now - cooldown for h in history):
+        last = max(h.started_at for h in history)
+        return "cooldown", f"last execution at {last.isoformat()} is within the {format_duration(cooldown)} cooldown"
+    return None
 
 
 def _check_target(entry, requested: dict[str, str]) -> tuple[str, str] | None:

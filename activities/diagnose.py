@@ -1,0 +1,147 @@
+"""The rule-based diagnoser: signatures over alert labels and log lines -> a Diagnosis.
+
+Diagnosis is read-only, so it is retried freely. Its output is untrusted like any other
+input: the workflow accepts a proposal only if it is one of the whitelist entries the
+alert matched, and the policy never sees the confidence.
+
+A signature says: for alerts matching these labels, look in this log (a journald unit
+or a file) for lines matching this pattern; if found (or if no log is named), the
+hypothesis holds and proposes this whitelist entry.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from temporalio import activity
+
+from activities.runner import CommandRunner
+from activities.systemd import journal_lines
+from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
+from whitelist.durations import PositiveDuration
+from whitelist.matchers import matches_all, parse_matcher
+
+MAX_EVIDENCE_LINES = 20
+
+
+def _regex(text: str) -> str:
+    re.compile(text)
+    return text
+
+
+def _matcher(text: str) -> str:
+    return str(parse_matcher(text))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JournalSource(_Strict):
+    unit: str
+    scope: Literal["system", "user"] = "system"
+    host: str = "localhost"
+
+
+class Signature(_Strict):
+    id: str
+    summary: str
+    match: list[Annotated[str, AfterValidator(_matcher)]] = Field(min_length=1)
+    journal: JournalSource | None = None
+    file: str | None = None
+    pattern: Annotated[str, AfterValidator(_regex)] | None = None
+    propose: str | None = None
+    params: dict[str, Param] = {}
+    confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class DiagnosisRules(_Strict):
+    lookback: PositiveDuration = timedelta(minutes=15)
+    max_lines: int = Field(default=2000, ge=1, le=100_000)
+    signatures: list[Signature] = []
+
+
+def load_rules(path: str | Path) -> DiagnosisRules:
+    path = Path(path)
+    try:
+        return DiagnosisRules.model_validate(yaml.safe_load(path.read_text()) or {})
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid diagnosis rules: {exc}") from None
+
+
+class RuleDiagnoser:
+    def __init__(self, rules: DiagnosisRules, runner: CommandRunner):
+        self._rules = rules
+        self._runner = runner
+
+    @activity.defn(name="diagnose")
+    async def diagnose(self, inp: DiagnoseInput) -> Diagnosis:
+        firing = [a for a in inp.alerts if a.status == "firing"] or inp.alerts
+        since = min(a.starts_at for a in firing) - self._rules.lookback
+        cache: dict[str, list[str]] = {}
+        hypotheses: list[tuple[float, Hypothesis]] = []
+        for sig in self._rules.signatures:
+            if not any(matches_all(sig.match, a.labels) for a in firing):
+                continue
+            evidence = [Evidence(source="labels", lines=_label_lines(firing))]
+            source, lines = await self._read(sig, since, cache)
+            if source is not None:
+                hits = [line for line in lines if re.search(sig.pattern or "", line)]
+                if not hits:
+                    activity.logger.info("signature %s: no line in %s matches", sig.id, source)
+                    continue
+                evidence.append(Evidence(source=source, lines=hits[-MAX_EVIDENCE_LINES:]))
+            hypotheses.append((sig.confidence, Hypothesis(id=sig.id, summary=sig.summary, evidence=evidence, proposal=sig.propose)))
+
+        hypotheses.sort(key=lambda pair: -pair[0])  # stable: ties keep file order
+        best = next(((c, h) for c, h in hypotheses if h.proposal), None)
+        if best is None:
+            rationale = "no signature with a proposed remedy matched the alerts and their logs"
+            return Diagnosis(hypotheses=[h for _, h in hypotheses], rationale=rationale, confidence=0.0)
+        confidence, chosen = best
+        sig = next(s for s in self._rules.signatures if s.id == chosen.id)
+        rationale = f"signature {chosen.id!r} matched: {chosen.summary}"
+        return Diagnosis(
+            hypotheses=[h for _, h in hypotheses],
+            proposal=chosen.proposal,
+            params=dict(sig.params),
+            rationale=rationale,
+            confidence=confidence,
+        )
+
+    async def _read(self, sig: Signature, since, cache: dict[str, list[str]]) -> tuple[str | None, list[str]]:
+        if sig.journal:
+            key = f"journal:{sig.journal.host}:{sig.journal.unit}"
+            if key not in cache:
+                cache[key] = await journal_lines(
+                    self._runner, sig.journal.host, sig.journal.scope, sig.journal.unit, since, self._rules.max_lines
+                )
+            return key, cache[key]
+        if sig.file:
+            key = f"file:{sig.file}"
+            if key not in cache:
+                cache[key] = _tail(Path(sig.file), self._rules.max_lines)
+            return key, cache[key]
+        return None, []
+
+
+def _label_lines(alerts: list[Alert]) -> list[str]:
+    seen: list[str] = []
+    for alert in alerts:
+        line = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+def _tail(path: Path, limit: int) -> list[str]:
+    try:
+        with path.open(errors="replace") as handle:
+            return handle.read().splitlines()[-limit:]
+    except FileNotFoundError:
+        return []

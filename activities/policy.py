@@ -1,0 +1,53 @@
+"""The policy as the workflow sees it: the loaded whitelist, and the execution ledger."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from selfheal.models import Execution
+from selfheal.settings import IncidentSettings, PolicySnapshot
+from whitelist.loader import LoadedWhitelist
+from workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation, ReservationResult, ledger_id
+
+
+class PolicyActivities:
+    def __init__(self, loaded: LoadedWhitelist, settings: IncidentSettings, client: Client, task_queue: str):
+        self._loaded = loaded
+        self._settings = settings
+        self._client = client
+        self._task_queue = task_queue
+
+    @activity.defn(name="load_policy")
+    async def load_policy(self) -> PolicySnapshot:
+        return PolicySnapshot(
+            whitelist=self._loaded.whitelist, sha256=self._loaded.sha256, source=self._loaded.path, settings=self._settings
+        )
+
+    @activity.defn(name="read_executions")
+    async def read_executions(self, entry_id: str) -> list[Execution]:
+        handle = self._client.get_workflow_handle(ledger_id(self._task_queue, entry_id))
+        try:
+            return await handle.query(RemediationLedgerWorkflow.executions)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return []  # the entry has never run
+            raise
+
+    @activity.defn(name="reserve_execution")
+    async def reserve_execution(self, reservation: Reservation) -> ReservationResult:
+        start = WithStartWorkflowOperation(
+            RemediationLedgerWorkflow.run,
+            LedgerState(entry_id=reservation.entry_id),
+            id=ledger_id(self._task_queue, reservation.entry_id),
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        try:
+            return await self._client.execute_update_with_start_workflow(
+                RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None

@@ -1,0 +1,95 @@
+"""Remediation executors: the only code that changes the world.
+
+Each executor re-checks the request against the whitelist the worker loaded (the entry,
+its target, its bounds) before acting; anything out of policy is a non-retryable
+``OutOfPolicy`` error. Each is idempotent: it compares the world with the baseline the
+workflow read when it decided to act, and if the action already happened (an earlier
+attempt that crashed after acting, or anyone else), it reports that instead of acting
+again. A retried or replayed remediation therefore has the effect of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.runner import CommandRunner, UnreachableHost
+from activities.systemd import SystemdError, systemctl, unit_state
+from selfheal.models import RemediationInput, RemediationResult, UnitState
+from whitelist.loader import LoadedWhitelist
+from whitelist.models import SystemdRestartEntry
+from whitelist.policy import check_request
+
+T = TypeVar("T")
+HEARTBEAT_EVERY = 1.0
+
+
+def out_of_policy(message: str) -> ApplicationError:
+    return ApplicationError(message, type="OutOfPolicy", non_retryable=True)
+
+
+async def with_heartbeats(work: Awaitable[T]) -> T:
+    """Await ``work`` while heartbeating, so a dead worker is noticed within the heartbeat timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+class SystemdRemediator:
+    def __init__(self, runner: CommandRunner, loaded: LoadedWhitelist):
+        self._runner = runner
+        self._loaded = loaded
+
+    def _entry(self, inp: RemediationInput) -> SystemdRestartEntry:
+        entry = self._loaded.whitelist.entry(inp.request.entry_id)
+        if not isinstance(entry, SystemdRestartEntry):
+            raise out_of_policy(f"entry {inp.request.entry_id!r} is not a systemd.restart entry of this worker's whitelist")
+        refusal = check_request(entry, inp.request)
+        if refusal:
+            raise out_of_policy(f"[{refusal[0]}] {refusal[1]}")
+        if inp.whitelist_sha256 != self._loaded.sha256:
+            # The entry still allows exactly this request under the worker's whitelist, so act;
+            # the audit records both hashes through the result's detail.
+            activity.logger.warning("whitelist changed since the decision: %s -> %s", inp.whitelist_sha256, self._loaded.sha256)
+        return entry
+
+    @activity.defn(name="restart_unit")
+    async def restart_unit(self, inp: RemediationInput) -> RemediationResult:
+        entry = self._entry(inp)
+        host, unit, scope = inp.request.target["host"], entry.target.unit, entry.target.scope
+        if inp.baseline is None:
+            raise out_of_policy("restart_unit needs the unit's baseline state to stay idempotent")
+        try:
+            before = await unit_state(self._runner, host, scope, unit)
+            if before.invocation_id != inp.baseline.invocation_id:
+                return self._result(inp, "already_done", before, before,
+                                    f"{unit} on {host} already restarted since the request "
+                                    f"(invocation {inp.baseline.invocation_id or '-'} -> {before.invocation_id or '-'}); not restarting again")
+            activity.logger.info("restarting %s on %s (key %s)", unit, host, inp.idempotency_key)
+            result = await with_heartbeats(self._runner.run(host, systemctl(scope, "restart", unit), timeout=600))
+            after = await unit_state(self._runner, host, scope, unit)
+        except UnreachableHost as exc:
+            raise ApplicationError(str(exc), type="UnreachableHost", non_retryable=True) from None
+        except SystemdError as exc:
+            raise ApplicationError(str(exc), type="SystemdError") from None
+        if not result.ok and after.invocation_id == inp.baseline.invocation_id:
+            raise ApplicationError(f"systemctl restart {unit} failed ({result.returncode}): {result.stderr.strip()}", type="SystemdError")
+        detail = f"restarted {unit} on {host}: invocation {before.invocation_id or '-'} -> {after.invocation_id or '-'}"
+        if not result.ok:
+            detail += f"; systemctl reported {result.returncode}: {result.stderr.strip()}"
+        if inp.whitelist_sha256 != self._loaded.sha256:
+            detail += f"; re-checked against whitelist {self._loaded.sha256[:12]}"
+        return self._result(inp, "executed", before, after, detail)
+
+    @staticmethod
+    def _result(inp: RemediationInput, action, before: UnitState, after: UnitState, detail: str) -> RemediationResult:
+        return RemediationResult(
+            entry_id=inp.request.entry_id, kind="systemd.restart", idempotency_key=inp.idempotency_key,
+            action=action, detail=detail, before=before, after=after,
+        )

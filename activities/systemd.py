@@ -1,0 +1,60 @@
+"""Read-only systemd access shared by evidence, remediation and verification."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Literal
+
+from activities.runner import CommandRunner
+from selfheal.models import UnitState
+
+Scope = Literal["system", "user"]
+_PROPS = ("InvocationID", "NRestarts", "ActiveEnterTimestampMonotonic", "ActiveState", "SubState")
+
+
+class SystemdError(Exception):
+    pass
+
+
+def systemctl(scope: Scope, *args: str) -> list[str]:
+    return ["systemctl", f"--{scope}", "--no-pager", *args]
+
+
+async def unit_state(runner: CommandRunner, host: str, scope: Scope, unit: str) -> UnitState:
+    result = await runner.run(host, systemctl(scope, "show", "-p", ",".join(_PROPS), unit), timeout=30)
+    if not result.ok:
+        raise SystemdError(f"systemctl show {unit} failed ({result.returncode}): {result.stderr.strip()}")
+    props = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return UnitState(
+        invocation_id=props.get("InvocationID", ""),
+        n_restarts=int(props.get("NRestarts") or 0),
+        active_enter_monotonic=int(props.get("ActiveEnterTimestampMonotonic") or 0),
+        active_state=props.get("ActiveState", ""),
+        sub_state=props.get("SubState", ""),
+    )
+
+
+async def journal_lines(
+    runner: CommandRunner, host: str, scope: Scope, unit: str, since: datetime, limit: int
+) -> list[str]:
+    """The unit's log messages since ``since``, oldest first, at most ``limit`` of them."""
+    unit_flag = "--user-unit" if scope == "user" else "--unit"
+    argv = [
+        "journalctl", unit_flag, unit, "--output", "json", "--no-pager",
+        "--since", f"@{since.timestamp():.0f}", "--lines", str(limit),
+    ]
+    result = await runner.run(host, argv, timeout=60)
+    if not result.ok:
+        raise SystemdError(f"journalctl for {unit} failed ({result.returncode}): {result.stderr.strip()}")
+    lines = []
+    for raw in result.stdout.splitlines():
+        try:
+            message = json.loads(raw).get("MESSAGE")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(message, list):  # journald sends non-UTF-8 messages as byte arrays
+            message = bytes(message).decode(errors="replace")
+        if isinstance(message, str):
+            lines.append(message)
+    return lines

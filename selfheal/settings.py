@@ -1,0 +1,88 @@
+"""Settings, built once at start-up from an explicit mapping (the environment, or a test's dict).
+
+Nothing here reads ``os.environ`` at import time; ``WorkerSettings.from_mapping``
+takes the mapping it is given, as starlette's ``Config`` does.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import timedelta
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from whitelist.durations import PositiveDuration
+from whitelist.models import Whitelist
+
+# The one place the task queue's default name is written.
+TASK_QUEUE = "selfheal"
+
+
+class IncidentSettings(BaseModel):
+    """Durations the incident workflow uses. Short values make tests fast; defaults suit on-call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remind_after: PositiveDuration = timedelta(minutes=15)
+    escalate_after: PositiveDuration = timedelta(hours=1)
+    expire_after: PositiveDuration = timedelta(hours=4)
+    diagnose_timeout: PositiveDuration = timedelta(minutes=5)
+    remediation_timeout: PositiveDuration = timedelta(minutes=10)
+    remediation_heartbeat: PositiveDuration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> "IncidentSettings":
+        if not self.remind_after <= self.escalate_after <= self.expire_after:
+            raise ValueError("approval timers must satisfy remind_after <= escalate_after <= expire_after")
+        return self
+
+
+class PolicySnapshot(BaseModel):
+    """The whitelist and settings an incident runs under, recorded once in its history."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    whitelist: Whitelist
+    sha256: str
+    source: str
+    settings: IncidentSettings
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    whitelist: str = "deploy/demo/whitelist.yaml"
+    diagnosis: str = "deploy/demo/diagnosis.yaml"
+    notify_url: str | None = None
+    # Put in front of every systemctl/journalctl, e.g. "sudo -n" or "env XDG_RUNTIME_DIR=/run/user/1000".
+    command_prefix: list[str] = []
+    incident: IncidentSettings = IncidentSettings()
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str], **overrides) -> "WorkerSettings":
+        """Read ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE`` (as the temporal CLI does) and ``SELFHEAL_*``."""
+        values: dict = {}
+        for field, key in [
+            ("address", "TEMPORAL_ADDRESS"),
+            ("namespace", "TEMPORAL_NAMESPACE"),
+            ("task_queue", "SELFHEAL_TASK_QUEUE"),
+            ("whitelist", "SELFHEAL_WHITELIST"),
+            ("diagnosis", "SELFHEAL_DIAGNOSIS"),
+            ("notify_url", "SELFHEAL_NOTIFY_URL"),
+        ]:
+            if env.get(key):
+                values[field] = env[key]
+        if env.get("SELFHEAL_COMMAND_PREFIX"):
+            values["command_prefix"] = shlex.split(env["SELFHEAL_COMMAND_PREFIX"])
+        timers = {
+            name: env[f"SELFHEAL_{name.upper()}"]
+            for name in IncidentSettings.model_fields
+            if env.get(f"SELFHEAL_{name.upper()}")
+        }
+        values["incident"] = IncidentSettings(**timers)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,202 @@
+"""Helpers for workflow tests: whitelists and rules on disk, a notification sink, a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+import worker as worker_module
+from activities.runner import CommandRunner, LocalRunner
+from selfheal.models import Alert, IncidentInput
+from selfheal.settings import IncidentSettings, WorkerSettings
+from whitelist import load_whitelist
+from workflows.incident import IncidentWorkflow
+
+FAST = IncidentSettings(
+    remind_after=timedelta(seconds=60),
+    escalate_after=timedelta(seconds=120),
+    expire_after=timedelta(seconds=180),
+    diagnose_timeout=timedelta(seconds=30),
+    remediation_timeout=timedelta(seconds=60),
+    remediation_heartbeat=timedelta(seconds=5),
+)
+
+
+def whitelist_yaml(unit: str, *, max_executions: int = 100, cooldown: str = "0s", extra: str = "") -> str:
+    def entry(entry_id: str, alertname: str, radius: str) -> str:
+        return f"""
+  - id: {entry_id}
+    kind: systemd.restart
+    target: {{unit: {unit}, host: localhost, scope: user}}
+    blast_radius: {radius}
+    approvers: {{people: [alice, bob], groups: [sre]}}
+    rate_limit: {{max_executions: {max_executions}, window: 1h}}
+    cooldown: {cooldown}
+    match: ['alertname="{alertname}"']
+    verify: {{timeout: 10s}}
+"""
+
+    return (
+        """version: 1
+metadata: {reviewed_by: [alice], reviewed_at: 2026-11-25}
+groups: {sre: [carol]}
+entries:"""
+        + entry("restart-api", "ApiDown", "instance")
+        + entry("restart-api-service", "ApiSlow", "service")
+        + entry("restart-api-fleet", "ApiFleet", "fleet")
+        + entry("restart-api-misdirected", "Misdirected", "instance")
+        + """
+  - id: rollback-checkout
+    kind: ecs.rollback
+    target: {cluster: demo, service: checkout, task_definition: "checkout:41"}
+    blast_radius: service
+    approvers: {people: [alice]}
+    rate_limit: {max_executions: 1, window: 1h}
+    cooldown: 0s
+    match: ['alertname="CheckoutErrorRate"']
+    verify: {timeout: 1m}
+"""
+        + extra
+    )
+
+
+def rules_yaml(unit: str) -> str:
+    signatures = "".join(
+        f"""
+  - id: pool-exhausted-{alertname}
+    summary: connection pool exhausted; a restart releases it
+    match: ['alertname="{alertname}"']
+    journal: {{unit: {unit}, scope: user}}
+    pattern: 'connection pool exhausted'
+    propose: {entry_id}
+    confidence: 0.9
+"""
+        for alertname, entry_id in [("ApiDown", "restart-api"), ("ApiSlow", "restart-api-service"), ("ApiFleet", "restart-api-fleet")]
+    )
+    return f"""
+lookback: 5m
+signatures:{signatures}
+  - id: misdirected
+    summary: a diagnosis that proposes an entry the alert did not match
+    match: ['alertname="Misdirected"']
+    propose: rollback-checkout
+    confidence: 0.99
+"""
+
+
+def alert(alertname: str, fingerprint: str | None = None, status: str = "firing", **labels: str) -> Alert:
+    return Alert(
+        source="test",
+        status=status,
+        labels={"alertname": alertname, **labels},
+        annotations={"summary": f"{alertname} in a test"},
+        starts_at=datetime.now(timezone.utc) - timedelta(seconds=5),
+        fingerprint=fingerprint or uuid.uuid4().hex[:16],
+    )
+
+
+class NotificationSink:
+    """A loopback webhook that records the JSON it receives (the notification activity's peer)."""
+
+    def __init__(self) -> None:
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def kinds(self, incident_id: str) -> list[str]:
+        return [n["kind"] for n in self.received if n["incident_id"] == incident_id]
+
+    def __enter__(self) -> "NotificationSink":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def settings_for(tmp: Path, unit: str, task_queue: str, notify_url: str | None, incident: IncidentSettings = FAST,
+                 whitelist: str | None = None, rules: str | None = None) -> WorkerSettings:
+    wl = tmp / f"whitelist-{task_queue}.yaml"
+    wl.write_text(whitelist if whitelist is not None else whitelist_yaml(unit))
+    rl = tmp / f"rules-{task_queue}.yaml"
+    rl.write_text(rules if rules is not None else rules_yaml(unit))
+    return WorkerSettings(task_queue=task_queue, whitelist=str(wl), diagnosis=str(rl), notify_url=notify_url, incident=incident)
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None):
+    loaded = load_whitelist(settings.whitelist)
+    async with httpx.AsyncClient() as http:
+        activities = worker_module.build_activities(settings, loaded, client, runner or LocalRunner(), http)
+        async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities):
+            yield
+
+
+# (test name, handle) of every incident started, for ``pytest --record-histories``.
+STARTED: list[tuple[str, object]] = []
+
+
+async def start_incident(client: Client, task_queue: str, *alerts: Alert, incident_id: str | None = None):
+    handle = await client.start_workflow(
+        IncidentWorkflow.run,
+        IncidentInput(alerts=list(alerts)),
+        id=incident_id or f"incident-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+    )
+    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split("::")[-1].split(" ")[0]
+    STARTED.append((test, handle))
+    return handle
+
+
+async def wait_for(probe: Callable, timeout: float = 30.0, interval: float = 0.1):
+    """Poll an async probe until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def wait_status(handle, status: str, timeout: float = 30.0) -> None:
+    async def probe():
+        current = await handle.query(IncidentWorkflow.status)
+        if current == "done" != status:
+            record = await handle.query(IncidentWorkflow.audit)
+            raise AssertionError(f"incident ended ({record.outcome}: {record.outcome_detail}) before reaching {status}")
+        return current == status
+
+    await wait_for(probe, timeout)

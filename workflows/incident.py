@@ -1,0 +1,428 @@
+"""IncidentWorkflow: one durable workflow per incident; its id is the incident key."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from fnmatch import fnmatchcase
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from selfheal.models import (
+        ActionRequest,
+        Alert,
+        AlertBatch,
+        Approval,
+        ApprovalEvent,
+        AuditRecord,
+        DiagnoseInput,
+        Diagnosis,
+        Execution,
+        IncidentInput,
+        Notification,
+        NotificationRecord,
+        Rejection,
+        RemediationInput,
+        RemediationResult,
+        UnitState,
+        Verification,
+        VerifyInput,
+        Check,
+    )
+    from selfheal.settings import PolicySnapshot
+    from whitelist import decide, matching_entries, target_of
+    from whitelist.durations import format_duration
+    from workflows.ledger import Reservation, ReservationResult
+
+# Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
+POLICY_TIMEOUT = timedelta(seconds=30)
+READ_TIMEOUT = timedelta(seconds=60)
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+VERIFY_MARGIN = timedelta(seconds=30)
+READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=1))
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+REMEDIATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_attempts=3,
+    non_retryable_error_types=["OutOfPolicy", "UnreachableHost"],
+)
+LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+
+# Executors by whitelist kind: (baseline reader or None, executor activity name).
+EXECUTORS = {"systemd.restart": ("read_unit_state", "restart_unit")}
+
+GLOB_CHARS = set("*?[")
+
+
+def host_for(selector: str, labels: dict[str, str]) -> str:
+    """The concrete host a request names: the selector itself, or the alert's host label.
+
+    The policy checks the result against the selector, so an odd label cannot widen it.
+    """
+    if not GLOB_CHARS & set(selector):
+        return selector
+    host = labels.get("host") or labels.get("instance", "").rsplit(":", 1)[0]
+    return host if fnmatchcase(host, selector) else ""
+
+
+def build_request(entry, alerts: list[Alert], diagnosis: Diagnosis) -> ActionRequest:
+    target = target_of(entry)
+    if entry.kind == "systemd.restart":
+        labels = next((a.labels for a in alerts if a.status == "firing"), alerts[0].labels)
+        target["host"] = host_for(target["host"], labels)
+    return ActionRequest(entry_id=entry.id, target=target, params=diagnosis.params)
+
+
+@workflow.defn
+class IncidentWorkflow:
+    """One incident, from first alert to audit record.
+
+    Stages: observe -> diagnose -> decide -> wait (for people, if the tier says so) ->
+    act -> verify -> record. The result, and the ``audit`` query, is the AuditRecord.
+
+    Messages:
+      signal ``alerts(AlertBatch)``     more alerts for this incident (resolved ones too)
+      signal ``resolved()``             the problem went away
+      update ``approve(Approval)``      an allowed person approves; refusals fail the update
+      update ``reject(Rejection)``      an allowed person says no
+      signal ``approve_signal(Approval)``, ``reject_signal(Rejection)``
+                                        the same, for the Temporal UI and ``temporal workflow signal``
+      query  ``audit`` -> AuditRecord;  query ``status`` -> the current step
+    """
+
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self._audit = AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now())
+        self._statuses: dict[str, str] = {}
+        self._snapshot: PolicySnapshot | None = None
+        self._rejected = False
+        self._approved_by: list[str] = []
+        self._observe(inp.alerts)
+
+    # --- the runbook ------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> AuditRecord:
+        try:
+            await self._handle()
+        except ActivityError as exc:
+            await self._finish("failed", f"{_activity_name(exc)} failed: {_cause(exc)}")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._audit
+
+    async def _handle(self) -> None:
+        self._snapshot = await workflow.execute_activity(
+            "load_policy", start_to_close_timeout=POLICY_TIMEOUT, retry_policy=READ_RETRY,
+            result_type=PolicySnapshot, summary="load the whitelist",
+        )
+        self._audit.whitelist_sha256 = self._snapshot.sha256
+        self._audit.whitelist_source = self._snapshot.source
+        self._audit.matched_entries = self._matched_entries()
+
+        diagnosis = await self._diagnose()
+        if self._audit.resolved:
+            return await self._finish("resolved_without_action", "the alerts resolved during diagnosis")
+        entry = self._accepted_proposal(diagnosis)
+        if entry is None:
+            await self._escalate(f"no whitelisted remedy: {self._audit.proposal_note}")
+            return await self._finish("no_remedy", self._audit.proposal_note)
+
+        decision = await self._decide(entry, diagnosis)
+        if decision.kind == "deny":
+            await self._escalate(f"the policy refused {entry.id}: {decision.reason}")
+            return await self._finish("denied", f"[{decision.rule}] {decision.reason}")
+        if decision.kind == "needs_approval":
+            verdict = await self._wait_for_approval()
+            if verdict != "approved":
+                detail = {
+                    "rejected": "rejected by " + ", ".join(e.approver for e in self._audit.approvals if e.kind == "rejected"),
+                    "expired": f"no approval within {format_duration(self._settings.expire_after)}; nothing was done",
+                    "resolved": "the alerts resolved while waiting for approval",
+                }[verdict]
+                outcome = "resolved_without_action" if verdict == "resolved" else verdict
+                return await self._finish(outcome, detail)
+
+        result = await self._act(entry)
+        if result is None:
+            return
+        verification = await self._verify(entry)
+        if verification.ok:
+            return await self._finish("remediated", result.detail)
+        # Never chain a second autonomous action: people take it from here.
+        await self._escalate(f"{entry.id} ran but the symptom did not clear")
+        await self._finish("verification_failed", "; ".join(f"{c.name}: {c.detail}" for c in verification.checks if not c.ok))
+
+    # --- stages -----------------------------------------------------------------------
+
+    async def _diagnose(self) -> Diagnosis | None:
+        self._set_status("diagnosing")
+        diagnosis = await workflow.execute_activity(
+            "diagnose",
+            DiagnoseInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts, candidates=self._audit.matched_entries),
+            schedule_to_close_timeout=self._settings.diagnose_timeout,
+            start_to_close_timeout=READ_TIMEOUT,
+            retry_policy=READ_RETRY,
+            result_type=Diagnosis,
+            summary="diagnose: read evidence, form hypotheses",
+        )
+        self._audit.diagnosis = diagnosis
+        return diagnosis
+
+    def _accepted_proposal(self, diagnosis: Diagnosis):
+        """The proposed entry, only if the alerts matched it; anything else is recorded and dropped."""
+        matched = self._audit.matched_entries
+        if diagnosis.proposal is None:
+            self._audit.proposal_note = f"the diagnosis proposed no action ({diagnosis.rationale})"
+            return None
+        if diagnosis.proposal not in matched:
+            self._audit.proposal_note = (
+                f"the diagnosis proposed {diagnosis.proposal!r}, which is not among the entries the alerts "
+                f"matched ({', '.join(matched) or 'none'}); treated as no whitelisted remedy"
+            )
+            return None
+        self._audit.proposal_note = f"proposal {diagnosis.proposal!r} is among the matched entries"
+        return self._snapshot.whitelist.entry(diagnosis.proposal)
+
+    async def _decide(self, entry, diagnosis: Diagnosis):
+        self._set_status("deciding")
+        request = build_request(entry, self._audit.alerts, diagnosis)
+        history = await workflow.execute_activity(
+            "read_executions", entry.id, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
+            result_type=list[Execution], summary=f"read recent executions of {entry.id}",
+        )
+        decision = decide(self._snapshot.whitelist, request, history, workflow.now())
+        self._audit.request, self._audit.decision = request, decision
+        return decision
+
+    async def _wait_for_approval(self) -> str:
+        self._set_status("awaiting_approval")
+        decision = self._audit.decision
+        await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}")
+        began = workflow.now()
+        s = self._settings
+        for after, notice in ((s.remind_after, "reminder"), (s.escalate_after, "escalation"), (s.expire_after, None)):
+            remaining = (began + after - workflow.now()).total_seconds()
+            try:
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                await workflow.wait_condition(self._approval_settled, timeout=remaining)
+                break
+            except asyncio.TimeoutError:
+                if notice is None:
+                    return "expired"
+                await self._notify(notice, f"{decision.entry_id} still waits for approval ({notice})")
+        if self._rejected:
+            return "rejected"
+        if len(self._approved_by) >= decision.approvals:
+            return "approved"
+        return "resolved"
+
+    async def _act(self, entry) -> RemediationResult | None:
+        self._set_status("acting")
+        if entry.kind not in EXECUTORS:
+            await self._finish("failed", f"this worker has no executor for {entry.kind}")
+            return None
+        key = f"{self._audit.incident_id}/act/{entry.id}"
+        reservation = await workflow.execute_activity(
+            "reserve_execution",
+            Reservation(entry_id=entry.id, incident_id=self._audit.incident_id, idempotency_key=key,
+                        rate_limit=entry.rate_limit, cooldown=entry.cooldown),
+            start_to_close_timeout=READ_TIMEOUT, retry_policy=LEDGER_RETRY, result_type=ReservationResult,
+            summary=f"reserve an execution of {entry.id} (rate limit, cooldown)",
+        )
+        if not reservation.granted:
+            await self._escalate(f"{entry.id} was allowed but hit [{reservation.rule}] before it could run")
+            await self._finish("denied", f"[{reservation.rule}] {reservation.reason}")
+            return None
+        baseline_activity, executor = EXECUTORS[entry.kind]
+        baseline = await workflow.execute_activity(
+            baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
+            result_type=UnitState, summary="read the world before acting",
+        )
+        result = await workflow.execute_activity(
+            executor,
+            RemediationInput(incident_id=self._audit.incident_id, idempotency_key=key,
+                             whitelist_sha256=self._snapshot.sha256, request=self._audit.request, baseline=baseline),
+            start_to_close_timeout=self._settings.remediation_timeout,
+            heartbeat_timeout=self._settings.remediation_heartbeat,
+            retry_policy=REMEDIATION_RETRY,
+            result_type=RemediationResult,
+            summary=f"{entry.kind} {entry.id}",
+        )
+        self._audit.remediation = result
+        return result
+
+    async def _verify(self, entry) -> Verification:
+        self._set_status("verifying")
+        timeout = entry.verify.timeout
+        verification = await workflow.execute_activity(
+            "verify_remediation",
+            VerifyInput(incident_id=self._audit.incident_id, request=self._audit.request, timeout_seconds=timeout.total_seconds()),
+            start_to_close_timeout=timeout + VERIFY_MARGIN, heartbeat_timeout=VERIFY_MARGIN, retry_policy=READ_RETRY,
+            result_type=Verification, summary=f"verify {entry.id}",
+        )
+        if entry.verify.alert_resolves:
+            try:
+                await workflow.wait_condition(lambda: self._audit.resolved, timeout=timeout)
+                check = Check(name="alert resolves", ok=True, detail="the alerts resolved")
+            except asyncio.TimeoutError:
+                check = Check(name="alert resolves", ok=False, detail=f"still firing after {format_duration(timeout)}")
+            verification = Verification(ok=verification.ok and check.ok, checks=[*verification.checks, check])
+        self._audit.verification = verification
+        return verification
+
+    async def _finish(self, outcome: str, detail: str) -> None:
+        self._audit.outcome = outcome
+        self._audit.outcome_detail = detail
+        self._set_status("done")
+        await self._notify("outcome", f"{outcome}: {detail}")
+        self._audit.ended_at = workflow.now()
+
+    async def _escalate(self, summary: str) -> None:
+        await self._notify("escalation", summary)
+
+    async def _notify(self, kind: str, summary: str) -> None:
+        note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary)
+        try:
+            detail = await workflow.execute_activity(
+                "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, retry_policy=NOTIFY_RETRY,
+                result_type=str, summary=f"notify: {kind}",
+            )
+            delivered = True
+        except ActivityError as exc:
+            detail, delivered = f"not delivered: {_cause(exc)}", False
+        self._audit.notifications.append(NotificationRecord(kind=kind, at=workflow.now(), delivered=delivered, detail=detail))
+
+    # --- observe ----------------------------------------------------------------------
+
+    def _observe(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            if alert in self._audit.alerts:
+                continue  # a retried delivery of the same alert
+            self._audit.alerts.append(alert)
+            self._statuses[alert.fingerprint] = alert.status
+        if self._statuses and all(s == "resolved" for s in self._statuses.values()):
+            self._audit.resolved = True
+
+    def _matched_entries(self) -> list[str]:
+        matched: list[str] = []
+        for alert in self._audit.alerts:
+            for entry_id in matching_entries(self._snapshot.whitelist, alert.labels):
+                if entry_id not in matched:
+                    matched.append(entry_id)
+        return matched
+
+    @workflow.signal
+    def alerts(self, batch: AlertBatch) -> None:
+        self._observe(batch.alerts)
+
+    @workflow.signal
+    def resolved(self) -> None:
+        self._audit.resolved = True
+
+    # --- approvals ----------------------------------------------------------------------
+    # Temporal keeps no trace of an update its validator rejects, and every refused
+    # approval must be in the audit trail. So the validator only turns away updates when
+    # nothing is waiting for approval; who may approve is checked in the handler, which
+    # records the refusal and fails the update with the reason.
+
+    @workflow.update
+    def approve(self, approval: Approval) -> str:
+        refusal = self._refusal(approval.approver)
+        if refusal:
+            self._record("refused", approval.approver, "update", f"approval refused: {refusal}")
+            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
+        self._approved_by.append(approval.approver)
+        self._record("approved", approval.approver, "update", approval.comment)
+        return f"approved by {approval.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
+
+    @approve.validator
+    def _approve_while_waiting(self, approval: Approval) -> None:
+        self._require_waiting()
+
+    @workflow.update
+    def reject(self, rejection: Rejection) -> str:
+        refusal = self._refusal(rejection.approver, rejecting=True)
+        if refusal:
+            self._record("refused", rejection.approver, "update", f"rejection refused: {refusal}")
+            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
+        self._rejected = True
+        self._record("rejected", rejection.approver, "update", rejection.reason)
+        return f"rejected by {rejection.approver}"
+
+    @reject.validator
+    def _reject_while_waiting(self, rejection: Rejection) -> None:
+        self._require_waiting()
+
+    @workflow.signal
+    def approve_signal(self, approval: Approval) -> None:
+        refusal = self._refusal(approval.approver)
+        if refusal:
+            self._record("refused", approval.approver, "signal", f"approval refused: {refusal}")
+            return
+        self._approved_by.append(approval.approver)
+        self._record("approved", approval.approver, "signal", approval.comment)
+
+    @workflow.signal
+    def reject_signal(self, rejection: Rejection) -> None:
+        refusal = self._refusal(rejection.approver, rejecting=True)
+        if refusal:
+            self._record("refused", rejection.approver, "signal", f"rejection refused: {refusal}")
+            return
+        self._rejected = True
+        self._record("rejected", rejection.approver, "signal", rejection.reason)
+
+    def _require_waiting(self) -> None:
+        if self._audit.status != "awaiting_approval":
+            raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
+
+    def _refusal(self, who: str, rejecting: bool = False) -> str | None:
+        decision = self._audit.decision
+        if self._audit.status != "awaiting_approval" or decision is None:
+            return f"incident is not waiting for approval (status: {self._audit.status})"
+        if who not in decision.approvers:
+            return f"{who!r} may not approve {decision.entry_id} (allowed: {', '.join(decision.approvers)})"
+        if not rejecting and who in self._approved_by:
+            return f"{who!r} already approved; {decision.approvals} distinct approver(s) are needed"
+        return None
+
+    def _record(self, kind: str, who: str, via: str, note: str) -> None:
+        self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note))
+
+    def _approval_settled(self) -> bool:
+        return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals
+
+    # --- queries and helpers ---------------------------------------------------------------
+
+    @workflow.query
+    def audit(self) -> AuditRecord:
+        return self._audit
+
+    @workflow.query
+    def status(self) -> str:
+        return self._audit.status
+
+    @property
+    def _settings(self):
+        return self._snapshot.settings
+
+    def _set_status(self, status: str) -> None:
+        self._audit.status = status
+        decision = self._audit.decision
+        lines = [f"**{status}**", f"alerts: {len(self._audit.alerts)}"]
+        if decision:
+            lines.append(f"decision: {decision}")
+        workflow.set_current_details("\n\n".join(lines))
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)
+
+
+def _activity_name(exc: ActivityError) -> str:
+    return getattr(exc, "activity_type", None) or "an activity"
