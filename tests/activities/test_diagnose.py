@@ -1,0 +1,55 @@
+from datetime import datetime, timedelta, timezone
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.diagnose import DiagnosisRules, RuleDiagnoser
+from activities.runner import LocalRunner
+from selfheal.models import Alert, DiagnoseInput
+
+
+def alert(**labels) -> Alert:
+    return Alert(labels=labels, starts_at=datetime.now(timezone.utc) - timedelta(seconds=1), fingerprint="f1")
+
+
+def rules(log, **extra) -> DiagnosisRules:
+    return DiagnosisRules.model_validate(
+        {
+            "signatures": [
+                {"id": "oom", "summary": "out of memory", "match": ['alertname="ApiDown"'], "file": str(log),
+                 "pattern": "OutOfMemoryError", "propose": "restart-api", "confidence": 0.7, **extra},
+                {"id": "label-only", "summary": "the alert alone", "match": ['alertname="ApiDown"'], "confidence": 0.1},
+            ]
+        }
+    )
+
+
+async def test_log_lines_matching_a_signature_become_the_evidence(tmp_path):
+    log = tmp_path / "api.log"
+    log.write_text("ok\njava.lang.OutOfMemoryError: heap\nok\n")
+    diagnosis = await ActivityEnvironment().run(
+        RuleDiagnoser(rules(log), LocalRunner()).diagnose, DiagnoseInput(incident_id="i", alerts=[alert(alertname="ApiDown")], candidates=[])
+    )
+    assert diagnosis.proposal == "restart-api" and diagnosis.confidence == 0.7
+    oom = diagnosis.hypotheses[0]
+    assert oom.id == "oom"
+    assert [e.source for e in oom.evidence] == ["labels", f"file:{log}"]
+    assert oom.evidence[1].lines == ["java.lang.OutOfMemoryError: heap"]
+    assert "oom" in diagnosis.rationale
+
+
+async def test_no_matching_line_means_no_proposal(tmp_path):
+    log = tmp_path / "api.log"
+    log.write_text("all good\n")
+    diagnosis = await ActivityEnvironment().run(
+        RuleDiagnoser(rules(log), LocalRunner()).diagnose, DiagnoseInput(incident_id="i", alerts=[alert(alertname="ApiDown")], candidates=[])
+    )
+    assert diagnosis.proposal is None
+    assert [h.id for h in diagnosis.hypotheses] == ["label-only"]
+
+
+async def test_signatures_for_other_alerts_stay_silent(tmp_path):
+    diagnosis = await ActivityEnvironment().run(
+        RuleDiagnoser(rules(tmp_path / "none.log"), LocalRunner()).diagnose,
+        DiagnoseInput(incident_id="i", alerts=[alert(alertname="DiskFull")], candidates=[]),
+    )
+    assert diagnosis.hypotheses == [] and diagnosis.proposal is None
