@@ -20,8 +20,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from activities.runner import CommandRunner
-from activities.systemd import journal_lines
+from activities.runner import CommandRunner, UnreachableHost
+from activities.systemd import SystemdError, journal_lines
 from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
 from whitelist.durations import PositiveDuration
 from whitelist.matchers import matches_all, parse_matcher
@@ -83,13 +83,17 @@ class RuleDiagnoser:
     async def diagnose(self, inp: DiagnoseInput) -> Diagnosis:
         firing = [a for a in inp.alerts if a.status == "firing"] or inp.alerts
         since = min(a.starts_at for a in firing) - self._rules.lookback
-        cache: dict[str, list[str]] = {}
+        cache: dict[str, list[str] | str] = {}
+        unavailable: list[str] = []  # evidence that could not be read: said in the rationale, never fatal
         hypotheses: list[tuple[float, Hypothesis]] = []
         for sig in self._rules.signatures:
             if not any(matches_all(sig.match, a.labels) for a in firing):
                 continue
             evidence = [Evidence(source="labels", lines=_label_lines(firing))]
             source, lines = await self._read(sig, since, cache)
+            if source is not None and isinstance(lines, str):
+                unavailable.append(f"{source}: {lines}")
+                continue
             if source is not None:
                 hits = [line for line in lines if re.search(sig.pattern or "", line)]
                 if not hits:
@@ -101,11 +105,11 @@ class RuleDiagnoser:
         hypotheses.sort(key=lambda pair: -pair[0])  # stable: ties keep file order
         best = next(((c, h) for c, h in hypotheses if h.proposal), None)
         if best is None:
-            rationale = "no signature with a proposed remedy matched the alerts and their logs"
+            rationale = "no signature with a proposed remedy matched the alerts and their logs" + _unread(unavailable)
             return Diagnosis(hypotheses=[h for _, h in hypotheses], rationale=rationale, confidence=0.0)
         confidence, chosen = best
         sig = next(s for s in self._rules.signatures if s.id == chosen.id)
-        rationale = f"signature {chosen.id!r} matched: {chosen.summary}"
+        rationale = f"signature {chosen.id!r} matched: {chosen.summary}" + _unread(unavailable)
         return Diagnosis(
             hypotheses=[h for _, h in hypotheses],
             proposal=chosen.proposal,
@@ -114,13 +118,17 @@ class RuleDiagnoser:
             confidence=confidence,
         )
 
-    async def _read(self, sig: Signature, since, cache: dict[str, list[str]]) -> tuple[str | None, list[str]]:
+    async def _read(self, sig: Signature, since, cache: dict) -> tuple[str | None, list[str] | str]:
+        """The log lines of the signature's source, or a string saying why they could not be read."""
         if sig.journal:
             key = f"journal:{sig.journal.host}:{sig.journal.unit}"
             if key not in cache:
-                cache[key] = await journal_lines(
-                    self._runner, sig.journal.host, sig.journal.scope, sig.journal.unit, since, self._rules.max_lines
-                )
+                try:
+                    cache[key] = await journal_lines(
+                        self._runner, sig.journal.host, sig.journal.scope, sig.journal.unit, since, self._rules.max_lines
+                    )
+                except (SystemdError, UnreachableHost) as exc:
+                    cache[key] = str(exc)
             return key, cache[key]
         if sig.file:
             key = f"file:{sig.file}"
@@ -128,6 +136,10 @@ class RuleDiagnoser:
                 cache[key] = _tail(Path(sig.file), self._rules.max_lines)
             return key, cache[key]
         return None, []
+
+
+def _unread(unavailable: list[str]) -> str:
+    return f" (evidence unavailable: {'; '.join(unavailable)})" if unavailable else ""
 
 
 def _label_lines(alerts: list[Alert]) -> list[str]:

@@ -6,7 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runner import CommandRunner, UnreachableHost
-from activities.systemd import SystemdError, unit_state
+from activities.systemd import SystemdError, UnitNotFound, unit_state
 from selfheal.models import ActionRequest, UnitState
 from whitelist.loader import LoadedWhitelist
 from whitelist.models import SystemdRestartEntry
@@ -26,5 +26,7 @@ class EvidenceReader:
             return await unit_state(self._runner, request.target["host"], entry.target.scope, entry.target.unit)
         except UnreachableHost as exc:
             raise ApplicationError(str(exc), type="UnreachableHost", non_retryable=True) from None
+        except UnitNotFound as exc:
+            raise ApplicationError(str(exc), type="UnitNotFound", non_retryable=True) from None
         except SystemdError as exc:
             raise ApplicationError(str(exc), type="SystemdError") from None

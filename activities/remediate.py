@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runner import CommandRunner, UnreachableHost
-from activities.systemd import SystemdError, systemctl, unit_state
+from activities.systemd import SystemdError, UnitNotFound, systemctl, unit_state
 from selfheal.models import RemediationInput, RemediationResult, UnitState
 from whitelist.loader import LoadedWhitelist
 from whitelist.models import SystemdRestartEntry
@@ -76,6 +76,8 @@ class SystemdRemediator:
             after = await unit_state(self._runner, host, scope, unit)
         except UnreachableHost as exc:
             raise ApplicationError(str(exc), type="UnreachableHost", non_retryable=True) from None
+        except UnitNotFound as exc:
+            raise ApplicationError(str(exc), type="UnitNotFound", non_retryable=True) from None
         except SystemdError as exc:
             raise ApplicationError(str(exc), type="SystemdError") from None
         if not result.ok and after.invocation_id == inp.baseline.invocation_id:

@@ -10,11 +10,15 @@ from activities.runner import CommandRunner
 from selfheal.models import UnitState
 
 Scope = Literal["system", "user"]
-_PROPS = ("InvocationID", "NRestarts", "ActiveEnterTimestampMonotonic", "ActiveState", "SubState")
+_PROPS = ("InvocationID", "NRestarts", "ActiveEnterTimestampMonotonic", "ActiveState", "SubState", "LoadState")
 
 
 class SystemdError(Exception):
     pass
+
+
+class UnitNotFound(SystemdError):
+    """systemd knows no such unit: retrying cannot help."""
 
 
 def systemctl(scope: Scope, *args: str) -> list[str]:
@@ -26,6 +30,8 @@ async def unit_state(runner: CommandRunner, host: str, scope: Scope, unit: str) 
     if not result.ok:
         raise SystemdError(f"systemctl show {unit} failed ({result.returncode}): {result.stderr.strip()}")
     props = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    if props.get("LoadState") == "not-found":
+        raise UnitNotFound(f"{unit} is not a unit the {scope} manager on {host} knows")
     return UnitState(
         invocation_id=props.get("InvocationID", ""),
         n_restarts=int(props.get("NRestarts") or 0),

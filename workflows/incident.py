@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         Check,
     )
+    from selfheal import search
     from selfheal.settings import PolicySnapshot
     from whitelist import decide, matching_entries, target_of
     from whitelist.durations import format_duration
@@ -43,11 +44,15 @@ READ_TIMEOUT = timedelta(seconds=60)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 VERIFY_MARGIN = timedelta(seconds=30)
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=1))
+# Reading the world right before acting: a host that stays unreachable fails the incident
+# with the reason instead of retrying forever.
+WORLD_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5,
+                               non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"])
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 REMEDIATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_attempts=3,
-    non_retryable_error_types=["OutOfPolicy", "UnreachableHost"],
+    non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"],
 )
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 
@@ -195,6 +200,7 @@ class IncidentWorkflow:
         )
         decision = decide(self._snapshot.whitelist, request, history, workflow.now())
         self._audit.request, self._audit.decision = request, decision
+        self._upsert(search.ENTRY.value_set(entry.id), search.BLAST_RADIUS.value_set(entry.blast_radius))
         return decision
 
     async def _wait_for_approval(self) -> str:
@@ -239,7 +245,7 @@ class IncidentWorkflow:
             return None
         baseline_activity, executor = EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
-            baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
+            baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
             result_type=UnitState, summary="read the world before acting",
         )
         result = await workflow.execute_activity(
@@ -277,6 +283,7 @@ class IncidentWorkflow:
     async def _finish(self, outcome: str, detail: str) -> None:
         self._audit.outcome = outcome
         self._audit.outcome_detail = detail
+        self._upsert(search.OUTCOME.value_set(outcome))
         self._set_status("done")
         await self._notify("outcome", f"{outcome}: {detail}")
         self._audit.ended_at = workflow.now()
@@ -411,11 +418,24 @@ class IncidentWorkflow:
 
     def _set_status(self, status: str) -> None:
         self._audit.status = status
-        decision = self._audit.decision
-        lines = [f"**{status}**", f"alerts: {len(self._audit.alerts)}"]
-        if decision:
-            lines.append(f"decision: {decision}")
+        self._upsert(search.STATUS.value_set(status))
+        a = self._audit
+        lines = [f"**{status}**", f"alerts: {len(a.alerts)} ({'resolved' if a.resolved else 'firing'})"]
+        if a.diagnosis:
+            lines.append(f"diagnosis: {a.diagnosis.rationale} (confidence {a.diagnosis.confidence:.0%}, for people only)")
+        if a.decision:
+            lines.append(f"decision: {a.decision}")
+        if a.approvals:
+            lines.append("approvals: " + ", ".join(f"{e.kind} by {e.approver}" for e in a.approvals))
+        if a.remediation:
+            lines.append(f"done: {a.remediation.detail}")
+        if a.outcome:
+            lines.append(f"outcome: {a.outcome}: {a.outcome_detail}")
         workflow.set_current_details("\n\n".join(lines))
+
+    def _upsert(self, *updates) -> None:
+        if self._snapshot is not None and self._snapshot.search_attributes:
+            workflow.upsert_search_attributes(list(updates))
 
 
 def _cause(exc: BaseException) -> str:
