@@ -20,13 +20,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from activities.diagnose import RuleDiagnoser, load_rules
+from activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from activities.evidence import EvidenceReader
 from activities.notify import Notifier
 from activities.policy import PolicyActivities
 from activities.remediate import SystemdRemediator
 from activities.runner import CommandRunner, LocalRunner
 from activities.verify import Verifier
+from selfheal import search
 from selfheal.settings import WorkerSettings
 from whitelist import load_whitelist
 from whitelist.loader import LoadedWhitelist
@@ -43,10 +44,10 @@ async def connect(settings: WorkerSettings) -> Client:
 
 
 def build_activities(
-    settings: WorkerSettings, loaded: LoadedWhitelist, client: Client, runner: CommandRunner, http: httpx.AsyncClient
+    settings: WorkerSettings, loaded: LoadedWhitelist, rules: DiagnosisRules, client: Client, runner: CommandRunner,
+    http: httpx.AsyncClient, search_attributes: bool = False,
 ) -> list:
-    rules = load_rules(settings.diagnosis)
-    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue)
+    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes)
     evidence = EvidenceReader(runner, loaded)
     return [
         policy.load_policy,
@@ -65,7 +66,12 @@ async def run_worker(
 ) -> None:
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
+    rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
     client = await connect(settings)
+    attributes = await search.available(client, settings.namespace)
+    if not attributes:
+        log.warning("search attributes %s are not registered in %s; incidents will not be filterable by them",
+                    ", ".join(k.name for k in search.ALL), settings.namespace)
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient())
@@ -73,7 +79,9 @@ async def run_worker(
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=build_activities(settings, loaded, client, runner or LocalRunner(settings.command_prefix), http),
+            activities=build_activities(
+                settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes
+            ),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
         async with worker:

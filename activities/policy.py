@@ -14,7 +14,9 @@ from workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation
 
 
 class PolicyActivities:
-    def __init__(self, loaded: LoadedWhitelist, settings: IncidentSettings, client: Client, task_queue: str):
+    def __init__(self, loaded: LoadedWhitelist, settings: IncidentSettings, client: Client, task_queue: str,
+                 search_attributes: bool = False):
+        self._search_attributes = search_attributes
         self._loaded = loaded
         self._settings = settings
         self._client = client
@@ -23,7 +25,8 @@ class PolicyActivities:
     @activity.defn(name="load_policy")
     async def load_policy(self) -> PolicySnapshot:
         return PolicySnapshot(
-            whitelist=self._loaded.whitelist, sha256=self._loaded.sha256, source=self._loaded.path, settings=self._settings
+            whitelist=self._loaded.whitelist, sha256=self._loaded.sha256, source=self._loaded.path, settings=self._settings,
+            search_attributes=self._search_attributes,
         )
 
     @activity.defn(name="read_executions")

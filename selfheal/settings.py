@@ -47,6 +47,9 @@ class PolicySnapshot(BaseModel):
     sha256: str
     source: str
     settings: IncidentSettings
+    # Whether the namespace has selfheal's search attributes; histories recorded without
+    # this field replay with False, so adding attributes never breaks old incidents.
+    search_attributes: bool = False
 
 
 class WorkerSettings(BaseModel):

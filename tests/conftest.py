@@ -13,6 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.runner import LocalRunner
+from selfheal import search
 from tests.support.systemd_user import SystemdUser, _missing_requirements
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ async def temporal_env():
         data_converter=pydantic_data_converter,
         ip="127.0.0.1",
         dev_server_log_level="error",
+        search_attributes=search.ALL,
     )
     try:
         yield env

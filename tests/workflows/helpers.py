@@ -19,6 +19,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import worker as worker_module
+from activities.diagnose import load_rules
+from selfheal import search
 from activities.runner import CommandRunner, LocalRunner
 from selfheal.models import Alert, IncidentInput
 from selfheal.settings import IncidentSettings, WorkerSettings
@@ -157,8 +159,11 @@ def settings_for(tmp: Path, unit: str, task_queue: str, notify_url: str | None, 
 @asynccontextmanager
 async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None):
     loaded = load_whitelist(settings.whitelist)
+    attributes = await search.available(client, settings.namespace)
     async with httpx.AsyncClient() as http:
-        activities = worker_module.build_activities(settings, loaded, client, runner or LocalRunner(), http)
+        activities = worker_module.build_activities(
+            settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes
+        )
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities):
             yield
 

@@ -1,0 +1,48 @@
+"""Custom search attributes, so incidents can be filtered in the Temporal Web UI and CLI.
+
+``selfheal dev`` registers them on the embedded server. On a cluster, register them once:
+
+    temporal operator search-attribute create --name SelfhealService --type Keyword
+    (and likewise SelfhealEntry, SelfhealBlastRadius, SelfhealOutcome, SelfhealStatus)
+
+Workers and the ingress check at start-up whether they exist and leave them unset if
+not, so a namespace without them still runs incidents.
+"""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+
+SERVICE = SearchAttributeKey.for_keyword("SelfhealService")
+ENTRY = SearchAttributeKey.for_keyword("SelfhealEntry")
+BLAST_RADIUS = SearchAttributeKey.for_keyword("SelfhealBlastRadius")
+OUTCOME = SearchAttributeKey.for_keyword("SelfhealOutcome")
+STATUS = SearchAttributeKey.for_keyword("SelfhealStatus")
+ALL = (SERVICE, ENTRY, BLAST_RADIUS, OUTCOME, STATUS)
+
+
+def dev_server_flags() -> list[str]:
+    """``temporal server start-dev`` flags that register every attribute at start."""
+    return [arg for key in ALL for arg in ("--search-attribute", f"{key.name}=Keyword")]
+
+
+async def available(client: Client, namespace: str, create: bool = False) -> bool:
+    """Whether all attributes exist in the namespace; with ``create``, add the missing ones."""
+    listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    missing = [k.name for k in ALL if k.name not in listed.custom_attributes]
+    if missing and create:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing},
+            )
+        )
+        return True
+    return not missing
+
+
+def service_of(labels: dict[str, str]) -> str:
+    return labels.get("service") or labels.get("job") or labels.get("alertname", "")
