@@ -1,0 +1,1 @@
+"""The webhook ingress: authenticate, parse, derive incident keys, signal-with-start."""

@@ -1,0 +1,154 @@
+"""The ingress ASGI app: authenticate, validate, derive incident keys, deliver, answer.
+
+Answers: 202 once Temporal has every alert of the request (with the incident ids and
+their Temporal UI links); 400/401/413/415/422 with the reason for bad input, and then
+nothing starts; 503 when Temporal did not take the alerts, so the sender retries and no
+alert is lost. No policy lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from selfheal.ingress import auth, parsers
+from selfheal.ingress.delivery import Delivery, TemporalUnavailable
+from selfheal.ingress.settings import IngressSettings
+from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
+
+
+class Problem(Exception):
+    def __init__(self, status: int, reason: str):
+        self.status, self.reason = status, reason
+
+
+class Accepted(BaseModel):
+    incidents: list[dict[str, Any]]
+
+
+def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier | None = None,
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+    app = FastAPI(
+        title="selfheal ingress",
+        version="1",
+        description="Alert webhooks in; one durable Temporal workflow per incident out.",
+    )
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    async def body_of(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            raise Problem(413, f"body of {length} bytes exceeds the {settings.max_body_bytes}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise Problem(413, f"body exceeds the {settings.max_body_bytes}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse(model: type[BaseModel], body: bytes, request: Request) -> Any:
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type and not (model is dict and "text/plain" in content_type):
+            raise Problem(415, f"content-type must be application/json, got {content_type or 'none'!r}")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise Problem(400, f"body is not JSON: {exc}") from None
+        if model is dict:
+            if not isinstance(data, dict):
+                raise Problem(400, "body must be a JSON object")
+            return data
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise Problem(422, f"{where}: {first['msg']}{more}") from None
+
+    def authenticate(source: str, request: Request, body: bytes) -> None:
+        try:
+            auth.check(source, settings.auth_for(source), request.headers, body)
+        except auth.Unauthorized as exc:
+            raise Problem(401, str(exc)) from None
+
+    async def accept(keyed: parsers.Keyed) -> JSONResponse:
+        by_key: dict[str, list] = {}
+        for key, alert in keyed:
+            by_key.setdefault(key, []).append(alert)
+        try:
+            results = await asyncio.gather(*(delivery.deliver(k, v) for k, v in by_key.items()))
+        except TemporalUnavailable as exc:
+            return JSONResponse({"error": str(exc), "retry": True}, status_code=503, headers={"Retry-After": "5"})
+        incidents = [
+            {"id": r.key, "alerts": r.alerts, "state": r.state, "url": settings.incident_url(r.key)} for r in results
+        ]
+        return JSONResponse(Accepted(incidents=incidents).model_dump(), status_code=202)
+
+    responses = {202: {"model": Accepted}, 401: {}, 413: {}, 422: {}, 503: {}}
+
+    @app.post("/v1/alerts/alertmanager", status_code=202, responses=responses,
+              openapi_extra=_body(parsers.AlertmanagerPayload), summary="Prometheus Alertmanager webhook (version 4)")
+    async def alertmanager(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        authenticate("alertmanager", request, body)
+        payload = parse(parsers.AlertmanagerPayload, body, request)
+        return await accept(parsers.from_alertmanager(payload, settings.alertmanager_key))
+
+    @app.post("/v1/alerts/grafana", status_code=202, responses=responses,
+              openapi_extra=_body(parsers.GrafanaPayload), summary="Grafana alerting webhook")
+    async def grafana(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        authenticate("grafana", request, body)
+        return await accept(parsers.from_grafana(parse(parsers.GrafanaPayload, body, request)))
+
+    @app.post("/v1/alerts/generic", status_code=202, responses=responses,
+              openapi_extra=_body(parsers.GenericPayload), summary="selfheal's own alert shape")
+    async def generic(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        authenticate("generic", request, body)
+        return await accept(parsers.from_generic(parse(parsers.GenericPayload, body, request), now()))
+
+    @app.post("/v1/alerts/sns", status_code=202, responses=responses, summary="CloudWatch alarms via Amazon SNS (HTTP/S)")
+    async def sns_endpoint(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        message = parse(dict, body, request)  # SNS posts JSON as text/plain
+        if sns is None:
+            raise Problem(401, "SNS is not configured on this ingress")
+        kind = message.get("Type")
+        try:
+            if kind == "SubscriptionConfirmation":
+                await sns.confirm_subscription(message, now())  # verifies the signature first
+                return JSONResponse({"subscribed": message.get("TopicArn")}, status_code=200)
+            await sns.verify(message, now())
+        except SnsError as exc:
+            raise Problem(401, str(exc)) from None
+        if kind == "UnsubscribeConfirmation":
+            return JSONResponse({"unsubscribed": message.get("TopicArn")}, status_code=200)
+        try:
+            fields = parse_cloudwatch_alarm(message)
+        except SnsError as exc:
+            raise Problem(422, str(exc)) from None
+        if fields is None:
+            return JSONResponse({"ignored": "alarm state INSUFFICIENT_DATA is not an alert"}, status_code=200)
+        return await accept(parsers.from_sns_alarm(fields))
+
+    @app.get("/healthz", summary="liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _body(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}

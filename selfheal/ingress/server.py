@@ -1,0 +1,45 @@
+"""Serve the ingress with uvicorn: connect to Temporal lazily, so alerts that arrive while
+Temporal is down get a 503 (and are retried by their sender) instead of a dead port."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import uvicorn
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from selfheal import search
+from selfheal.ingress.app import create_app
+from selfheal.ingress.delivery import Delivery
+from selfheal.ingress.settings import IngressSettings
+from selfheal.ingress.sns import DEFAULT_CERT_URL_PATTERN, DEFAULT_SUBSCRIBE_URL_PATTERN, SnsVerifier
+
+log = logging.getLogger("selfheal.ingress")
+
+
+async def build(settings: IngressSettings, address: str, task_queue: str, http: httpx.AsyncClient):
+    client = await Client.connect(
+        address, namespace=settings.namespace, data_converter=pydantic_data_converter, lazy=True
+    )
+    try:
+        attributes = await search.available(client, settings.namespace)
+    except Exception as exc:  # Temporal down at start: serve anyway, answer 503 until it is back
+        log.warning("Temporal not reachable at start (%s); search attributes left unset", exc)
+        attributes = False
+    sns = SnsVerifier(
+        http,
+        cert_url_pattern=settings.sns_cert_url_pattern or DEFAULT_CERT_URL_PATTERN,
+        subscribe_url_pattern=settings.sns_subscribe_url_pattern or DEFAULT_SUBSCRIBE_URL_PATTERN,
+        allowed_topics=settings.sns_topics or None,
+    )
+    return create_app(settings, Delivery(client, task_queue, attributes), sns)
+
+
+def server(app, host: str, port: int) -> uvicorn.Server:
+    # uvicorn's own signal handling is off: the caller decides when everything stops.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    srv = uvicorn.Server(config)
+    srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return srv

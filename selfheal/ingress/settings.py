@@ -1,0 +1,53 @@
+"""Ingress settings, built once from an explicit mapping (the environment or a test's dict)."""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+
+from selfheal.ingress.auth import SourceAuth
+
+SOURCES = ("alertmanager", "grafana", "generic")
+
+
+class IngressSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = "default"
+    ui_url: str = "http://localhost:8233"
+    max_body_bytes: int = 1_048_576
+    alertmanager_key: Literal["alert", "group"] = "alert"
+    sources: dict[str, SourceAuth] = {}
+    sns_topics: list[str] = []  # empty: any topic whose messages verify
+    sns_cert_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/...pem
+    sns_subscribe_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/?...
+
+    def auth_for(self, source: str) -> SourceAuth:
+        return self.sources.get(source, SourceAuth())
+
+    def incident_url(self, incident_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/namespaces/{quote(self.namespace, safe='')}/workflows/{quote(incident_id, safe='')}"
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str], **overrides) -> "IngressSettings":
+        """``SELFHEAL_INGRESS_<SOURCE>_TOKEN`` / ``_HMAC_SECRET`` per source, and the rest by name."""
+        sources = {
+            s: SourceAuth(token=env.get(f"SELFHEAL_INGRESS_{s.upper()}_TOKEN") or None,
+                          hmac_secret=env.get(f"SELFHEAL_INGRESS_{s.upper()}_HMAC_SECRET") or None)
+            for s in SOURCES
+        }
+        values: dict = {"sources": sources}
+        for field, key in [
+            ("namespace", "TEMPORAL_NAMESPACE"), ("ui_url", "SELFHEAL_UI_URL"),
+            ("max_body_bytes", "SELFHEAL_INGRESS_MAX_BODY_BYTES"), ("alertmanager_key", "SELFHEAL_INGRESS_ALERTMANAGER_KEY"),
+            ("sns_cert_url_pattern", "SELFHEAL_INGRESS_SNS_CERT_URL_PATTERN"),
+            ("sns_subscribe_url_pattern", "SELFHEAL_INGRESS_SNS_SUBSCRIBE_URL_PATTERN"),
+        ]:
+            if env.get(key):
+                values[field] = env[key]
+        if env.get("SELFHEAL_INGRESS_SNS_TOPICS"):
+            values["sns_topics"] = [t.strip() for t in env["SELFHEAL_INGRESS_SNS_TOPICS"].split(",") if t.strip()]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

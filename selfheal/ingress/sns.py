@@ -1,0 +1,280 @@
+"""Amazon SNS HTTP(S) deliveries of CloudWatch alarms: verify, confirm, parse.
+
+SNS proves a message is its own by signing it with a key whose X.509 certificate it
+publishes at ``SigningCertURL``; anyone can post JSON to our endpoint, so nothing in a
+message is used before ``SnsVerifier.verify`` has checked it. Every refusal is an
+``SnsError`` whose text says what is wrong; it is meant to be sent back as a 4xx body.
+
+Only the JSON envelope SNS posts by default is supported: with "raw message delivery"
+the body carries no signature and could not be told apart from a forgery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+# ASCII classes, not \d: \d also matches non-ASCII digits. The host must be followed
+# directly by "/", so no suffix (".evil.com"), userinfo ("@evil.com") or port can follow.
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
+_SNS_HOST = rf"sns\.{_REGION}\.amazonaws\.com(?:\.cn)?"
+DEFAULT_CERT_URL_PATTERN = rf"^https://{_SNS_HOST}/[A-Za-z0-9._/-]+\.pem$"
+DEFAULT_SUBSCRIBE_URL_PATTERN = rf"^https://{_SNS_HOST}/\?[^\s#@\\]*$"
+
+# The keys SNS signs, in the order it signs them (AWS: "Verifying the signatures of
+# Amazon SNS messages"). Subject is signed only when the message has one.
+_SIGNED_KEYS: dict[str, tuple[str, ...]] = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+# A certificate is ~2 KB; anything much larger is not one and is not worth reading.
+_MAX_CERT_BYTES = 64 * 1024
+
+
+class SnsError(Exception):
+    """Why an SNS message was refused, in words fit for the HTTP response body."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+def _show(value: object, limit: int = 120) -> str:
+    # Refusals echo untrusted input; keep it short so an error body cannot be a megabyte.
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _aware_time(value: object, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise SnsError(f"field {field!r} is missing or not a string")
+    try:
+        parsed = datetime.fromisoformat(value)  # 3.11+: also "...Z" and "...+0000"
+    except ValueError:
+        raise SnsError(f"{field} {_show(value)} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise SnsError(f"{field} {_show(value)} has no time zone")
+    return parsed
+
+
+def string_to_sign(message: dict[str, Any]) -> bytes:
+    """The bytes SNS signed: ``"Key\\nValue\\n"`` for each signed key of the message's Type."""
+    kind = message.get("Type")
+    keys = _SIGNED_KEYS.get(kind) if isinstance(kind, str) else None
+    if keys is None:
+        raise SnsError(f"unknown message Type {_show(kind)}; expected one of {', '.join(_SIGNED_KEYS)}")
+    parts: list[str] = []
+    for key in keys:
+        value = message.get(key)
+        if key == "Subject" and value is None:  # absent, or null as some SNS paths send it
+            continue
+        if value is None:
+            raise SnsError(f"missing field {key!r}")
+        if not isinstance(value, str):
+            raise SnsError(f"field {key!r} is not a string")
+        parts.append(f"{key}\n{value}\n")
+    return "".join(parts).encode("utf-8")
+
+
+class SnsVerifier:
+    """Checks that a message was signed by SNS for an allowed topic, recently.
+
+    ``allowed_topics=None`` admits any topic; an empty list admits none (fail closed).
+    Timestamps more than ``max_age`` away from ``now`` in either direction are refused:
+    old ones are replays, and a future one would stretch a replay window.
+    Requests use the injected client's timeouts; redirects are never followed, since a
+    redirect would lead away from the host the URL pattern admitted.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        cert_url_pattern: str = DEFAULT_CERT_URL_PATTERN,
+        allowed_topics: list[str] | None = None,
+        max_age: timedelta = timedelta(hours=1),
+        subscribe_url_pattern: str = DEFAULT_SUBSCRIBE_URL_PATTERN,
+        cert_cache_size: int = 32,
+    ) -> None:
+        self._http = http
+        self._cert_url = re.compile(cert_url_pattern)
+        self._subscribe_url = re.compile(subscribe_url_pattern)
+        self._topics = None if allowed_topics is None else frozenset(allowed_topics)
+        self._max_age = max_age
+        self._cache_size = max(1, cert_cache_size)
+        self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
+
+    async def verify(self, message: dict[str, Any], now: datetime) -> None:
+        """Return if the message is genuine and acceptable; raise ``SnsError`` otherwise."""
+        if not isinstance(message, dict):
+            raise SnsError("SNS message is not a JSON object")
+        signed = string_to_sign(message)  # also checks Type and the signed fields
+        for key in ("SignatureVersion", "Signature", "SigningCertURL"):
+            if not isinstance(message.get(key), str):
+                raise SnsError(f"missing field {key!r}")
+        topic = message["TopicArn"]
+        if self._topics is not None and topic not in self._topics:
+            raise SnsError(f"topic {_show(topic)} is not allowed")
+        algorithm = _HASHES.get(message["SignatureVersion"])
+        if algorithm is None:
+            raise SnsError(f"unsupported SignatureVersion {_show(message['SignatureVersion'])}; expected '1' or '2'")
+        url = message["SigningCertURL"]
+        if not self._cert_url.fullmatch(url):
+            raise SnsError(f"SigningCertURL {_show(url)} is not allowed")
+        # Checked before fetching anything: a replay costs us no request.
+        sent = _aware_time(message["Timestamp"], "Timestamp")
+        if now - sent > self._max_age:
+            raise SnsError(f"message is too old: Timestamp {message['Timestamp']} is more than {self._max_age} ago")
+        if sent - now > self._max_age:
+            raise SnsError(f"message Timestamp {message['Timestamp']} is more than {self._max_age} in the future")
+        try:
+            signature = base64.b64decode(message["Signature"], validate=True)
+        except (binascii.Error, ValueError):
+            raise SnsError("Signature is not valid base64") from None
+        cert = await self._certificate(url)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise SnsError(f"signing certificate at {url} is not valid at {now.isoformat()}")
+        public_key = cert.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise SnsError(f"signing certificate at {url} does not hold an RSA key")
+        try:
+            public_key.verify(signature, signed, padding.PKCS1v15(), algorithm())
+        except InvalidSignature:
+            raise SnsError("signature invalid: the message was not signed by the certificate's key") from None
+
+    async def confirm_subscription(self, message: dict[str, Any], now: datetime | None = None) -> None:
+        """Verify a SubscriptionConfirmation, then GET its SubscribeURL to confirm it.
+
+        Type and URL are checked before any request is made, so a forged confirmation
+        cannot make us fetch anything.
+        """
+        if not isinstance(message, dict) or message.get("Type") != "SubscriptionConfirmation":
+            raise SnsError("only a SubscriptionConfirmation can be confirmed")
+        url = message.get("SubscribeURL")
+        if not isinstance(url, str):
+            raise SnsError("missing field 'SubscribeURL'")
+        if not self._subscribe_url.fullmatch(url):
+            raise SnsError(f"SubscribeURL {_show(url)} is not allowed")
+        await self.verify(message, now or datetime.now(timezone.utc))
+        try:
+            response = await self._http.get(url, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise SnsError(f"could not confirm the subscription: {type(exc).__name__}: {exc}") from None
+        if not response.is_success:
+            raise SnsError(f"confirming the subscription failed: SNS answered HTTP {response.status_code}")
+
+    async def _certificate(self, url: str) -> x509.Certificate:
+        cert = self._certs.get(url)
+        if cert is not None:
+            self._certs.move_to_end(url)
+            return cert
+        try:
+            async with self._http.stream("GET", url, follow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise SnsError(f"could not fetch signing certificate {url}: HTTP {response.status_code}")
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_CERT_BYTES:
+                        raise SnsError(f"signing certificate {url} is larger than {_MAX_CERT_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise SnsError(f"could not fetch signing certificate {url}: {type(exc).__name__}: {exc}") from None
+        try:
+            cert = x509.load_pem_x509_certificate(body)
+        except ValueError:
+            raise SnsError(f"{url} did not return a PEM certificate") from None
+        self._certs[url] = cert  # failures are not cached: the next delivery retries
+        while len(self._certs) > self._cache_size:
+            self._certs.popitem(last=False)
+        return cert
+
+
+# --- CloudWatch alarms ---------------------------------------------------------------
+
+_STATUS: dict[str, str | None] = {"ALARM": "firing", "OK": "resolved", "INSUFFICIENT_DATA": None}
+_CORE_LABELS = frozenset({"alertname", "region", "account", "namespace", "metric"})
+_ARN_REGION = re.compile(r"arn:aws[a-z-]*:cloudwatch:([a-z0-9-]+):")
+
+
+def _label_name(name: str) -> str:
+    label = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+    return "_" + label if label[:1].isdigit() else label  # label names may not start with a digit
+
+
+def _text(alarm: dict[str, Any], key: str) -> str:
+    value = alarm.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def parse_cloudwatch_alarm(notification: dict[str, Any]) -> dict[str, Any] | None:
+    """Keyword arguments for ``Alert`` from a verified SNS Notification of a CloudWatch alarm.
+
+    Returns None for INSUFFICIENT_DATA: "no data" says nothing about the symptom, so it
+    neither opens nor resolves an incident. ALARM and OK of one alarm share a
+    fingerprint, so an OK resolves the alert its ALARM opened.
+    """
+    if notification.get("Type") != "Notification":
+        raise SnsError(f"expected a Notification, got Type {_show(notification.get('Type'))}")
+    try:
+        alarm = json.loads(notification.get("Message") or "")
+    except (TypeError, ValueError):
+        raise SnsError("Message is not JSON; expected a CloudWatch alarm") from None
+    if not isinstance(alarm, dict):
+        raise SnsError("Message is not a JSON object; expected a CloudWatch alarm")
+    name = _text(alarm, "AlarmName")
+    if not name:
+        raise SnsError("Message is not a CloudWatch alarm: AlarmName is missing")
+    state = alarm.get("NewStateValue")
+    if not isinstance(state, str) or state not in _STATUS:
+        raise SnsError(f"NewStateValue {_show(state)} is not ALARM, OK or INSUFFICIENT_DATA")
+    status = _STATUS[state]
+    if status is None:
+        return None
+    changed = _aware_time(alarm.get("StateChangeTime"), "StateChangeTime")
+    arn, account = _text(alarm, "AlarmArn"), _text(alarm, "AWSAccountId")
+    # "Region" is a display name ("US East (N. Virginia)"); the ARN has the code people match on.
+    arn_region = _ARN_REGION.match(arn)
+    region = arn_region.group(1) if arn_region else _text(alarm, "Region")
+    trigger = alarm.get("Trigger") or {}  # composite alarms have no Trigger
+    if not isinstance(trigger, dict) or not isinstance(dimensions := trigger.get("Dimensions") or [], list):
+        raise SnsError("Message is not a CloudWatch alarm: Trigger or Trigger.Dimensions has the wrong shape")
+
+    labels = {"alertname": name}
+    for label, value in (("region", region), ("account", account),
+                         ("namespace", trigger.get("Namespace")), ("metric", trigger.get("MetricName"))):
+        if isinstance(value, str) and value:
+            labels[label] = value
+    for dim in dimensions:
+        if not (isinstance(dim, dict) and isinstance(dim.get("name"), str) and isinstance(dim.get("value"), str)):
+            raise SnsError(f"Trigger.Dimensions entry {_show(dim)} is not {{name, value}} strings")
+        label = _label_name(dim["name"])
+        # A dimension may not overwrite the alarm's own labels (nor an earlier dimension).
+        if label and label not in _CORE_LABELS:
+            labels.setdefault(label, dim["value"])
+
+    annotations = {k: v for k, v in (("description", _text(alarm, "AlarmDescription")),
+                                     ("reason", _text(alarm, "NewStateReason")), ("alarm_arn", arn)) if v}
+    identity = arn or f"{account}\n{region}\n{name}"
+    return {
+        "source": "sns",
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "starts_at": changed,
+        # The message does not say when the alarm started; the change to OK is when it ended.
+        "ends_at": changed if status == "resolved" else None,
+        "fingerprint": hashlib.sha256(identity.encode()).hexdigest()[:16],
+    }
