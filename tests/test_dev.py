@@ -1,0 +1,90 @@
+"""`selfheal dev`: the README's quick start, run as a user runs it."""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_until(proc: subprocess.Popen, marker: str, timeout: float = 90.0) -> list[str]:
+    lines, pending, deadline = [], b"", time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"selfheal dev exited with {proc.wait()}: {lines}")
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            lines += [c.decode() for c in complete]
+            if any(marker in line for line in lines):
+                return lines
+    raise AssertionError(f"no {marker!r} within {timeout}s: {lines}")
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(f"{cmdline.parent.name}: {args}")
+    return found
+
+
+def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops_cleanly(tmp_path):
+    require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
+    temporal, ui, ingress = free_port(), free_port(), free_port()
+    data = tmp_path / "devdata"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data),
+         "--temporal-port", str(temporal), "--ui-port", str(ui), "--ingress-port", str(ingress)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "dev.err").open("w"),
+    )
+    try:
+        lines = read_until(proc, "Ctrl-C stops everything.")
+        curl = lines[lines.index("Fire a sample alert:") + 1].strip()
+        assert curl.startswith("curl ") and f"127.0.0.1:{ingress}/v1/alerts/generic" in curl
+
+        fired = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)
+        assert fired.returncode == 0, fired.stderr
+        [incident] = json.loads(fired.stdout)["incidents"]
+        assert incident["url"].startswith(f"http://127.0.0.1:{ui}/namespaces/default/workflows/")
+
+        listed = subprocess.run(
+            [sys.executable, "-m", "selfheal.cli", "incidents", "--all", "--address", f"127.0.0.1:{temporal}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert incident["id"] in listed.stdout, listed.stdout + listed.stderr
+        assert "demo-api" in listed.stdout  # the service search attribute
+        assert httpx.get(incident["url"], timeout=10).status_code == 200  # the Web UI serves the incident page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
+    assert (data / "temporal.db").exists()
+    assert processes_mentioning(str(data)) == []  # the dev server is gone too
