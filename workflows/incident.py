@@ -126,6 +126,9 @@ class IncidentWorkflow:
         self._audit.whitelist_sha256 = self._snapshot.sha256
         self._audit.whitelist_source = self._snapshot.source
         self._audit.matched_entries = self._matched_entries()
+        # Patched: incidents that started before the workflow set the service itself must replay unchanged.
+        if self._snapshot.search_attributes and workflow.patched("workflow-sets-service"):
+            self._upsert(search.SERVICE.value_set(search.service_of(self._audit.alerts[0].labels)))
 
         diagnosis = await self._diagnose()
         if self._audit.resolved:
