@@ -16,8 +16,8 @@ from typing import Awaitable, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.runner import CommandRunner, UnreachableHost
-from activities.systemd import SystemdError, UnitNotFound, systemctl, unit_state
+from activities.runner import CommandRunner
+from activities.systemd import as_activity_errors, systemctl, unit_state
 from selfheal.models import RemediationInput, RemediationResult, UnitState
 from whitelist.loader import LoadedWhitelist
 from whitelist.models import SystemdRestartEntry
@@ -65,7 +65,7 @@ class SystemdRemediator:
         host, unit, scope = inp.request.target["host"], entry.target.unit, entry.target.scope
         if inp.baseline is None:
             raise out_of_policy("restart_unit needs the unit's baseline state to stay idempotent")
-        try:
+        with as_activity_errors():
             before = await unit_state(self._runner, host, scope, unit)
             if before.invocation_id != inp.baseline.invocation_id:
                 return self._result(inp, "already_done", before, before,
@@ -74,12 +74,6 @@ class SystemdRemediator:
             activity.logger.info("restarting %s on %s (key %s)", unit, host, inp.idempotency_key)
             result = await with_heartbeats(self._runner.run(host, systemctl(scope, "restart", unit), timeout=600))
             after = await unit_state(self._runner, host, scope, unit)
-        except UnreachableHost as exc:
-            raise ApplicationError(str(exc), type="UnreachableHost", non_retryable=True) from None
-        except UnitNotFound as exc:
-            raise ApplicationError(str(exc), type="UnitNotFound", non_retryable=True) from None
-        except SystemdError as exc:
-            raise ApplicationError(str(exc), type="SystemdError") from None
         if not result.ok and after.invocation_id == inp.baseline.invocation_id:
             raise ApplicationError(f"systemctl restart {unit} failed ({result.returncode}): {result.stderr.strip()}", type="SystemdError")
         detail = f"restarted {unit} on {host}: invocation {before.invocation_id or '-'} -> {after.invocation_id or '-'}"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Literal
+from typing import Iterator, Literal
 
-from activities.runner import CommandRunner
+from temporalio.exceptions import ApplicationError
+
+from activities.runner import CommandRunner, UnreachableHost
 from selfheal.models import UnitState
 
 Scope = Literal["system", "user"]
@@ -19,6 +22,19 @@ class SystemdError(Exception):
 
 class UnitNotFound(SystemdError):
     """systemd knows no such unit: retrying cannot help."""
+
+
+@contextmanager
+def as_activity_errors() -> Iterator[None]:
+    """Turn systemd failures into Temporal errors: retry only what a retry could fix."""
+    try:
+        yield
+    except UnreachableHost as exc:
+        raise ApplicationError(str(exc), type="UnreachableHost", non_retryable=True) from None
+    except UnitNotFound as exc:
+        raise ApplicationError(str(exc), type="UnitNotFound", non_retryable=True) from None
+    except SystemdError as exc:
+        raise ApplicationError(str(exc), type="SystemdError") from None
 
 
 def systemctl(scope: Scope, *args: str) -> list[str]:

@@ -146,6 +146,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pytest
+
+from tests.support.waiting import wait_until
 import yaml
 
 DEBIAN_BINARY = "/usr/bin/prometheus-alertmanager"
@@ -509,17 +511,7 @@ class Alertmanager:
         query = urllib.parse.urlencode(filters)
         return self._request("GET", "/api/v2/alerts" + (f"?{query}" if query else ""))
 
-    @staticmethod
-    def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05):
-        """Poll until predicate() is truthy; return its value or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            time.sleep(interval)
+    wait_until = staticmethod(wait_until)
 
 
 @pytest.fixture

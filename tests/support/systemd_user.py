@@ -112,6 +112,8 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 
+from tests.support.waiting import wait_until
+
 SYSTEMD = "/lib/systemd/systemd"
 JOURNALD = "/lib/systemd/systemd-journald"
 _TOOLS = ("unshare", "nsenter", "mount", "systemctl", "journalctl", "sh", "env")
@@ -677,17 +679,7 @@ class SystemdUser:
             raise SystemdUserError(f"journalctl failed: {proc.stderr}")
         return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
-    @staticmethod
-    def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
-        """Poll until predicate() is truthy; return its value or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            time.sleep(interval)
+    wait_until = staticmethod(wait_until)
 
     @staticmethod
     def simple_service(shell_script: str, **service_options: str) -> str:
