@@ -78,7 +78,7 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
 
     def authenticate(source: str, request: Request, body: bytes) -> None:
         try:
-            auth.check(source, settings.auth_for(source), request.headers, body)
+            auth.check(source, settings.auth_for(source), request.headers, body, now().timestamp())
         except auth.Unauthorized as exc:
             raise Problem(401, str(exc)) from None
 

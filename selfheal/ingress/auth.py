@@ -7,7 +7,9 @@ everything: an open alert endpoint would let anyone open incidents.
 Signatures:
   grafana  ``X-Grafana-Alerting-Signature: hex(HMAC-SHA256(secret, body))``; when Grafana
            sends ``X-Grafana-Alerting-Signature-Timestamp``, the signed data is
-           ``timestamp + ":" + body`` (Grafana's webhook ``hmacConfig``)
+           ``timestamp + ":" + body`` (Grafana's webhook ``hmacConfig``; set its Timestamp
+           Header to that name). A timestamp more than ``MAX_SKEW`` from now is refused,
+           so a captured request cannot be replayed later
   generic  ``X-Selfheal-Signature: sha256=hex(HMAC-SHA256(secret, body))``
 """
 
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 GRAFANA_SIGNATURE = "x-grafana-alerting-signature"
 GRAFANA_TIMESTAMP = "x-grafana-alerting-signature-timestamp"
 GENERIC_SIGNATURE = "x-selfheal-signature"
+MAX_SKEW = 300  # seconds
 
 
 class SourceAuth(BaseModel):
@@ -43,7 +46,7 @@ def _digest(secret: str, data: bytes) -> str:
     return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
 
 
-def check(source: str, auth: SourceAuth, headers: Mapping[str, str], body: bytes) -> None:
+def check(source: str, auth: SourceAuth, headers: Mapping[str, str], body: bytes, now: float) -> None:
     """Raise ``Unauthorized`` with the reason unless the request carries valid credentials."""
     if not auth.configured:
         raise Unauthorized(f"no credentials are configured for source {source!r}; it accepts nothing")
@@ -56,6 +59,11 @@ def check(source: str, auth: SourceAuth, headers: Mapping[str, str], body: bytes
         if source == "grafana":
             signature = headers.get(GRAFANA_SIGNATURE, "")
             timestamp = headers.get(GRAFANA_TIMESTAMP)
+            if timestamp is not None:
+                if not timestamp.strip().isdigit():
+                    raise Unauthorized(f"{GRAFANA_TIMESTAMP} must be Unix seconds")
+                if abs(now - int(timestamp)) > MAX_SKEW:
+                    raise Unauthorized(f"signature timestamp is more than {MAX_SKEW}s from now: a replay, or a clock off")
             signed = f"{timestamp}:".encode() + body if timestamp else body
             expected = _digest(auth.hmac_secret, signed)
         else:

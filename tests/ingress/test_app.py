@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 from temporalio.service import RPCError
@@ -57,18 +58,29 @@ async def test_resolved_alert_without_an_open_incident_starts_nothing(http, clie
         await client.get_workflow_handle("am-0000000000000fff").describe()
 
 
+def grafana_headers(data: bytes, timestamp: int) -> dict:
+    return {
+        "Content-Type": "application/json",
+        "X-Grafana-Alerting-Signature": sign(SECRET, f"{timestamp}:".encode() + data),
+        "X-Grafana-Alerting-Signature-Timestamp": str(timestamp),
+    }
+
+
 async def test_grafana_with_hmac_and_timestamp_starts_an_incident(http, client, worker):
     data = body(grafana(prom_alert(fingerprint="9f9f9f9f9f9f9f9f")))
-    headers = {
-        "Content-Type": "application/json",
-        "X-Grafana-Alerting-Signature": sign(SECRET, b"1764072000:" + data),
-        "X-Grafana-Alerting-Signature-Timestamp": "1764072000",
-    }
+    headers = grafana_headers(data, int(time.time()))
     response = await http.post("/v1/alerts/grafana", content=data, headers=headers)
     assert response.status_code == 202, response.text
     assert response.json()["incidents"][0]["id"] == "grafana-9f9f9f9f9f9f9f9f"
     await wait_status(client.get_workflow_handle("grafana-9f9f9f9f9f9f9f9f"), "awaiting_approval")
     assert (await audit(client, "grafana-9f9f9f9f9f9f9f9f")).alerts[0].source == "grafana"
+
+
+async def test_grafana_signature_with_a_stale_timestamp_is_a_replay(http, delivery):
+    data = body(grafana())
+    response = await http.post("/v1/alerts/grafana", content=data, headers=grafana_headers(data, int(time.time()) - 3600))
+    assert response.status_code == 401 and "more than 300s from now" in response.json()["error"]
+    assert delivery.calls == 0
 
 
 async def test_generic_needs_both_token_and_signature_and_keys_by_labels(http, client, worker):
