@@ -230,6 +230,7 @@ class AuditRecord(Model):
     whitelist_source: str | None = None
     # observed
     alerts: list[Alert] = []
+    alerts_not_recorded: int = 0  # distinct alerts past the record's cap; the history has them all
     resolved: bool = False
     # concluded
     matched_entries: list[str] = []

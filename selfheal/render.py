@@ -11,6 +11,8 @@ def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:
         f"({', '.join(f'{k}={v}' for k, v in sorted(a.labels.items()) if k != 'alertname')})"
         for a in r.alerts
     ] or ["no alerts"]
+    if r.alerts_not_recorded:
+        observed.append(f"and {r.alerts_not_recorded} more alerts, not listed here (the workflow history has them)")
     if r.resolved:
         observed.append("the alerts resolved")
 

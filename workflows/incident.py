@@ -60,6 +60,7 @@ LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 EXECUTORS = {"systemd.restart": ("read_unit_state", "restart_unit")}
 
 GLOB_CHARS = set("*?[")
+MAX_RECORDED_ALERTS = 200
 
 
 def host_for(selector: str, labels: dict[str, str]) -> str:
@@ -312,8 +313,13 @@ class IncidentWorkflow:
         for alert in alerts:
             if alert in self._audit.alerts:
                 continue  # a retried delivery of the same alert
-            self._audit.alerts.append(alert)
             self._statuses[alert.fingerprint] = alert.status
+            if len(self._audit.alerts) >= MAX_RECORDED_ALERTS:
+                # A storm must not grow the audit record without bound; the signals in
+                # history still hold every alert.
+                self._audit.alerts_not_recorded += 1
+                continue
+            self._audit.alerts.append(alert)
         if self._statuses and all(s == "resolved" for s in self._statuses.values()):
             self._audit.resolved = True
 
