@@ -26,7 +26,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 

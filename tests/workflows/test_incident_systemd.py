@@ -11,7 +11,6 @@ from tests.workflows.helpers import (
     FAST,
     NotificationSink,
     alert,
-    rules_yaml,
     running_worker,
     settings_for,
     start_incident,
