@@ -21,11 +21,11 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from activities.runner import CommandRunner, UnreachableHost
-from activities.systemd import SystemdError, journal_lines
+from selfheal.activities.runner import CommandRunner, UnreachableHost
+from selfheal.activities.systemd import SystemdError, journal_lines
 from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
-from whitelist.durations import PositiveDuration
-from whitelist.matchers import matches_all, parse_matcher
+from selfheal.whitelist.durations import PositiveDuration
+from selfheal.whitelist.matchers import matches_all, parse_matcher
 
 MAX_EVIDENCE_LINES = 20
 

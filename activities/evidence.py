@@ -5,11 +5,11 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.runner import CommandRunner
-from activities.systemd import as_activity_errors, unit_state
+from selfheal.activities.runner import CommandRunner
+from selfheal.activities.systemd import as_activity_errors, unit_state
 from selfheal.models import ActionRequest, UnitState
-from whitelist.loader import LoadedWhitelist
-from whitelist.models import SystemdRestartEntry
+from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.whitelist.models import SystemdRestartEntry
 
 
 class EvidenceReader:

@@ -9,8 +9,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal.models import Execution
 from selfheal.settings import IncidentSettings, PolicySnapshot
-from whitelist.loader import LoadedWhitelist
-from workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation, ReservationResult, ledger_id
+from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation, ReservationResult, ledger_id
 
 
 class PolicyActivities:

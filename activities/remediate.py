@@ -16,12 +16,12 @@ from typing import Awaitable, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.runner import CommandRunner
-from activities.systemd import as_activity_errors, systemctl, unit_state
+from selfheal.activities.runner import CommandRunner
+from selfheal.activities.systemd import as_activity_errors, systemctl, unit_state
 from selfheal.models import RemediationInput, RemediationResult, UnitState
-from whitelist.loader import LoadedWhitelist
-from whitelist.models import SystemdRestartEntry
-from whitelist.policy import check_request
+from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.whitelist.models import SystemdRestartEntry
+from selfheal.whitelist.policy import check_request
 
 T = TypeVar("T")
 HEARTBEAT_EVERY = 1.0

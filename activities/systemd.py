@@ -9,7 +9,7 @@ from typing import Iterator, Literal
 
 from temporalio.exceptions import ApplicationError
 
-from activities.runner import CommandRunner, UnreachableHost
+from selfheal.activities.runner import CommandRunner, UnreachableHost
 from selfheal.models import UnitState
 
 Scope = Literal["system", "user"]

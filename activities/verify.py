@@ -8,11 +8,11 @@ import time
 import httpx
 from temporalio import activity
 
-from activities.runner import CommandRunner
-from activities.systemd import SystemdError, unit_state
+from selfheal.activities.runner import CommandRunner
+from selfheal.activities.systemd import SystemdError, unit_state
 from selfheal.models import Check, UnitState, Verification, VerifyInput
-from whitelist.loader import LoadedWhitelist
-from whitelist.models import SystemdRestartEntry
+from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.whitelist.models import SystemdRestartEntry
 
 POLL_EVERY = 0.5
 

@@ -21,7 +21,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _load_or_exit(path: Path):
-    from whitelist import WhitelistError, load_whitelist
+    from selfheal.whitelist import WhitelistError, load_whitelist
 
     try:
         return load_whitelist(path)
@@ -35,8 +35,8 @@ def _load_or_exit(path: Path):
 @whitelist_app.command("check")
 def whitelist_check(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
     """Validate a whitelist; print its entries, or every problem as PATH:LINE: field: message."""
-    from whitelist.explain import needs_words
-    from whitelist.policy import target_of
+    from selfheal.whitelist.explain import needs_words
+    from selfheal.whitelist.policy import target_of
 
     loaded = _load_or_exit(path)
     wl = loaded.whitelist
@@ -55,7 +55,7 @@ def whitelist_explain(
     entry_id: str = typer.Argument(..., help="the entry's id"),
 ) -> None:
     """Say in plain words what one entry allows, on what, within which bounds, and who must approve."""
-    from whitelist.explain import explain
+    from selfheal.whitelist.explain import explain
 
     wl = _load_or_exit(path).whitelist
     if wl.entry(entry_id) is None:
@@ -76,8 +76,8 @@ def worker_command(
     """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
     import os
 
-    import worker
-    from whitelist import WhitelistError
+    from selfheal import worker
+    from selfheal.whitelist import WhitelistError
 
     env = dict(os.environ)
     for key, value in [
@@ -111,7 +111,7 @@ def dev_command(
 ) -> None:
     """Run the embedded stack: Temporal dev server + Web UI, a worker, and the ingress."""
     from selfheal import dev
-    from whitelist import WhitelistError
+    from selfheal.whitelist import WhitelistError
 
     opts = dev.DevOptions(data_dir=data_dir, host=host, temporal_port=temporal_port, ui_port=ui_port,
                           ingress_port=ingress_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token)

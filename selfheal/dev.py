@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
-import worker
+from selfheal import worker
 from selfheal import search
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.server import build, server

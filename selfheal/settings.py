@@ -12,8 +12,8 @@ from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from whitelist.durations import PositiveDuration
-from whitelist.models import Whitelist
+from selfheal.whitelist.durations import PositiveDuration
+from selfheal.whitelist.models import Whitelist
 
 # The one place the task queue's default name is written.
 TASK_QUEUE = "selfheal"

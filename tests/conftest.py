@@ -11,7 +11,7 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.runner import LocalRunner
+from selfheal.activities.runner import LocalRunner
 from selfheal import search
 from tests.support.systemd_user import SystemdUser, _missing_requirements
 

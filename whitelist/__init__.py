@@ -1,9 +1,14 @@
-"""The trust boundary: the reviewed whitelist, its loader, alert matching and the pure policy."""
+"""The trust boundary: the reviewed whitelist, its loader, alert matching and the pure policy.
 
-from whitelist.loader import LoadedWhitelist, Problem, WhitelistError, load_whitelist, load_whitelist_bytes
-from whitelist.matchers import matches_all
-from whitelist.models import Whitelist
-from whitelist.policy import decide, target_of
+This package imports nothing from the rest of selfheal (a test checks it), so it can be
+read, reviewed and tested on its own. Installed, it is ``selfheal.whitelist``.
+"""
+
+from .loader import LoadedWhitelist, Problem, WhitelistError, load_whitelist, load_whitelist_bytes
+from .matchers import matches_all
+from .models import Whitelist
+from .policy import decide, target_of
+from .vocabulary import ActionRequest, Decision, Execution
 
 
 def matching_entries(whitelist: Whitelist, labels: dict[str, str]) -> list[str]:
@@ -12,6 +17,9 @@ def matching_entries(whitelist: Whitelist, labels: dict[str, str]) -> list[str]:
 
 
 __all__ = [
+    "ActionRequest",
+    "Decision",
+    "Execution",
     "LoadedWhitelist",
     "Problem",
     "Whitelist",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from whitelist.durations import format_duration
-from whitelist.models import (
+from .durations import format_duration
+from .models import (
     AsgScaleEntry,
     Ec2RebootEntry,
     EcsRollbackEntry,

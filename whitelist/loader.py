@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from whitelist.models import KINDS, Whitelist, consistency_problems
+from .models import KINDS, Whitelist, consistency_problems
 
 Loc = tuple[str | int, ...]
 

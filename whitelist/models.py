@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from whitelist.durations import NonNegativeDuration, PositiveDuration
-from whitelist.matchers import parse_matcher
+from .durations import NonNegativeDuration, PositiveDuration
+from .matchers import parse_matcher
 
 KINDS = ("systemd.restart", "ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
 

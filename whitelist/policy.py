@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Sequence
 
-from selfheal.models import ActionRequest, Decision, Execution
-from whitelist.durations import format_duration
-from whitelist.models import (
+from .vocabulary import ActionRequest, Decision, Execution
+from .durations import format_duration
+from .models import (
     AsgScaleEntry,
     Ec2RebootEntry,
     EcsRollbackEntry,

@@ -34,9 +34,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from selfheal import search
     from selfheal.settings import PolicySnapshot
-    from whitelist import decide, matching_entries, target_of
-    from whitelist.durations import format_duration
-    from workflows.ledger import Reservation, ReservationResult
+    from selfheal.whitelist import decide, matching_entries, target_of
+    from selfheal.whitelist.durations import format_duration
+    from selfheal.workflows.ledger import Reservation, ReservationResult
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
 POLICY_TIMEOUT = timedelta(seconds=30)

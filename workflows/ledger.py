@@ -18,9 +18,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import Execution
-    from whitelist.durations import Duration
-    from whitelist.models import RateLimit
-    from whitelist.policy import check_limits
+    from selfheal.whitelist.durations import Duration
+    from selfheal.whitelist.models import RateLimit
+    from selfheal.whitelist.policy import check_limits
 
 # Executions older than this cannot count against any sensible window; dropped at continue-as-new.
 RETAIN = timedelta(days=30)

@@ -2,8 +2,8 @@ from datetime import datetime, timedelta, timezone
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.diagnose import DiagnosisRules, RuleDiagnoser
-from activities.runner import LocalRunner
+from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser
+from selfheal.activities.runner import LocalRunner
 from selfheal.models import Alert, DiagnoseInput
 
 

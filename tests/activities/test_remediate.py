@@ -4,11 +4,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.evidence import EvidenceReader
-from activities.remediate import SystemdRemediator
+from selfheal.activities.evidence import EvidenceReader
+from selfheal.activities.remediate import SystemdRemediator
 from selfheal.models import ActionRequest, RemediationInput
 from tests.workflows.helpers import whitelist_yaml
-from whitelist import load_whitelist_bytes, target_of
+from selfheal.whitelist import load_whitelist_bytes, target_of
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def test_a_repeated_restart_has_the_effect_of_one(loaded, runner, unit):
 
 
 async def test_a_host_this_runner_cannot_reach_fails_without_retry(loaded, unit):
-    from activities.runner import LocalRunner
+    from selfheal.activities.runner import LocalRunner
 
     request = request_for(loaded)
     baseline_reader = EvidenceReader(LocalRunner(local_hosts=["elsewhere"]), loaded)

@@ -8,7 +8,7 @@ from tests.ingress.conftest import TOKEN, settings
 from tests.ingress.served import serving
 from tests.support.alertmanager import Alertmanager, require_alertmanager
 from tests.workflows.helpers import wait_for, wait_status
-from workflows.incident import IncidentWorkflow
+from selfheal.workflows.incident import IncidentWorkflow
 
 LABELS = {"alertname": "IngressTest", "service": "ingress", "instance": "web-1"}
 

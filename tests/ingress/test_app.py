@@ -11,7 +11,7 @@ from selfheal.models import AuditRecord
 from tests.ingress.conftest import SECRET, TOKEN
 from tests.ingress.payloads import alertmanager, body, generic, grafana, prom_alert, sign
 from tests.workflows.helpers import wait_status
-from workflows.incident import IncidentWorkflow
+from selfheal.workflows.incident import IncidentWorkflow
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

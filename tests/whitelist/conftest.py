@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from whitelist import load_whitelist_bytes
+from selfheal.whitelist import load_whitelist_bytes
 
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "whitelist.yaml"
 

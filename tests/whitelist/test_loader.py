@@ -3,8 +3,8 @@ import hashlib
 import pytest
 
 from tests.whitelist.conftest import BASE, DEMO, SYSTEMD_ENTRY, whitelist_text
-from whitelist import WhitelistError, load_whitelist, load_whitelist_bytes
-from whitelist.models import KINDS
+from selfheal.whitelist import WhitelistError, load_whitelist, load_whitelist_bytes
+from selfheal.whitelist.models import KINDS
 
 # BASE is 7 lines; the first entry starts on line 8.
 ASG_ENTRY = """\
@@ -163,7 +163,7 @@ def test_default_tiers_apply_when_the_file_names_none(demo):
 
 def test_whitelist_survives_a_json_round_trip_unchanged(demo):
     # The workflow receives the whitelist as data through Temporal's pydantic converter.
-    from whitelist.models import Whitelist
+    from selfheal.whitelist.models import Whitelist
 
     again = Whitelist.model_validate_json(demo.model_dump_json())
     assert again == demo

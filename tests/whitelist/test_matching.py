@@ -1,7 +1,7 @@
 import pytest
 
-from whitelist import matching_entries
-from whitelist.matchers import parse_matcher
+from selfheal.whitelist import matching_entries
+from selfheal.whitelist.matchers import parse_matcher
 
 
 @pytest.mark.parametrize(

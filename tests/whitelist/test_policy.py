@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from selfheal.models import ActionRequest, Decision, Execution
-from whitelist import decide, target_of
+from selfheal.whitelist import decide, target_of
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -74,7 +74,7 @@ def test_target_not_the_entrys_is_denied(demo, target, reason):
 
 def test_host_glob_admits_matching_hosts_only():
     from tests.whitelist.conftest import SYSTEMD_ENTRY, whitelist_text
-    from whitelist import load_whitelist_bytes
+    from selfheal.whitelist import load_whitelist_bytes
 
     wl = load_whitelist_bytes(whitelist_text(SYSTEMD_ENTRY).encode()).whitelist
     target = {"unit": "api.service", "scope": "system"}

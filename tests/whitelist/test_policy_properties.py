@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from selfheal.models import ActionRequest, Execution
-from whitelist import decide
-from whitelist.models import Whitelist
+from selfheal.whitelist import decide
+from selfheal.whitelist.models import Whitelist
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 ints = st.integers(min_value=-50, max_value=200)

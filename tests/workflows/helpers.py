@@ -18,14 +18,14 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-import worker as worker_module
-from activities.diagnose import load_rules
+from selfheal import worker as worker_module
+from selfheal.activities.diagnose import load_rules
 from selfheal import search
-from activities.runner import CommandRunner, LocalRunner
+from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.models import Alert, IncidentInput
 from selfheal.settings import IncidentSettings, WorkerSettings
-from whitelist import load_whitelist
-from workflows.incident import IncidentWorkflow
+from selfheal.whitelist import load_whitelist
+from selfheal.workflows.incident import IncidentWorkflow
 
 FAST = IncidentSettings(
     remind_after=timedelta(seconds=60),

@@ -18,7 +18,7 @@ async def test_alert_matching_no_entry_ends_as_no_remedy(client, task_queue, tmp
 
 
 async def test_an_alert_storm_is_counted_past_the_records_cap(client, task_queue, tmp_path):
-    from workflows.incident import MAX_RECORDED_ALERTS
+    from selfheal.workflows.incident import MAX_RECORDED_ALERTS
 
     storm = [alert("DiskFull", fingerprint="same") for _ in range(MAX_RECORDED_ALERTS + 50)]
     settings = settings_for(tmp_path, "nothing.service", task_queue, None)

@@ -18,7 +18,7 @@ from tests.workflows.helpers import (
     wait_status,
     whitelist_yaml,
 )
-from workflows.incident import IncidentWorkflow
+from selfheal.workflows.incident import IncidentWorkflow
 
 
 async def test_instance_tier_restart_runs_by_itself_once_and_verifies(client, task_queue, tmp_path, unit, runner):

@@ -1,0 +1,108 @@
+"""The selfheal worker: the one place that builds clients, reads settings and registers code.
+
+Run it as ``selfheal worker`` (or ``python worker.py`` from a checkout). It refuses to start with an
+invalid whitelist, and on SIGTERM or SIGINT it stops polling, lets running activities
+finish (up to the graceful shutdown timeout) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Sequence
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
+from selfheal.activities.evidence import EvidenceReader
+from selfheal.activities.notify import Notifier
+from selfheal.activities.policy import PolicyActivities
+from selfheal.activities.remediate import SystemdRemediator
+from selfheal.activities.runner import CommandRunner, LocalRunner
+from selfheal.activities.verify import Verifier
+from selfheal import search
+from selfheal.settings import WorkerSettings
+from selfheal.whitelist import load_whitelist
+from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.workflows.incident import IncidentWorkflow
+from selfheal.workflows.ledger import RemediationLedgerWorkflow
+
+log = logging.getLogger("selfheal.worker")
+WORKFLOWS = [IncidentWorkflow, RemediationLedgerWorkflow]
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+async def connect(settings: WorkerSettings) -> Client:
+    return await Client.connect(settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter)
+
+
+def build_activities(
+    settings: WorkerSettings, loaded: LoadedWhitelist, rules: DiagnosisRules, client: Client, runner: CommandRunner,
+    http: httpx.AsyncClient, search_attributes: bool = False,
+) -> list:
+    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes)
+    evidence = EvidenceReader(runner, loaded)
+    return [
+        policy.load_policy,
+        policy.read_executions,
+        policy.reserve_execution,
+        RuleDiagnoser(rules, runner).diagnose,
+        evidence.read_unit_state,
+        SystemdRemediator(runner, loaded).restart_unit,
+        Verifier(runner, http, loaded).verify_remediation,
+        Notifier(http, settings.notify_url).notify,
+    ]
+
+
+async def run_worker(
+    settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None
+) -> None:
+    loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
+    log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
+    rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
+    client = await connect(settings)
+    attributes = await search.available(client, settings.namespace)
+    if not attributes:
+        log.warning("search attributes %s are not registered in %s; incidents will not be filterable by them",
+                    ", ".join(k.name for k in search.ALL), settings.namespace)
+    stop = stop or asyncio.Event()
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=build_activities(
+                settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes
+            ),
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        )
+        async with worker:
+            log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)
+            await stop.wait()
+            log.info("stopping: finishing running activities")
+
+
+def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = WorkerSettings.from_mapping(env if env is not None else dict(os.environ))
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop=stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
