@@ -19,9 +19,13 @@ import subprocess
 import sysconfig
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.namespace.v1 import NamespaceConfig
+from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
 
 from selfheal import worker
@@ -33,6 +37,10 @@ from selfheal.settings import WorkerSettings
 
 log = logging.getLogger("selfheal.dev")
 SERVER_START_TIMEOUT = 60.0
+# How long Temporal keeps a closed incident, and so how long a re-delivery of its episode is
+# recognised as a duplicate instead of opening a new incident. The dev server's own default
+# is one day: too short for Alertmanager's repeat_interval re-sends over a weekend.
+RETENTION = timedelta(days=30)
 SAMPLE_ALERT = {
     "alerts": [
         {
@@ -53,6 +61,15 @@ class DevOptions:
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
     token: str | None = None
+
+
+async def set_retention(client: Client, namespace: str, retention: timedelta) -> None:
+    await client.workflow_service.update_namespace(
+        UpdateNamespaceRequest(
+            namespace=namespace,
+            config=NamespaceConfig(workflow_execution_retention_ttl=Duration(seconds=int(retention.total_seconds()))),
+        )
+    )
 
 
 def temporal_binary() -> Path:
@@ -100,6 +117,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     try:
         client = await _wait_for_server(address, proc)
         await search.available(client, "default", create=True)  # a database from an older version may lack some
+        await set_retention(client, "default", RETENTION)
         worker_settings = WorkerSettings(address=address, whitelist=opts.whitelist, diagnosis=opts.diagnosis)
         ingress_settings = IngressSettings(
             ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}

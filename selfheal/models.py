@@ -179,6 +179,7 @@ class AuditRecord(Model):
     decision: Decision | None = None
     # approved
     approvals: list[ApprovalEvent] = []
+    refusals_not_recorded: int = 0  # refusals past the record's cap; the history has them all
     # done
     remediation: RemediationResult | None = None
     # verified

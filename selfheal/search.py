@@ -11,6 +11,8 @@ not, so a namespace without them still runs incidents.
 
 from __future__ import annotations
 
+import json
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -44,5 +46,18 @@ async def available(client: Client, namespace: str, create: bool = False) -> boo
     return not missing
 
 
+# Temporal refuses a keyword whose JSON encoding exceeds 2,048 bytes, and the SDK writes
+# non-ASCII characters as 6-byte escapes. A value that does not fit is shortened, never
+# allowed to fail a start (that would turn an odd label into an alert retried forever).
+MAX_VALUE_BYTES = 1024
+
+
+def fit(value: str) -> str:
+    """``value`` shortened until its JSON encoding fits a keyword attribute comfortably."""
+    while len(json.dumps(value)) > MAX_VALUE_BYTES:
+        value = value[: max(0, min(len(value) - 1, len(value) * MAX_VALUE_BYTES // len(json.dumps(value))))]
+    return value
+
+
 def service_of(labels: dict[str, str]) -> str:
-    return labels.get("service") or labels.get("job") or labels.get("alertname", "")
+    return fit(labels.get("service") or labels.get("job") or labels.get("alertname", ""))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import require
+from tests.conftest import require, temporal_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,13 @@ def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops
         assert incident["id"] in listed.stdout, listed.stdout + listed.stderr
         assert "demo-api" in listed.stdout  # the service search attribute
         assert httpx.get(incident["url"], timeout=10).status_code == 200  # the Web UI serves the incident page
+        described = subprocess.run(
+            [str(temporal_binary()), "operator", "namespace", "describe", "--namespace", "default",
+             "--address", f"127.0.0.1:{temporal}", "--output", "json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        retention = json.loads(described.stdout)["config"]["workflowExecutionRetentionTtl"]
+        assert retention == f"{30 * 24 * 3600}s"  # re-deliveries are recognised for 30 days
     finally:
         proc.send_signal(signal.SIGINT)
         try:

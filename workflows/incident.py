@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.settings import PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
+    from selfheal.workflows import approvals
     from selfheal.workflows.ledger import Reservation, ReservationResult
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
@@ -61,6 +63,7 @@ EXECUTORS = {"systemd.restart": ("read_unit_state", "restart_unit")}
 
 GLOB_CHARS = set("*?[")
 MAX_RECORDED_ALERTS = 200
+MAX_RECORDED_REFUSALS = 100
 
 
 def host_for(selector: str, labels: dict[str, str]) -> str:
@@ -204,7 +207,7 @@ class IncidentWorkflow:
         )
         decision = decide(self._snapshot.whitelist, request, history, workflow.now())
         self._audit.request, self._audit.decision = request, decision
-        self._upsert(search.ENTRY.value_set(entry.id), search.BLAST_RADIUS.value_set(entry.blast_radius))
+        self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
 
     async def _wait_for_approval(self) -> str:
@@ -346,47 +349,51 @@ class IncidentWorkflow:
     # records the refusal and fails the update with the reason.
 
     @workflow.update
-    def approve(self, approval: Approval) -> str:
-        refusal = self._refusal(approval.approver)
+    def approve(self, raw: Any = None) -> str:
+        approval, who, refusal = approvals.decode(raw, Approval)
+        refusal = refusal or approvals.refusal(self._audit, self._approved_by, approval.approver)
         if refusal:
-            self._record("refused", approval.approver, "update", f"approval refused: {refusal}")
+            self._record("refused", who, "update", f"approval refused: {refusal}")
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
         self._approved_by.append(approval.approver)
         self._record("approved", approval.approver, "update", approval.comment)
         return f"approved by {approval.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
 
     @approve.validator
-    def _approve_while_waiting(self, approval: Approval) -> None:
+    def _approve_while_waiting(self, raw: Any = None) -> None:
         self._require_waiting()
 
     @workflow.update
-    def reject(self, rejection: Rejection) -> str:
-        refusal = self._refusal(rejection.approver, rejecting=True)
+    def reject(self, raw: Any = None) -> str:
+        rejection, who, refusal = approvals.decode(raw, Rejection)
+        refusal = refusal or approvals.refusal(self._audit, self._approved_by, rejection.approver, rejecting=True)
         if refusal:
-            self._record("refused", rejection.approver, "update", f"rejection refused: {refusal}")
+            self._record("refused", who, "update", f"rejection refused: {refusal}")
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
         self._rejected = True
         self._record("rejected", rejection.approver, "update", rejection.reason)
         return f"rejected by {rejection.approver}"
 
     @reject.validator
-    def _reject_while_waiting(self, rejection: Rejection) -> None:
+    def _reject_while_waiting(self, raw: Any = None) -> None:
         self._require_waiting()
 
     @workflow.signal
-    def approve_signal(self, approval: Approval) -> None:
-        refusal = self._refusal(approval.approver)
+    def approve_signal(self, raw: Any = None) -> None:
+        approval, who, refusal = approvals.decode(raw, Approval)
+        refusal = refusal or approvals.refusal(self._audit, self._approved_by, approval.approver)
         if refusal:
-            self._record("refused", approval.approver, "signal", f"approval refused: {refusal}")
+            self._record("refused", who, "signal", f"approval refused: {refusal}")
             return
         self._approved_by.append(approval.approver)
         self._record("approved", approval.approver, "signal", approval.comment)
 
     @workflow.signal
-    def reject_signal(self, rejection: Rejection) -> None:
-        refusal = self._refusal(rejection.approver, rejecting=True)
+    def reject_signal(self, raw: Any = None) -> None:
+        rejection, who, refusal = approvals.decode(raw, Rejection)
+        refusal = refusal or approvals.refusal(self._audit, self._approved_by, rejection.approver, rejecting=True)
         if refusal:
-            self._record("refused", rejection.approver, "signal", f"rejection refused: {refusal}")
+            self._record("refused", who, "signal", f"rejection refused: {refusal}")
             return
         self._rejected = True
         self._record("rejected", rejection.approver, "signal", rejection.reason)
@@ -395,17 +402,12 @@ class IncidentWorkflow:
         if self._audit.status != "awaiting_approval":
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
-    def _refusal(self, who: str, rejecting: bool = False) -> str | None:
-        decision = self._audit.decision
-        if self._audit.status != "awaiting_approval" or decision is None:
-            return f"incident is not waiting for approval (status: {self._audit.status})"
-        if who not in decision.approvers:
-            return f"{who!r} may not approve {decision.entry_id} (allowed: {', '.join(decision.approvers)})"
-        if not rejecting and who in self._approved_by:
-            return f"{who!r} already approved; {decision.approvals} distinct approver(s) are needed"
-        return None
-
     def _record(self, kind: str, who: str, via: str, note: str) -> None:
+        if kind == "refused" and sum(e.kind == "refused" for e in self._audit.approvals) >= MAX_RECORDED_REFUSALS:
+            # Anyone who can reach the namespace can send refusals; the history keeps them
+            # all, the audit record keeps the first ones and a count.
+            self._audit.refusals_not_recorded += 1
+            return
         self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note))
 
     def _approval_settled(self) -> bool:

@@ -9,7 +9,7 @@ alert is lost. No policy lives here.
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from selfheal.ingress import auth, parsers
-from selfheal.ingress.delivery import Delivery, TemporalUnavailable
+from selfheal.ingress.decode import Undecodable, decode_json
+from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
 
@@ -26,6 +27,9 @@ from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
 class Problem(Exception):
     def __init__(self, status: int, reason: str):
         self.status, self.reason = status, reason
+
+
+_LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also admits "²"
 
 
 class Accepted(BaseModel):
@@ -46,7 +50,7 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
 
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+        if length and _LENGTH.fullmatch(length) and int(length) > settings.max_body_bytes:
             raise Problem(413, f"body of {length} bytes exceeds the {settings.max_body_bytes}-byte limit")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -61,9 +65,9 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         if "json" not in content_type and not (model is dict and "text/plain" in content_type):
             raise Problem(415, f"content-type must be application/json, got {content_type or 'none'!r}")
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise Problem(400, f"body is not JSON: {exc}") from None
+            data = decode_json(body)
+        except Undecodable as exc:
+            raise Problem(400, str(exc)) from None
         if model is dict:
             if not isinstance(data, dict):
                 raise Problem(400, "body must be a JSON object")
@@ -82,16 +86,26 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         except auth.Unauthorized as exc:
             raise Problem(401, str(exc)) from None
 
-    async def accept(keyed: parsers.Keyed) -> JSONResponse:
-        by_key: dict[str, list] = {}
-        for key, alert in keyed:
-            by_key.setdefault(key, []).append(alert)
-        try:
-            results = await asyncio.gather(*(delivery.deliver(k, v) for k, v in by_key.items()))
-        except TemporalUnavailable as exc:
-            return JSONResponse({"error": str(exc), "retry": True}, status_code=503, headers={"Retry-After": "5"})
+    async def accept(routed: list[parsers.Routed]) -> JSONResponse:
+        by_episode: dict[tuple[str, str | None], list] = {}
+        for r in routed:
+            by_episode.setdefault((r.key, r.episode), []).append(r.alert)
+        outcomes = await asyncio.gather(
+            *(delivery.deliver(key, episode, alerts) for (key, episode), alerts in by_episode.items()),
+            return_exceptions=True,
+        )
+        # Temporal unavailable for any of them: 503, and the sender's retry re-delivers all,
+        # which is safe because delivery is idempotent per episode.
+        for outcome in outcomes:
+            if isinstance(outcome, TemporalUnavailable):
+                return JSONResponse({"error": str(outcome), "retry": True}, status_code=503, headers={"Retry-After": "5"})
+        for outcome in outcomes:
+            if isinstance(outcome, TemporalRefused):
+                raise Problem(422, str(outcome))
+            if isinstance(outcome, BaseException):
+                raise outcome
         incidents = [
-            {"id": r.key, "alerts": r.alerts, "state": r.state, "url": settings.incident_url(r.key)} for r in results
+            {"id": r.id, "alerts": r.alerts, "state": r.state, "url": settings.incident_url(r.id)} for r in outcomes
         ]
         return JSONResponse(Accepted(incidents=incidents).model_dump(), status_code=202)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +26,8 @@ GRAFANA_SIGNATURE = "x-grafana-alerting-signature"
 GRAFANA_TIMESTAMP = "x-grafana-alerting-signature-timestamp"
 GENERIC_SIGNATURE = "x-selfheal-signature"
 MAX_SKEW = 300  # seconds
+# ASCII digits and a sane length: str.isdigit() admits "²", which int() then refuses.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 class SourceAuth(BaseModel):
@@ -60,9 +63,9 @@ def check(source: str, auth: SourceAuth, headers: Mapping[str, str], body: bytes
             signature = headers.get(GRAFANA_SIGNATURE, "")
             timestamp = headers.get(GRAFANA_TIMESTAMP)
             if timestamp is not None:
-                if not timestamp.strip().isdigit():
+                if not _UNIX_SECONDS.fullmatch(timestamp.strip()):
                     raise Unauthorized(f"{GRAFANA_TIMESTAMP} must be Unix seconds")
-                if abs(now - int(timestamp)) > MAX_SKEW:
+                if abs(now - int(timestamp.strip())) > MAX_SKEW:
                     raise Unauthorized(f"signature timestamp is more than {MAX_SKEW}s from now: a replay, or a clock off")
             signed = f"{timestamp}:".encode() + body if timestamp else body
             expected = _digest(auth.hmac_secret, signed)

@@ -1,32 +1,59 @@
-"""Alert payloads as each source sends them, turned into our ``Alert`` and an incident key.
+"""Alert payloads as each source sends them, turned into our ``Alert``, an incident key and
+the alert's episode.
 
 Inbound models ignore fields they do not use (sources add fields between versions) but
-require every field selfheal relies on, so a malformed payload is refused with the
-field that is wrong and nothing starts.
+require every field selfheal relies on, and bound every one of them (how many alerts,
+labels and annotations, how long a value), so a malformed or oversized payload is refused
+with the field that is wrong and nothing starts.
 
-Incident keys (the workflow id):
+An incident covers one **episode** of an alert, from first firing to resolution. The key
+names the alert (or group, or alarm) across all its episodes; the episode is the instant
+the episode began, which every re-delivery repeats:
 
-  alertmanager  ``am-<fingerprint>`` per alert (default), or ``am-group-<hash of groupKey>``
-                with ``key_by="group"``: one incident per Alertmanager group
-  grafana       ``grafana-<fingerprint>`` per alert
-  sns           ``sns-<hash of the alarm ARN>`` per CloudWatch alarm
-  generic       ``generic-<fingerprint>``; the fingerprint defaults to a hash of the labels
+  source        key                                           episode
+  alertmanager  ``am-<fingerprint>``                          ``startsAt``
+                ``am-group-<hash of groupKey>`` (key_by=group) none: a group has no start
+  grafana       ``grafana-<fingerprint>``                     ``startsAt``
+  sns           ``sns-<hash of the alarm ARN>``               ``StateChangeTime`` of ALARM; none for OK
+  generic       ``generic-<fingerprint>`` (or a labels hash)  ``starts_at``; none when it is not sent
+
+A message that names no episode goes to the key's running incident (see ``delivery``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from selfheal.models import Alert
 
 # Alertmanager and Grafana send this for "no end time".
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
-_KEY_SAFE = str.maketrans({c: "-" for c in " /\\:\t\n"})
+_KEY_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# What one alert may carry. Prometheus sets no limits, so these are generous; they exist
+# so that one request cannot turn into a history Temporal refuses (2 MB per payload,
+# 50 MB per history). Annotations are text for people: cut, never refused.
+MAX_ALERTS = 1000
+MAX_PAIRS = 128
+MAX_LABEL_VALUE = 4096
+MAX_ANNOTATION_VALUE = 8192
+TRUNCATED = " …[truncated by selfheal]"
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= MAX_ANNOTATION_VALUE else value[: MAX_ANNOTATION_VALUE - len(TRUNCATED)] + TRUNCATED
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Labels = Annotated[dict[Name, Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]], Field(max_length=MAX_PAIRS)]
+Annotations = Annotated[dict[Name, Annotated[str, AfterValidator(_cut)]], Field(max_length=MAX_PAIRS)]
+Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 def _hash(text: str) -> str:
@@ -37,8 +64,25 @@ def labels_fingerprint(labels: dict[str, str]) -> str:
     return _hash(json.dumps(labels, sort_keys=True, separators=(",", ":")))
 
 
-def _safe(fingerprint: str) -> str:
-    return fingerprint.translate(_KEY_SAFE)[:64]
+def safe(fingerprint: str) -> str:
+    """The fingerprint as it may stand in a workflow id and a visibility query.
+
+    Anything outside ``[A-Za-z0-9._-]`` (or longer than 64) is hashed rather than
+    replaced, so two different fingerprints never share a key.
+    """
+    return fingerprint if _KEY_SAFE.fullmatch(fingerprint) else "h" + _hash(fingerprint)
+
+
+def episode_of(start: datetime) -> str:
+    """A short, stable name for the episode that began at ``start`` (any time zone)."""
+    return _hash(start.astimezone(timezone.utc).isoformat())[:12]
+
+
+@dataclass(frozen=True)
+class Routed:
+    key: str                # the alert (or group, or alarm) across its episodes
+    episode: str | None     # the episode it belongs to; None when the message cannot say
+    alert: Alert
 
 
 class _Inbound(BaseModel):
@@ -47,11 +91,11 @@ class _Inbound(BaseModel):
 
 class PromAlert(_Inbound):
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = {}
+    labels: Labels = Field(min_length=1)
+    annotations: Annotations = {}
     startsAt: AwareDatetime
     endsAt: AwareDatetime | None = None
-    fingerprint: str = Field(min_length=1, max_length=128)
+    fingerprint: Fingerprint
 
     def to_alert(self, source: str) -> Alert:
         ends = None if self.endsAt is None or self.endsAt <= _ZERO_TIME else self.endsAt
@@ -65,26 +109,26 @@ class AlertmanagerPayload(_Inbound):
     """Alertmanager's webhook body, payload version 4."""
 
     version: Literal["4"]
-    groupKey: str
+    groupKey: Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
     status: Literal["firing", "resolved"]
-    alerts: list[PromAlert] = Field(min_length=1)
+    alerts: list[PromAlert] = Field(min_length=1, max_length=MAX_ALERTS)
 
 
 class GrafanaPayload(_Inbound):
     """Grafana alerting's webhook body (unified alerting, version 1)."""
 
     status: Literal["firing", "resolved"]
-    alerts: list[PromAlert] = Field(min_length=1)
+    alerts: list[PromAlert] = Field(min_length=1, max_length=MAX_ALERTS)
 
 
 class GenericAlert(_Inbound):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["firing", "resolved"] = "firing"
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = {}
+    labels: Labels = Field(min_length=1)
+    annotations: Annotations = {}
     starts_at: AwareDatetime | None = None
-    fingerprint: str | None = Field(default=None, min_length=1, max_length=128)
+    fingerprint: Fingerprint | None = None
 
     @field_validator("labels")
     @classmethod
@@ -99,25 +143,22 @@ class GenericPayload(_Inbound):
 
     model_config = ConfigDict(extra="forbid")
 
-    alerts: list[GenericAlert] = Field(min_length=1, max_length=1000)
+    alerts: list[GenericAlert] = Field(min_length=1, max_length=MAX_ALERTS)
 
 
-Keyed = list[tuple[str, Alert]]
+def from_alertmanager(payload: AlertmanagerPayload, key_by: Literal["alert", "group"] = "alert") -> list[Routed]:
+    if key_by == "group":
+        # A group has no start of its own and its members change: it cannot name an episode.
+        key = f"am-group-{_hash(payload.groupKey)}"
+        return [Routed(key, None, a.to_alert("alertmanager")) for a in payload.alerts]
+    return [Routed(f"am-{safe(a.fingerprint)}", episode_of(a.startsAt), a.to_alert("alertmanager")) for a in payload.alerts]
 
 
-def from_alertmanager(payload: AlertmanagerPayload, key_by: Literal["alert", "group"] = "alert") -> Keyed:
-    out = []
-    for a in payload.alerts:
-        key = f"am-group-{_hash(payload.groupKey)}" if key_by == "group" else f"am-{_safe(a.fingerprint)}"
-        out.append((key, a.to_alert("alertmanager")))
-    return out
+def from_grafana(payload: GrafanaPayload) -> list[Routed]:
+    return [Routed(f"grafana-{safe(a.fingerprint)}", episode_of(a.startsAt), a.to_alert("grafana")) for a in payload.alerts]
 
 
-def from_grafana(payload: GrafanaPayload) -> Keyed:
-    return [(f"grafana-{_safe(a.fingerprint)}", a.to_alert("grafana")) for a in payload.alerts]
-
-
-def from_generic(payload: GenericPayload, now: datetime) -> Keyed:
+def from_generic(payload: GenericPayload, now: datetime) -> list[Routed]:
     out = []
     for a in payload.alerts:
         fingerprint = a.fingerprint or labels_fingerprint(a.labels)
@@ -125,10 +166,14 @@ def from_generic(payload: GenericPayload, now: datetime) -> Keyed:
             source="generic", status=a.status, labels=a.labels, annotations=a.annotations,
             starts_at=a.starts_at or now, fingerprint=fingerprint,
         )
-        out.append((f"generic-{_safe(fingerprint)}", alert))
+        episode = episode_of(a.starts_at) if a.starts_at is not None else None
+        out.append(Routed(f"generic-{safe(fingerprint)}", episode, alert))
     return out
 
 
-def from_sns_alarm(fields: dict) -> Keyed:
+def from_sns_alarm(fields: dict) -> list[Routed]:
     alert = Alert(**fields)
-    return [(f"sns-{_safe(alert.fingerprint)}", alert)]
+    # ALARM carries the StateChangeTime of its own transition: the episode's start. OK
+    # carries the time of the transition to OK, which names no episode.
+    episode = episode_of(alert.starts_at) if alert.status == "firing" else None
+    return [Routed(f"sns-{safe(alert.fingerprint)}", episode, alert)]

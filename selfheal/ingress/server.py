@@ -9,6 +9,7 @@ import httpx
 import uvicorn
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig
 
 from selfheal import search
 from selfheal.ingress.app import create_app
@@ -17,11 +18,14 @@ from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.sns import DEFAULT_CERT_URL_PATTERN, DEFAULT_SUBSCRIBE_URL_PATTERN, SnsVerifier
 
 log = logging.getLogger("selfheal.ingress")
+# The SDK retries an unreachable server for up to 10 s by default; the ingress would rather
+# answer 503 within its delivery deadline (5 s) and let the sender retry.
+RETRY = RetryConfig(initial_interval_millis=100, max_interval_millis=1000, max_elapsed_time_millis=3000, max_retries=10)
 
 
 async def build(settings: IngressSettings, address: str, task_queue: str, http: httpx.AsyncClient):
     client = await Client.connect(
-        address, namespace=settings.namespace, data_converter=pydantic_data_converter, lazy=True
+        address, namespace=settings.namespace, data_converter=pydantic_data_converter, lazy=True, retry_config=RETRY,
     )
     try:
         attributes = await search.available(client, settings.namespace)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
@@ -25,6 +24,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from selfheal.ingress.decode import decode_json
 
 # ASCII classes, not \d: \d also matches non-ASCII digits. The host must be followed
 # directly by "/", so no suffix (".evil.com"), userinfo ("@evil.com") or port can follow.
@@ -229,7 +230,7 @@ def parse_cloudwatch_alarm(notification: dict[str, Any]) -> dict[str, Any] | Non
     if notification.get("Type") != "Notification":
         raise SnsError(f"expected a Notification, got Type {_show(notification.get('Type'))}")
     try:
-        alarm = json.loads(notification.get("Message") or "")
+        alarm = decode_json(notification.get("Message") or "")
     except (TypeError, ValueError):
         raise SnsError("Message is not JSON; expected a CloudWatch alarm") from None
     if not isinstance(alarm, dict):

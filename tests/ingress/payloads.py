@@ -16,6 +16,14 @@ def _iso(t: datetime) -> str:
 STARTED = datetime.now(timezone.utc) - timedelta(minutes=1)
 
 
+def incident(key: str, started: datetime = STARTED) -> str:
+    """The incident id the ingress gives the episode of ``key`` that began at ``started``."""
+    from selfheal.ingress.delivery import incident_id
+    from selfheal.ingress.parsers import episode_of
+
+    return incident_id(key, episode_of(datetime.fromisoformat(_iso(started))))
+
+
 def prom_alert(alertname="IngressTest", fingerprint="a1b2c3d4e5f60718", status="firing", **labels) -> dict:
     start = STARTED
     return {
@@ -55,3 +63,8 @@ def body(payload: dict) -> bytes:
 
 def sign(secret: str, data: bytes) -> str:
     return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+async def incidents_for(client, key: str) -> list[str]:
+    """Ids of every incident (any episode, any status) the ingress opened for ``key``."""
+    return sorted([w.id async for w in client.list_workflows(f'WorkflowId STARTS_WITH "{key}~"')])

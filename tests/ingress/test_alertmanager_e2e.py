@@ -5,6 +5,7 @@ import asyncio
 from selfheal.ingress.app import create_app
 from selfheal.models import AuditRecord
 from tests.ingress.conftest import TOKEN, settings
+from tests.ingress.payloads import incidents_for
 from tests.ingress.served import serving
 from tests.support.alertmanager import Alertmanager, require_alertmanager
 from tests.workflows.helpers import wait_for, wait_status
@@ -21,12 +22,12 @@ async def test_alertmanager_webhooks_open_one_incident_repeat_into_it_and_resolv
         with Alertmanager(f"{base}/v1/alerts/alertmanager", bearer_token=TOKEN, repeat_interval="2s") as am:
             await asyncio.to_thread(am.post_alerts, [{"labels": LABELS, "annotations": {"summary": "from alertmanager"}}])
             [fingerprint] = [a["fingerprint"] for a in await asyncio.to_thread(am.alerts)]
-            handle = client.get_workflow_handle(f"am-{fingerprint}", result_type=AuditRecord)
 
             async def delivered():
-                return ("/v1/alerts/alertmanager", 202) in answered
+                return ("/v1/alerts/alertmanager", 202) in answered and await incidents_for(client, f"am-{fingerprint}")
 
-            await wait_for(delivered, timeout=30)
+            [incident_id] = await wait_for(delivered, timeout=30)
+            handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
             await wait_status(handle, "awaiting_approval")
             first_run = (await handle.describe()).run_id
             record = await handle.query(IncidentWorkflow.audit)
@@ -37,6 +38,7 @@ async def test_alertmanager_webhooks_open_one_incident_repeat_into_it_and_resolv
 
             await wait_for(repeated, timeout=30)
             assert (await handle.describe()).run_id == first_run
+            assert await incidents_for(client, f"am-{fingerprint}") == [incident_id]
             assert len((await handle.query(IncidentWorkflow.audit)).alerts) == 1  # the repeat is the same alert
 
             await asyncio.to_thread(am.resolve, LABELS)

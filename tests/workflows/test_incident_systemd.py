@@ -76,6 +76,32 @@ async def test_service_tier_waits_refuses_unauthorised_then_executes_on_approval
     assert sink.kinds(handle.id)[0] == "approval_requested"
 
 
+async def test_empty_or_malformed_approvals_are_refused_and_recorded(client, task_queue, tmp_path, unit, runner):
+    settings = settings_for(tmp_path, unit.name, task_queue, None)
+    async with running_worker(client, settings, runner):
+        handle = await start_incident(client, task_queue, alert("ApiSlow"))
+        await wait_status(handle, "awaiting_approval")
+        for raw in ({"approver": ""}, {"approver": 5}, "alice", {"approver": "alice", "extra": "x"}):
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update("approve", raw)
+            assert "malformed approval" in str(refused.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update("reject", {"approver": "", "reason": "no"})
+        assert "malformed rejection: approver" in str(refused.value.cause)
+        await handle.signal("approve_signal", {"approver": ""})
+        await handle.signal("reject_signal", ["not", "an", "object"])
+        await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
+        record: AuditRecord = await handle.result()
+    assert record.outcome == "remediated"
+    refused = [(e.approver, e.via, e.note) for e in record.approvals if e.kind == "refused"]
+    assert [(who, via) for who, via, _ in refused] == [
+        ("", "update"), ("", "update"), ("", "update"), ("alice", "update"), ("", "update"), ("", "signal"), ("", "signal"),
+    ]
+    assert all("malformed" in note for _, _, note in refused)
+    assert "approver: String should have at least 1 character" in refused[0][2]
+    assert [(e.kind, e.approver) for e in record.approvals if e.kind != "refused"] == [("approved", "alice")]
+
+
 async def test_rejection_executes_nothing(client, task_queue, tmp_path, unit, runner):
     settings = settings_for(tmp_path, unit.name, task_queue, None)
     async with running_worker(client, settings, runner):
