@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from temporalio import activity
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner, UnreachableHost
 from selfheal.activities.systemd import SystemdError, journal_lines
 from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
@@ -81,6 +82,7 @@ class RuleDiagnoser:
         self._runner = runner
 
     @activity.defn(name="diagnose")
+    @heartbeating
     async def diagnose(self, inp: DiagnoseInput) -> Diagnosis:
         firing = [a for a in inp.alerts if a.status == "firing"] or inp.alerts
         since = min(a.starts_at for a in firing) - self._rules.lookback

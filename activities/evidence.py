@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import as_activity_errors, unit_state
 from selfheal.models import ActionRequest, UnitState
@@ -18,6 +19,7 @@ class EvidenceReader:
         self._loaded = loaded
 
     @activity.defn(name="read_unit_state")
+    @heartbeating
     async def read_unit_state(self, request: ActionRequest) -> UnitState:
         entry = self._loaded.whitelist.entry(request.entry_id)
         if not isinstance(entry, SystemdRestartEntry):

@@ -6,6 +6,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.models import Notification
 
 
@@ -15,6 +16,7 @@ class Notifier:
         self._url = url
 
     @activity.defn(name="notify")
+    @heartbeating
     async def notify(self, note: Notification) -> str:
         if not self._url:
             activity.logger.info("no notification webhook configured: %s %s", note.kind, note.summary)

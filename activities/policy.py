@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.models import Execution
 from selfheal.settings import IncidentSettings, PolicySnapshot
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation, ReservationResult, ledger_id
+
+
+BUSY_BACKOFF_FIRST = 0.05  # seconds
+BUSY_BACKOFF_MAX = 2.0
 
 
 class PolicyActivities:
@@ -23,6 +31,7 @@ class PolicyActivities:
         self._task_queue = task_queue
 
     @activity.defn(name="load_policy")
+    @heartbeating
     async def load_policy(self) -> PolicySnapshot:
         return PolicySnapshot(
             whitelist=self._loaded.whitelist, sha256=self._loaded.sha256, source=self._loaded.path, settings=self._settings,
@@ -30,6 +39,7 @@ class PolicyActivities:
         )
 
     @activity.defn(name="read_executions")
+    @heartbeating
     async def read_executions(self, entry_id: str) -> list[Execution]:
         handle = self._client.get_workflow_handle(ledger_id(self._task_queue, entry_id))
         try:
@@ -40,6 +50,7 @@ class PolicyActivities:
             raise
 
     @activity.defn(name="reserve_execution")
+    @heartbeating
     async def reserve_execution(self, reservation: Reservation) -> ReservationResult:
         start = WithStartWorkflowOperation(
             RemediationLedgerWorkflow.run,
@@ -48,9 +59,20 @@ class PolicyActivities:
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-        try:
-            return await self._client.execute_update_with_start_workflow(
-                RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=start
-            )
-        except WorkflowUpdateFailedError as exc:
-            raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None
+        delay = BUSY_BACKOFF_FIRST
+        while True:
+            try:
+                return await self._client.execute_update_with_start_workflow(
+                    RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=start
+                )
+            except WorkflowUpdateFailedError as exc:
+                raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                # The ledger has as many updates in flight as Temporal admits (10): a burst
+                # of approvals, not a failure. Wait and try again, until the activity's own
+                # timeout; the heartbeats keep it alive meanwhile.
+                activity.logger.info("ledger of %s is busy (%s); retrying in %.1fs", reservation.entry_id, exc.message, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, BUSY_BACKOFF_MAX)

@@ -11,11 +11,12 @@ again. A retried or replayed remediation therefore has the effect of one.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, TypeVar
+import time
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import as_activity_errors, systemctl, unit_state
 from selfheal.models import RemediationInput, RemediationResult, UnitState
@@ -23,22 +24,13 @@ from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import SystemdRestartEntry
 from selfheal.whitelist.policy import check_request
 
-T = TypeVar("T")
-HEARTBEAT_EVERY = 1.0
+TRANSITIONAL = frozenset({"activating", "deactivating", "reloading"})
+SETTLE_WITHIN = 60.0  # seconds; a unit still in transition after this is restarted anyway
+SETTLE_POLL = 0.5
 
 
 def out_of_policy(message: str) -> ApplicationError:
     return ApplicationError(message, type="OutOfPolicy", non_retryable=True)
-
-
-async def with_heartbeats(work: Awaitable[T]) -> T:
-    """Await ``work`` while heartbeating, so a dead worker is noticed within the heartbeat timeout."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
-        if done:
-            return task.result()
-        activity.heartbeat()
 
 
 class SystemdRemediator:
@@ -60,19 +52,20 @@ class SystemdRemediator:
         return entry
 
     @activity.defn(name="restart_unit")
+    @heartbeating
     async def restart_unit(self, inp: RemediationInput) -> RemediationResult:
         entry = self._entry(inp)
         host, unit, scope = inp.request.target["host"], entry.target.unit, entry.target.scope
         if inp.baseline is None:
             raise out_of_policy("restart_unit needs the unit's baseline state to stay idempotent")
         with as_activity_errors():
-            before = await unit_state(self._runner, host, scope, unit)
+            before = await self._settled(host, scope, unit)
             if before.invocation_id != inp.baseline.invocation_id:
                 return self._result(inp, "already_done", before, before,
                                     f"{unit} on {host} already restarted since the request "
                                     f"(invocation {inp.baseline.invocation_id or '-'} -> {before.invocation_id or '-'}); not restarting again")
             activity.logger.info("restarting %s on %s (key %s)", unit, host, inp.idempotency_key)
-            result = await with_heartbeats(self._runner.run(host, systemctl(scope, "restart", unit), timeout=600))
+            result = await self._runner.run(host, systemctl(scope, "restart", unit), timeout=600)
             after = await unit_state(self._runner, host, scope, unit)
         if not result.ok and after.invocation_id == inp.baseline.invocation_id:
             raise ApplicationError(f"systemctl restart {unit} failed ({result.returncode}): {result.stderr.strip()}", type="SystemdError")
@@ -82,6 +75,21 @@ class SystemdRemediator:
         if inp.whitelist_sha256 != self._loaded.sha256:
             detail += f"; re-checked against whitelist {self._loaded.sha256[:12]}"
         return self._result(inp, "executed", before, after, detail)
+
+    async def _settled(self, host: str, scope, unit: str) -> UnitState:
+        """The unit's state once no job is changing it, waiting up to ``SETTLE_WITHIN``.
+
+        An earlier attempt of this same remediation may still be running (its worker was
+        presumed dead after a late heartbeat, but was not); its restart shows as a unit in
+        transition. Waiting for it lets the InvocationID comparison see its result instead
+        of restarting a second time.
+        """
+        deadline = time.monotonic() + SETTLE_WITHIN
+        state = await unit_state(self._runner, host, scope, unit)
+        while state.active_state in TRANSITIONAL and time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_POLL)
+            state = await unit_state(self._runner, host, scope, unit)
+        return state
 
     @staticmethod
     def _result(inp: RemediationInput, action, before: UnitState, after: UnitState, detail: str) -> RemediationResult:

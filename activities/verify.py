@@ -8,6 +8,7 @@ import time
 import httpx
 from temporalio import activity
 
+from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import SystemdError, unit_state
 from selfheal.models import Check, UnitState, Verification, VerifyInput
@@ -24,6 +25,7 @@ class Verifier:
         self._loaded = loaded
 
     @activity.defn(name="verify_remediation")
+    @heartbeating
     async def verify_remediation(self, inp: VerifyInput) -> Verification:
         entry = self._loaded.whitelist.entry(inp.request.entry_id)
         if entry is None:

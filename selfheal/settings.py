@@ -10,7 +10,7 @@ import shlex
 from datetime import timedelta
 from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfheal.whitelist.durations import PositiveDuration
 from selfheal.whitelist.models import Whitelist
@@ -29,7 +29,12 @@ class IncidentSettings(BaseModel):
     expire_after: PositiveDuration = timedelta(hours=4)
     diagnose_timeout: PositiveDuration = timedelta(minutes=5)
     remediation_timeout: PositiveDuration = timedelta(minutes=10)
-    remediation_heartbeat: PositiveDuration = timedelta(seconds=30)
+    # How late an activity's heartbeat may be before its worker is presumed dead and the
+    # activity retried elsewhere: the bound on how long a killed worker stalls an incident.
+    # Every activity heartbeats each second, and the worker sends them at least that often
+    # (HEARTBEAT_THROTTLE), so a live worker has seconds of margin.
+    remediation_heartbeat: PositiveDuration = timedelta(seconds=5)
+    heartbeat_timeout: PositiveDuration = timedelta(seconds=5)
 
     @model_validator(mode="after")
     def _in_order(self) -> "IncidentSettings":
@@ -64,6 +69,10 @@ class WorkerSettings(BaseModel):
     # Put in front of every systemctl/journalctl, e.g. "sudo -n" or "env XDG_RUNTIME_DIR=/run/user/1000".
     command_prefix: list[str] = []
     incident: IncidentSettings = IncidentSettings()
+    sticky_timeout: PositiveDuration = timedelta(seconds=3)
+    # Workflows kept in memory between tasks; an evicted one is replayed from history when
+    # it next has work. Waiting incidents are cheap to replay, so this bounds memory.
+    max_cached_workflows: int = Field(default=1000, ge=0)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], **overrides) -> "WorkerSettings":
@@ -77,6 +86,9 @@ class WorkerSettings(BaseModel):
             ("diagnosis", "SELFHEAL_DIAGNOSIS"),
             ("notify_url", "SELFHEAL_NOTIFY_URL"),
         ]:
+            if env.get(key):
+                values[field] = env[key]
+        for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS")]:
             if env.get(key):
                 values[field] = env[key]
         if env.get("SELFHEAL_COMMAND_PREFIX"):

@@ -37,6 +37,7 @@ from selfheal.workflows.ledger import RemediationLedgerWorkflow
 log = logging.getLogger("selfheal.worker")
 WORKFLOWS = [IncidentWorkflow, RemediationLedgerWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 async def connect(settings: WorkerSettings) -> Client:
@@ -83,6 +84,15 @@ async def run_worker(
                 settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes
             ),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            # A workflow's next task goes to the worker that has it cached. If that worker
+            # was killed, Temporal waits this long before giving the task to any worker:
+            # the SDK's 10 s would add itself to every recovery.
+            sticky_queue_schedule_to_start_timeout=settings.sticky_timeout,
+            max_cached_workflows=settings.max_cached_workflows,
+            # Send heartbeats every second rather than every 0.8 x the timeout: with a 5 s
+            # heartbeat timeout, a live worker keeps 4 s of margin instead of 1.
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         )
         async with worker:
             log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)

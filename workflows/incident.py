@@ -34,14 +34,19 @@ with workflow.unsafe.imports_passed_through():
         Check,
     )
     from selfheal import search
-    from selfheal.settings import PolicySnapshot
+    from selfheal.settings import IncidentSettings, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows import approvals
     from selfheal.workflows.ledger import Reservation, ReservationResult
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
+# Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
+# killed mid-activity is noticed in seconds, not when the start-to-close timeout expires.
 POLICY_TIMEOUT = timedelta(seconds=30)
+POLICY_HEARTBEAT = timedelta(seconds=5)  # before the settings are known
+# The reservation waits out a busy ledger (Temporal admits 10 updates in flight per workflow).
+RESERVE_TIMEOUT = timedelta(minutes=30)
 READ_TIMEOUT = timedelta(seconds=60)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 VERIFY_MARGIN = timedelta(seconds=30)
@@ -124,7 +129,7 @@ class IncidentWorkflow:
 
     async def _handle(self) -> None:
         self._snapshot = await workflow.execute_activity(
-            "load_policy", start_to_close_timeout=POLICY_TIMEOUT, retry_policy=READ_RETRY,
+            "load_policy", start_to_close_timeout=POLICY_TIMEOUT, heartbeat_timeout=POLICY_HEARTBEAT, retry_policy=READ_RETRY,
             result_type=PolicySnapshot, summary="load the whitelist",
         )
         self._audit.whitelist_sha256 = self._snapshot.sha256
@@ -176,6 +181,7 @@ class IncidentWorkflow:
             DiagnoseInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts, candidates=self._audit.matched_entries),
             schedule_to_close_timeout=self._settings.diagnose_timeout,
             start_to_close_timeout=READ_TIMEOUT,
+            heartbeat_timeout=self._settings.heartbeat_timeout,
             retry_policy=READ_RETRY,
             result_type=Diagnosis,
             summary="diagnose: read evidence, form hypotheses",
@@ -203,6 +209,7 @@ class IncidentWorkflow:
         request = build_request(entry, self._audit.alerts, diagnosis)
         history = await workflow.execute_activity(
             "read_executions", entry.id, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
+            heartbeat_timeout=self._settings.heartbeat_timeout,
             result_type=list[Execution], summary=f"read recent executions of {entry.id}",
         )
         decision = decide(self._snapshot.whitelist, request, history, workflow.now())
@@ -243,7 +250,8 @@ class IncidentWorkflow:
             "reserve_execution",
             Reservation(entry_id=entry.id, incident_id=self._audit.incident_id, idempotency_key=key,
                         rate_limit=entry.rate_limit, cooldown=entry.cooldown),
-            start_to_close_timeout=READ_TIMEOUT, retry_policy=LEDGER_RETRY, result_type=ReservationResult,
+            start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
+            retry_policy=LEDGER_RETRY, result_type=ReservationResult,
             summary=f"reserve an execution of {entry.id} (rate limit, cooldown)",
         )
         if not reservation.granted:
@@ -253,6 +261,7 @@ class IncidentWorkflow:
         baseline_activity, executor = EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
             baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+            heartbeat_timeout=self._settings.heartbeat_timeout,
             result_type=UnitState, summary="read the world before acting",
         )
         result = await workflow.execute_activity(
@@ -274,7 +283,8 @@ class IncidentWorkflow:
         verification = await workflow.execute_activity(
             "verify_remediation",
             VerifyInput(incident_id=self._audit.incident_id, request=self._audit.request, timeout_seconds=timeout.total_seconds()),
-            start_to_close_timeout=timeout + VERIFY_MARGIN, heartbeat_timeout=VERIFY_MARGIN, retry_policy=READ_RETRY,
+            start_to_close_timeout=timeout + VERIFY_MARGIN, heartbeat_timeout=self._settings.heartbeat_timeout,
+            retry_policy=READ_RETRY,
             result_type=Verification, summary=f"verify {entry.id}",
         )
         if entry.verify.alert_resolves:
@@ -302,7 +312,8 @@ class IncidentWorkflow:
         note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary)
         try:
             detail = await workflow.execute_activity(
-                "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, retry_policy=NOTIFY_RETRY,
+                "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
+                retry_policy=NOTIFY_RETRY,
                 result_type=str, summary=f"notify: {kind}",
             )
             delivered = True
@@ -424,8 +435,9 @@ class IncidentWorkflow:
         return self._audit.status
 
     @property
-    def _settings(self):
-        return self._snapshot.settings
+    def _settings(self) -> IncidentSettings:
+        # Before the policy is loaded (an incident that fails that early), the defaults.
+        return self._snapshot.settings if self._snapshot is not None else IncidentSettings()
 
     def _set_status(self, status: str) -> None:
         self._audit.status = status

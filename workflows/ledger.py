@@ -24,6 +24,9 @@ with workflow.unsafe.imports_passed_through():
 
 # Executions older than this cannot count against any sensible window; dropped at continue-as-new.
 RETAIN = timedelta(days=30)
+# Temporal refuses more than 2,000 updates per run (history.maxTotalUpdates); start afresh
+# well before, carrying the state over.
+UPDATES_PER_RUN = 500
 
 
 def ledger_id(task_queue: str, entry_id: str) -> str:
@@ -64,10 +67,13 @@ class RemediationLedgerWorkflow:
     @workflow.init
     def __init__(self, state: LedgerState) -> None:
         self._state = state
+        self._updates = 0
 
     @workflow.run
     async def run(self, state: LedgerState) -> None:
-        await workflow.wait_condition(lambda: workflow.info().is_continue_as_new_suggested())
+        await workflow.wait_condition(
+            lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= UPDATES_PER_RUN
+        )
         await workflow.wait_condition(workflow.all_handlers_finished)
         cutoff = workflow.now() - RETAIN
         kept = [e for e in self._state.executions if e.started_at > cutoff]
@@ -81,6 +87,7 @@ class RemediationLedgerWorkflow:
 
     @workflow.update
     def reserve(self, reservation: Reservation) -> ReservationResult:
+        self._updates += 1
         earlier = self._state.keys.get(reservation.idempotency_key)
         if earlier is not None:
             # A retried reservation is the same execution, not a second one.

@@ -65,7 +65,8 @@ async def test_resends_after_remediation_or_failed_verification_never_act_again(
         assert (await post(http, generic_body(first_start, "resolved")))["state"] == "no open incident"
         unit.fail_flag.unlink()
         unit.sd.systemctl("restart", unit.name)
-        people_fixed_it = unit.start_count()
+        # Type=simple: systemctl returns once the process is forked; wait for its first line.
+        people_fixed_it = unit.sd.wait_until(lambda: unit.start_count() == acted + 1 and unit.start_count(), timeout=15)
         second_start = datetime.now(timezone.utc)
         second = await post(http, generic_body(second_start))
         assert second["id"] != first["id"] and second["state"] == "delivered"
