@@ -19,6 +19,7 @@ from selfheal.workflows.ledger import LedgerState, RemediationLedgerWorkflow, Re
 
 BUSY_BACKOFF_FIRST = 0.05  # seconds
 BUSY_BACKOFF_MAX = 2.0
+LEDGER_SLOTS = 8  # reservations in flight per entry from one worker; Temporal admits 10 per workflow
 
 
 class PolicyActivities:
@@ -29,6 +30,7 @@ class PolicyActivities:
         self._settings = settings
         self._client = client
         self._task_queue = task_queue
+        self._ledger_slots: dict[str, asyncio.Semaphore] = {}
 
     @activity.defn(name="load_policy")
     @heartbeating
@@ -52,27 +54,36 @@ class PolicyActivities:
     @activity.defn(name="reserve_execution")
     @heartbeating
     async def reserve_execution(self, reservation: Reservation) -> ReservationResult:
-        start = WithStartWorkflowOperation(
+        # Temporal admits 10 updates in flight per workflow and refuses the rest
+        # (RESOURCE_EXHAUSTED, after the client's own retries of up to 10 s). Queueing here
+        # first keeps one worker's burst of approvals under that limit; several workers
+        # can still meet it, and then the loop below waits and tries again.
+        slots = self._ledger_slots.setdefault(reservation.entry_id, asyncio.Semaphore(LEDGER_SLOTS))
+        async with slots:
+            delay = BUSY_BACKOFF_FIRST
+            while True:
+                try:
+                    return await self._client.execute_update_with_start_workflow(
+                        RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=self._ledger_start(reservation)
+                    )
+                except WorkflowUpdateFailedError as exc:
+                    raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None
+                except RPCError as exc:
+                    # Busy, or the update was aborted (its workflow task raced another):
+                    # neither decided anything, so the same reservation is sent again. Its
+                    # idempotency key makes a retry of one that did land the same execution.
+                    if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+                        raise
+                    activity.logger.info("ledger of %s is busy (%s); retrying in %.2fs", reservation.entry_id, exc.message, delay)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, BUSY_BACKOFF_MAX)
+
+    def _ledger_start(self, reservation: Reservation) -> WithStartWorkflowOperation:
+        # A fresh operation per call: the SDK refuses to reuse one.
+        return WithStartWorkflowOperation(
             RemediationLedgerWorkflow.run,
             LedgerState(entry_id=reservation.entry_id),
             id=ledger_id(self._task_queue, reservation.entry_id),
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-        delay = BUSY_BACKOFF_FIRST
-        while True:
-            try:
-                return await self._client.execute_update_with_start_workflow(
-                    RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=start
-                )
-            except WorkflowUpdateFailedError as exc:
-                raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED:
-                    raise
-                # The ledger has as many updates in flight as Temporal admits (10): a burst
-                # of approvals, not a failure. Wait and try again, until the activity's own
-                # timeout; the heartbeats keep it alive meanwhile.
-                activity.logger.info("ledger of %s is busy (%s); retrying in %.1fs", reservation.entry_id, exc.message, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, BUSY_BACKOFF_MAX)

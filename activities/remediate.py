@@ -86,6 +86,8 @@ class SystemdRemediator:
         """
         deadline = time.monotonic() + SETTLE_WITHIN
         state = await unit_state(self._runner, host, scope, unit)
+        if activity.info().attempt == 1:
+            return state  # no earlier attempt exists: anything in transition is someone else's doing
         while state.active_state in TRANSITIONAL and time.monotonic() < deadline:
             await asyncio.sleep(SETTLE_POLL)
             state = await unit_state(self._runner, host, scope, unit)

@@ -19,6 +19,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
@@ -38,6 +39,13 @@ log = logging.getLogger("selfheal.worker")
 WORKFLOWS = [IncidentWorkflow, RemediationLedgerWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a
+# workflow; it just does not re-import modules for every workflow run. Re-importing cost
+# about 80 KB and an import per incident, most of a worker's memory with 1,000 incidents
+# waiting (bench/approve_many.py). Safe here because the workflow modules import only the
+# standard library, temporalio and selfheal modules without import-time side effects or
+# mutable module state (a test checks the latter).
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
 async def connect(settings: WorkerSettings) -> Client:
@@ -63,7 +71,8 @@ def build_activities(
 
 
 async def run_worker(
-    settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None
+    settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None,
+    workflows: Sequence[type] = WORKFLOWS,
 ) -> None:
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
@@ -79,7 +88,8 @@ async def run_worker(
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=WORKFLOWS,
+            workflows=list(workflows),
+            workflow_runner=WORKFLOW_RUNNER,
             activities=build_activities(
                 settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes
             ),

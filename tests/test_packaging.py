@@ -145,3 +145,19 @@ print(json.dumps(result))
         assert result[name] == "missing", f"import {name} must fail with only selfheal installed"
     for name in ("selfheal.whitelist", "selfheal.workflows.incident", "selfheal.activities.remediate", "selfheal.worker"):
         assert result[name].startswith(str(site)), (name, result[name])
+
+
+def test_workflow_modules_hold_no_mutable_state_a_shared_import_could_leak_between_runs():
+    # The worker's sandbox passes every module through (selfheal.worker.WORKFLOW_RUNNER):
+    # one import serves all workflow runs, so module-level state must be immutable.
+    import importlib
+    import types
+
+    mutable = (list, dict, set, bytearray)
+    offenders = []
+    for path in sorted((ROOT / "workflows").glob("*.py")):
+        module = importlib.import_module(f"selfheal.workflows.{path.stem}" if path.stem != "__init__" else "selfheal.workflows")
+        for name, value in vars(module).items():
+            if not name.startswith("__") and isinstance(value, mutable) and not isinstance(value, types.MappingProxyType):
+                offenders.append(f"{module.__name__}.{name}: {type(value).__name__}")
+    assert offenders == []

@@ -22,11 +22,13 @@ its earliest ``starts_at`` names, and a resolved one is acknowledged with nothin
 Concurrent posts for one incident are coalesced: while a call for it is in flight,
 later alerts wait in the next batch, which goes out as one call when the first returns,
 and every request waiting on a batch gets that call's outcome. Alerts this process has
-already delivered to an incident are not sent again (``already delivered``): a storm of
-re-sends costs Temporal nothing and does not grow the incident's history.
+already delivered to an incident are not sent again (``already delivered``), nor is
+anything for an episode Temporal has told it ended (``duplicate``): a storm of re-sends
+costs Temporal nothing and does not grow the incident's history.
 
-Every call is bounded by ``deadline``: when Temporal is gone the sender hears 503 quickly
-and retries; the retry is safe because delivery is idempotent per episode.
+Every request is bounded by ``deadline`` from its arrival, and so is every call: when
+Temporal is gone the sender hears 503 quickly and retries; the retry is safe because
+delivery is idempotent per episode.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from selfheal.ingress.parsers import episode_of
 from selfheal.models import Alert, AlertBatch, IncidentInput
 
 DEADLINE = timedelta(seconds=5)
-REMEMBERED = 20_000  # (incident, alert) pairs this process has delivered: a storm's working set
+REMEMBERED = 20_000  # entries per memory (alerts delivered, open and ended incidents): a storm's working set
 _SIGNAL_LIMIT = "limit for signal"  # Temporal's INVALID_ARGUMENT text for maximumSignalsPerExecution
 
 
@@ -94,6 +96,7 @@ class Delivery:
         # The incident this process last gave a key's firing alerts to: the first place a
         # message without an episode looks, before the (eventually consistent) visibility query.
         self._open: OrderedDict[str, str] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()  # incidents whose episode has ended
         self._remembered = remembered
         self.calls = 0  # Temporal calls made, for benchmarks and tests of coalescing
 
@@ -106,8 +109,13 @@ class Delivery:
         if slot not in self._flushing:
             self._flushing.add(slot)
             asyncio.ensure_future(self._flush(slot))
-        # Shielded: a client that disconnects must not cancel the call others wait on.
-        return await asyncio.shield(batch.done)
+        # Shielded: a client that disconnects must not cancel the call others wait on. The
+        # deadline is the request's own: one that waited behind a slow call still answers
+        # 503 within it (the batch it joined goes on, and the sender's retry finds it done).
+        try:
+            return await asyncio.wait_for(asyncio.shield(batch.done), self._deadline)
+        except TimeoutError:
+            raise TemporalUnavailable(f"Temporal did not take the alerts within {self._deadline:g}s") from None
 
     async def _flush(self, slot: tuple[str, str | None]) -> None:
         try:
@@ -146,6 +154,9 @@ class Delivery:
         return None if delivered.state == "no open incident" else delivered
 
     async def _to_episode(self, key: str, wid: str, alerts: list[Alert], start: bool = True) -> Delivered:
+        if wid in self._ended:
+            # Temporal refused this episode's start before: it ended, and nothing can join it.
+            return Delivered(wid, len(alerts), "duplicate")
         digests = [_digest(a) for a in alerts]
         fresh = [a for a, d in zip(alerts, digests) if (wid, d) not in self._seen]
         if not fresh:
@@ -158,7 +169,8 @@ class Delivery:
             else:
                 await self._client.get_workflow_handle(wid).signal("alerts", AlertBatch(alerts=fresh))
         except WorkflowAlreadyStartedError:
-            self._remember(wid, digests)  # Temporal had the episode: a later re-send costs nothing
+            self._ended[wid] = None  # a later post for the episode costs nothing
+            _bound(self._ended, self._remembered)
             return Delivered(wid, len(alerts), "duplicate")
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
@@ -174,8 +186,7 @@ class Delivery:
         if firing is not None:
             self._open[key] = wid
             self._open.move_to_end(key)
-            if len(self._open) > self._remembered:
-                self._open.popitem(last=False)
+            _bound(self._open, self._remembered)
         return Delivered(wid, len(alerts), "delivered")
 
     async def _signal_with_start(self, wid: str, alerts: list[Alert], firing: Alert) -> None:
@@ -208,8 +219,12 @@ class Delivery:
         for d in digests:
             self._seen[(wid, d)] = None
             self._seen.move_to_end((wid, d))
-        while len(self._seen) > self._remembered:
-            self._seen.popitem(last=False)
+        _bound(self._seen, self._remembered)
+
+
+def _bound(lru: OrderedDict, size: int) -> None:
+    while len(lru) > size:
+        lru.popitem(last=False)
 
 
 def _digest(alert: Alert) -> str:

@@ -110,19 +110,19 @@ def alert(alertname: str, fingerprint: str | None = None, status: str = "firing"
     )
 
 
-class NotificationSink:
-    """A loopback webhook that records the JSON it receives (the notification activity's peer)."""
+class LoopbackHTTP:
+    """A threaded HTTP server on 127.0.0.1 for the duration of a ``with`` block.
+
+    Subclasses define ``Handler`` (a ``BaseHTTPRequestHandler``) and what it records.
+    """
+
+    path = "/"
 
     def __init__(self) -> None:
-        received: list[dict] = []
-        self.received = received
+        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
+        class Handler(self.Handler):  # type: ignore[name-defined]
+            server_state = outer
 
             def log_message(self, *args) -> None:
                 pass
@@ -132,12 +132,9 @@ class NotificationSink:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
 
-    def kinds(self, incident_id: str) -> list[str]:
-        return [n["kind"] for n in self.received if n["incident_id"] == incident_id]
-
-    def __enter__(self) -> "NotificationSink":
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -145,6 +142,26 @@ class NotificationSink:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class NotificationSink(LoopbackHTTP):
+    """A loopback webhook that records the JSON it receives (the notification activity's peer)."""
+
+    path = "/hook"
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        super().__init__()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.server_state.received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+    def kinds(self, incident_id: str) -> list[str]:
+        return [n["kind"] for n in self.received if n["incident_id"] == incident_id]
 
 
 def settings_for(tmp: Path, unit: str, task_queue: str, notify_url: str | None, incident: IncidentSettings = FAST,
@@ -164,7 +181,8 @@ async def running_worker(client: Client, settings: WorkerSettings, runner: Comma
         activities = worker_module.build_activities(
             settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes
         )
-        async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities):
+        async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
+                          workflow_runner=worker_module.WORKFLOW_RUNNER):
             yield
 
 

@@ -13,10 +13,9 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from selfheal.models import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.systemd_user import SystemdUser
-from tests.workflows.helpers import alert, rules_yaml, start_incident, wait_for, wait_status, whitelist_yaml
+from tests.workflows.helpers import LoopbackHTTP, alert, rules_yaml, start_incident, wait_for, wait_status, whitelist_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RESUME_WITHIN = 15.0  # seconds from the new worker's start
@@ -66,34 +65,20 @@ def gated(gate: Path, prefix: list[str]) -> list[str]:
     return ["/bin/sh", "-c", script, str(gate), *prefix]
 
 
-class Health:
+class Health(LoopbackHTTP):
     """A loopback health endpoint that answers 503 until the test makes it healthy."""
+
+    path = "/healthz"
 
     def __init__(self) -> None:
         self.healthy = False
-        health = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200 if health.healthy else 503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/healthz"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Health":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200 if self.server_state.healthy else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
 
 async def activity_started(handle, name: str) -> bool:
