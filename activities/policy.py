@@ -1,25 +1,18 @@
-"""The policy as the workflow sees it: the loaded whitelist, and the execution ledger."""
+"""The policy as the workflow sees it: the loaded whitelist, and (for incidents that began
+before the governor) the per-entry execution ledger."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from selfheal.activities.governor import Updater
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.models import Execution
 from selfheal.settings import IncidentSettings, PolicySnapshot
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.ledger import LedgerState, RemediationLedgerWorkflow, Reservation, ReservationResult, ledger_id
-
-
-BUSY_BACKOFF_FIRST = 0.05  # seconds
-BUSY_BACKOFF_MAX = 2.0
-LEDGER_SLOTS = 8  # reservations in flight per entry from one worker; Temporal admits 10 per workflow
 
 
 class PolicyActivities:
@@ -30,7 +23,7 @@ class PolicyActivities:
         self._settings = settings
         self._client = client
         self._task_queue = task_queue
-        self._ledger_slots: dict[str, asyncio.Semaphore] = {}
+        self._updater = Updater(client, task_queue)
 
     @activity.defn(name="load_policy")
     @heartbeating
@@ -54,36 +47,12 @@ class PolicyActivities:
     @activity.defn(name="reserve_execution")
     @heartbeating
     async def reserve_execution(self, reservation: Reservation) -> ReservationResult:
-        # Temporal admits 10 updates in flight per workflow and refuses the rest
-        # (RESOURCE_EXHAUSTED, after the client's own retries of up to 10 s). Queueing here
-        # first keeps one worker's burst of approvals under that limit; several workers
-        # can still meet it, and then the loop below waits and tries again.
-        slots = self._ledger_slots.setdefault(reservation.entry_id, asyncio.Semaphore(LEDGER_SLOTS))
-        async with slots:
-            delay = BUSY_BACKOFF_FIRST
-            while True:
-                try:
-                    return await self._client.execute_update_with_start_workflow(
-                        RemediationLedgerWorkflow.reserve, reservation, start_workflow_operation=self._ledger_start(reservation)
-                    )
-                except WorkflowUpdateFailedError as exc:
-                    raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None
-                except RPCError as exc:
-                    # Busy, or the update was aborted (its workflow task raced another):
-                    # neither decided anything, so the same reservation is sent again. Its
-                    # idempotency key makes a retry of one that did land the same execution.
-                    if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
-                        raise
-                    activity.logger.info("ledger of %s is busy (%s); retrying in %.2fs", reservation.entry_id, exc.message, delay)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, BUSY_BACKOFF_MAX)
-
-    def _ledger_start(self, reservation: Reservation) -> WithStartWorkflowOperation:
-        # A fresh operation per call: the SDK refuses to reuse one.
-        return WithStartWorkflowOperation(
-            RemediationLedgerWorkflow.run,
-            LedgerState(entry_id=reservation.entry_id),
-            id=ledger_id(self._task_queue, reservation.entry_id),
-            task_queue=self._task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        # The per-entry ledger of incidents that began before the governor (their
+        # histories still call this); new incidents reserve on the governor.
+        try:
+            return await self._updater.update(
+                ledger_id(self._task_queue, reservation.entry_id), RemediationLedgerWorkflow.run,
+                LedgerState(entry_id=reservation.entry_id), RemediationLedgerWorkflow.reserve, reservation,
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise RuntimeError(f"ledger refused the reservation: {exc.cause}") from None

@@ -11,14 +11,14 @@ worker``), so its RSS is the selfheal process's:
 
 - baseline: 1,000 bare workflows (bench/bare.py ``BareApproval``) that wait for a signal,
   then run the same activities an approved incident runs, with the same inputs: reserve
-  on the entry's ledger, read the unit, restart it, verify, notify. Signalled 32 at a time.
+  at the governor, read the unit, restart it, verify, notify. Signalled 32 at a time.
 - incidents: 1,000 real incidents for one service-tier entry whose limits admit 1,000
   runs, each diagnosed and waiting for approval; approved 32 at a time with the same
   ``approve`` update the CLI sends.
 
-All 1,000 share one unit and one ledger: most restarts find the unit already restarted
+All 1,000 share one unit and one governor: most restarts find the unit already restarted
 since their own read (InvocationID changed) and report ``already_done``, in both phases
-alike; the ledger sees RESOURCE_EXHAUSTED (10 updates in flight) and its callers retry.
+alike; the governor sees RESOURCE_EXHAUSTED (10 updates in flight) and its callers retry.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from selfheal.models import (  # noqa: E402
 from selfheal.settings import WorkerSettings  # noqa: E402
 from selfheal.whitelist import load_whitelist, target_of  # noqa: E402
 from selfheal.workflows.incident import IncidentWorkflow  # noqa: E402
-from selfheal.workflows.ledger import Reservation  # noqa: E402
+from selfheal.workflows.governor import Reserve  # noqa: E402
 from tests.support.systemd_user import SystemdUser  # noqa: E402
 
 RSS_LIMIT_MB = 300
@@ -69,7 +69,7 @@ entries:
     kind: systemd.restart
     target: {{unit: {unit}, host: localhost, scope: user}}
     blast_radius: service
-    approvers: {{people: [alice]}}
+    approvers: {{people: [alice, bob]}}
     rate_limit: {{max_executions: {runs}, window: 1h}}
     cooldown: 0s
     match: ['alertname="BenchSlow"']
@@ -126,17 +126,18 @@ async def baseline_phase(client, env, args, wl_path: Path, log: Path) -> tuple[f
     queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
     proc = spawn_worker({**env, "SELFHEAL_TASK_QUEUE": queue}, baseline=True, log=log)
     try:
-        entry = load_whitelist(wl_path).whitelist.entry(ENTRY)
+        loaded = load_whitelist(wl_path)
+        entry = loaded.whitelist.entry(ENTRY)
         request = ActionRequest(entry_id=ENTRY, target=target_of(entry))
         handles = []
         for i in range(args.incidents):
             wid = f"bare-{queue}-{i}"
             key = f"{wid}/act/{ENTRY}"
             inp = BareApprovalInput(
-                reservation=Reservation(entry_id=ENTRY, incident_id=wid, idempotency_key=key,
-                                        rate_limit=entry.rate_limit, cooldown=entry.cooldown),
+                reservation=Reserve(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, request=request,
+                                    incident_id=wid, idempotency_key=key, approved_by=["alice"]),
                 remediation=RemediationInput(incident_id=wid, idempotency_key=key,
-                                             whitelist_sha256=load_whitelist(wl_path).sha256, request=request),
+                                             whitelist_sha256=loaded.sha256, request=request),
                 verify=VerifyInput(incident_id=wid, request=request, timeout_seconds=60),
                 note=Notification(incident_id=wid, kind="outcome", summary="bench"),
             )
@@ -223,7 +224,7 @@ async def main() -> int:
                    "SELFHEAL_WHITELIST": str(tmp / "wl.yaml"), "SELFHEAL_DIAGNOSIS": str(tmp / "rules.yaml"),
                    "SELFHEAL_COMMAND_PREFIX": shlex.join(sd.ns_command_prefix)}
             log = tmp / "workers.log"
-            print(f"{args.incidents} incidents on one unit and one ledger, approved {args.concurrency} at a time, "
+            print(f"{args.incidents} incidents on one unit and one governor, approved {args.concurrency} at a time, "
                   f"{args.rounds} round(s); each round runs both phases, in alternating order")
             bases, tooks, peaks = [], [], []
             for r in range(args.rounds):

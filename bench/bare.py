@@ -13,7 +13,7 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import Notification, RemediationInput, RemediationResult, UnitState, Verification, VerifyInput
     from selfheal.workflows import incident as wf
-    from selfheal.workflows.ledger import Reservation, ReservationResult
+    from selfheal.workflows.governor import Reserve, Reserved
 
 
 @activity.defn
@@ -34,7 +34,7 @@ class Bare:
 class BareApprovalInput(BaseModel):
     """Everything the incident's post-approval activities take, prepared up front."""
 
-    reservation: Reservation
+    reservation: Reserve
     remediation: RemediationInput
     verify: VerifyInput
     note: Notification
@@ -43,7 +43,7 @@ class BareApprovalInput(BaseModel):
 @workflow.defn
 class BareApproval:
     """The baseline for bench/approve_many.py: wait for a signal, then run the same
-    activities an approved incident runs (reserve, read, restart, verify, notify) with the
+    activities an approved incident runs (reserve at the governor, read, restart, verify, notify) with the
     same timeouts, and nothing else: no policy, no audit, no search attributes."""
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class BareApproval:
         await workflow.wait_condition(lambda: self._go)
         # The incident's own timeouts and retry policies, so only the workflow around them differs.
         hb = timedelta(seconds=5)
-        await workflow.execute_activity("reserve_execution", inp.reservation, result_type=ReservationResult,
+        await workflow.execute_activity("reserve_action", inp.reservation, result_type=Reserved,
                                         start_to_close_timeout=wf.RESERVE_TIMEOUT, heartbeat_timeout=hb,
                                         retry_policy=wf.LEDGER_RETRY)
         baseline = await workflow.execute_activity("read_unit_state", inp.remediation.request, result_type=UnitState,

@@ -46,8 +46,17 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         limit: int = typer.Option(50, help="at most this many rows"),
         address: str = AddressOption,
         namespace: str = NamespaceOption,
+        task_queue: str = typer.Option(None, "--task-queue", envvar="SELFHEAL_TASK_QUEUE",
+                                       help="the deployment whose pauses and breakers to show (default selfheal)"),
     ) -> None:
-        """List incidents: id, service, status, action, tier, age."""
+        """List incidents (id, service, status, action, tier, age), and what holds autonomy back."""
+        from selfheal.cli_governor import governor_status, holds_line
+
+        async def holds() -> str:
+            try:
+                return holds_line(await governor_status(address, namespace, task_queue))
+            except Exception as exc:  # the list is still worth showing
+                return f"autonomy: the governor could not be read ({exc})"
 
         async def run():
             client = await _client(address, namespace)
@@ -63,7 +72,11 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                 ))
             return rows
 
-        rows = asyncio.run(run())
+        async def both():
+            return await asyncio.gather(run(), holds())
+
+        rows, held = asyncio.run(both())
+        out.print(held, markup=False, highlight=False, soft_wrap=True)
         table = Table(title=f"{'open' if open_only else 'all'} incidents")
         for column in ("id", "service", "status", "action", "tier", "age"):
             table.add_column(column, overflow="fold")

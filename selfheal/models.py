@@ -177,6 +177,7 @@ class AuditRecord(Model):
     # decided
     request: ActionRequest | None = None
     decision: Decision | None = None
+    earlier_decisions: list[Decision] = []  # superseded when the tier rose before acting
     # approved
     approvals: list[ApprovalEvent] = []
     refusals_not_recorded: int = 0  # refusals past the record's cap; the history has them all

@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
+from selfheal.activities.governor import GovernorActivities, configure_governor
 from selfheal.activities.notify import Notifier
 from selfheal.activities.policy import PolicyActivities
 from selfheal.activities.remediate import SystemdRemediator
@@ -33,10 +34,12 @@ from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.incident import IncidentWorkflow
+from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.ledger import RemediationLedgerWorkflow
 
 log = logging.getLogger("selfheal.worker")
-WORKFLOWS = [IncidentWorkflow, RemediationLedgerWorkflow]
+# The ledger stays registered for incidents that began before the governor replaced it.
+WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a
@@ -57,11 +60,15 @@ def build_activities(
     http: httpx.AsyncClient, search_attributes: bool = False,
 ) -> list:
     policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes)
+    governor = GovernorActivities(loaded, client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
     return [
         policy.load_policy,
         policy.read_executions,
         policy.reserve_execution,
+        governor.assess_action,
+        governor.reserve_action,
+        governor.record_outcome,
         RuleDiagnoser(rules, runner).diagnose,
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
@@ -106,8 +113,19 @@ async def run_worker(
         )
         async with worker:
             log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)
+            # After polling starts: the governor's update runs on this worker's task queue.
+            configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded))
+            configured.add_done_callback(_report_configured)
             await stop.wait()
             log.info("stopping: finishing running activities")
+
+
+def _report_configured(task: asyncio.Task) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    # Not fatal: incidents tell the governor their whitelist too; only pause and resume
+    # before the first incident need this.
+    log.warning("could not give the governor this worker's whitelist: %s", task.exception())
 
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> None:

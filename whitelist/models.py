@@ -18,7 +18,7 @@ by ``kind``; each kind fixes its target and bounds every parameter it takes::
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -80,6 +80,34 @@ def _canonical_matcher(text: str) -> str:
     return str(parse_matcher(text))
 
 
+class Autonomy(Strict):
+    """How far an entry may act by itself across incidents.
+
+    When an entry's autonomous actions would reach more than ``max_targets`` distinct
+    targets within ``window``, the symptom is fleet-wide and so is the blast radius: the
+    request needs the ``escalate_to`` tier's approvals (default: the whitelist's highest).
+    """
+
+    max_targets: int = Field(default=1, ge=0, le=1000)
+    window: PositiveDuration = timedelta(minutes=10)
+    escalate_to: Name | None = None
+
+
+class FailureMemory(Strict):
+    """An action on a target that failed (verification, or after acting) within ``window``
+    makes the next request for that entry and target need at least one approver."""
+
+    window: PositiveDuration = timedelta(days=7)
+
+
+class Breaker(Strict):
+    """``failures`` verification failures of an entry within ``window`` open its breaker;
+    while open, every request for the entry needs approval, until a person closes it."""
+
+    failures: int = Field(default=3, ge=1, le=100)
+    window: PositiveDuration = timedelta(hours=1)
+
+
 class _EntryBase(Strict):
     id: EntryId
     description: str = ""
@@ -89,6 +117,9 @@ class _EntryBase(Strict):
     cooldown: NonNegativeDuration
     match: list[Annotated[str, AfterValidator(_canonical_matcher)]] = Field(min_length=1)
     verify: Verify
+    autonomy: Autonomy = Autonomy()
+    failure_memory: FailureMemory = FailureMemory()
+    breaker: Breaker = Breaker()
 
     @field_validator("match")
     @classmethod
@@ -215,6 +246,31 @@ class Whitelist(Strict):
             raise KeyError(entry_id)
         return self.tiers[entry.blast_radius].approvals
 
+    def highest_tier(self) -> str:
+        """The tier needing the most approvals (the first such, in file order)."""
+        return max(self.tiers, key=lambda name: self.tiers[name].approvals)
+
+    def approving_tier(self) -> str | None:
+        """The tier needing the fewest approvals that still needs someone: what "at least
+        one approver" means for this whitelist. None if every tier is automatic."""
+        needing = [name for name in self.tiers if self.tiers[name].approvals >= 1]
+        return min(needing, key=lambda name: self.tiers[name].approvals) if needing else None
+
+    def escalation_tier(self, entry_id: str) -> str:
+        entry = self.entry(entry_id)
+        if entry is None:
+            raise KeyError(entry_id)
+        return entry.autonomy.escalate_to or self.highest_tier()
+
+    def people(self) -> list[str]:
+        """Everyone the whitelist names: reviewers, approvers and group members."""
+        named = set(self.metadata.reviewed_by)
+        for members in self.groups.values():
+            named.update(members)
+        for entry in self.entries:
+            named.update(self.allowed_approvers(entry.id))
+        return sorted(named)
+
     def allowed_approvers(self, entry_id: str) -> list[str]:
         """Everyone who may approve this entry: its people plus members of its groups."""
         entry = self.entry(entry_id)
@@ -258,6 +314,11 @@ def consistency_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...
                 problems.append((("entries", i, "approvers", "groups", j), f"unknown group {group!r}"))
             elif isinstance(group, str) and isinstance(groups[group], list):
                 people.update(p for p in groups[group] if isinstance(p, str))
+        autonomy = entry.get("autonomy") if isinstance(entry.get("autonomy"), dict) else {}
+        escalate_to = autonomy.get("escalate_to")
+        if isinstance(escalate_to, str) and escalate_to not in tiers:
+            problems.append((("entries", i, "autonomy", "escalate_to"),
+                             f"tier {escalate_to!r} does not exist; known tiers: {', '.join(sorted(tiers))}"))
         tier = tiers.get(radius) if isinstance(radius, str) else None
         tier = tier.model_dump() if isinstance(tier, Tier) else tier
         needed = tier.get("approvals") if isinstance(tier, dict) else None
@@ -266,3 +327,62 @@ def consistency_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...
                 (("entries", i, "approvers"), f"blast radius {radius!r} needs {needed} distinct approver(s) but only {len(people)} may approve")
             )
     return problems
+
+
+def escalation_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every entry can be raised (by autonomy, failure memory, its breaker or a pause): it
+    must escalate to a tier that needs people, and name approvers enough to meet the
+    highest tier it can be raised to, or an escalated request could never be approved.
+
+    Checked when a whitelist is loaded, not when a recorded one is decoded: incidents
+    recorded before these rules existed must still replay. Like ``consistency_problems``
+    it reads the plain document and tolerates malformed parts, so these problems are
+    reported in the same pass as field errors.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    raw_tiers = doc.get("tiers", {k: {"approvals": v} for k, v in DEFAULT_TIERS.items()})
+    tiers: dict[str, int] = {}
+    for name, tier in (raw_tiers.items() if isinstance(raw_tiers, dict) else []):
+        tier = tier.model_dump() if isinstance(tier, Tier) else tier
+        if isinstance(name, str) and isinstance(tier, dict) and isinstance(tier.get("approvals"), int):
+            tiers[name] = tier["approvals"]
+    if not tiers:
+        return problems
+    needing = [t for t in tiers if tiers[t] >= 1]
+    if not needing:
+        problems.append((("tiers",), "no tier needs an approver, so a pause, a breaker or failure memory could ask no one"))
+        return problems
+    approving = min(needing, key=tiers.__getitem__)
+    highest = max(tiers, key=tiers.__getitem__)
+    groups = doc.get("groups") if isinstance(doc.get("groups"), dict) else {}
+    entries = doc.get("entries") if isinstance(doc.get("entries"), list) else []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        autonomy = entry.get("autonomy") if isinstance(entry.get("autonomy"), dict) else {}
+        escalate_to = autonomy.get("escalate_to", highest)
+        if not isinstance(escalate_to, str) or escalate_to not in tiers:
+            continue  # reported by consistency_problems or the field checks
+        if tiers[escalate_to] == 0:
+            problems.append((("entries", i, "autonomy", "escalate_to"),
+                             f"tier {escalate_to!r} needs no approver: escalating to it would let the fleet-wide case act alone"))
+            continue
+        radius = entry.get("blast_radius")
+        raised = [t for t in (radius, escalate_to, approving) if isinstance(t, str) and t in tiers]
+        worst = max(raised, key=tiers.__getitem__)
+        allowed = len(_approvers_of(entry, groups))
+        if allowed < tiers[worst]:
+            problems.append((("entries", i, "approvers"),
+                             f"may be escalated to tier {worst!r}, which needs {tiers[worst]} distinct approver(s), "
+                             f"but only {allowed} may approve"))
+    return problems
+
+
+def _approvers_of(entry: dict[str, Any], groups: dict[str, Any]) -> set[str]:
+    approvers = entry.get("approvers") if isinstance(entry.get("approvers"), dict) else {}
+    people = {p for p in approvers.get("people") or [] if isinstance(p, str)}
+    for group in approvers.get("groups") or []:
+        members = groups.get(group) if isinstance(group, str) else None
+        if isinstance(members, list):
+            people.update(p for p in members if isinstance(p, str))
+    return people

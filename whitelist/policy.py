@@ -1,10 +1,11 @@
 """The policy: may this request run, and if so, who must agree first?
 
-``decide`` is pure. It reads only its four arguments, has no clock of its own, and
+``decide`` is pure. It reads only its arguments, has no clock of its own, and
 there is no argument through which a confidence, a rationale or any other text from a
 diagnosis could arrive: ``ActionRequest`` forbids extra fields. Every refusal names
 the rule that caused it. Checks run in a fixed order and the first failure wins:
-entry, target, parameters and bounds, rate limit, cooldown, then the tier.
+entry, target, parameters and bounds, rate limit, cooldown, then the tier: the declared
+tier, raised (never lowered) by the governor's state (``effective_tier``).
 
 Windows are half-open: an execution exactly ``window`` (or ``cooldown``) ago no longer
 counts. Executions stamped after ``now`` count, so clock skew fails closed.
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Sequence
 
-from .vocabulary import ActionRequest, Decision, Execution
+from .vocabulary import ActionRequest, Decision, Execution, GovernorView
 from .durations import format_duration
 from .models import (
     AsgScaleEntry,
@@ -53,7 +54,13 @@ def target_of(entry) -> dict[str, str]:
     raise TypeError(f"unknown entry type {type(entry).__name__}")
 
 
-def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execution], now: datetime) -> Decision:
+def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execution], now: datetime,
+           view: GovernorView | None = None) -> Decision:
+    """Allow, ask, or refuse ``request``.
+
+    ``view`` is the governor's state for the entry (without the asking incident's own
+    claims); without it (incidents recorded before the governor) the declared tier stands.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     entry_id = request.entry_id
@@ -65,14 +72,85 @@ def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execu
     if refusal:
         return Decision.deny(entry_id, *refusal)
 
-    refusal = check_limits(entry.rate_limit, entry.cooldown, [h for h in history if h.entry_id == entry_id], now)
+    targets = targets_of(entry, request)
+    refusal = check_limits(entry.rate_limit, entry.cooldown, [h for h in history if h.entry_id == entry_id], now, targets)
     if refusal:
         return Decision.deny(entry_id, *refusal)
 
-    approvals = whitelist.tiers[entry.blast_radius].approvals
+    if view is None:
+        tier, raised_by = entry.blast_radius, []
+    else:
+        tier, raised_by = effective_tier(whitelist, entry, targets, view, now)
+    extra = {"declared_tier": entry.blast_radius, "raised_by": raised_by, "targets": targets}
+    approvals = whitelist.tiers[tier].approvals
     if approvals == 0:
-        return Decision.auto(entry_id, entry.blast_radius)
-    return Decision.needs_approval(entry_id, entry.blast_radius, approvals, whitelist.allowed_approvers(entry_id))
+        return Decision.auto(entry_id, tier, **extra)
+    return Decision.needs_approval(entry_id, tier, approvals, whitelist.allowed_approvers(entry_id), **extra)
+
+
+def effective_tier(whitelist: Whitelist, entry, targets: list[str], view: GovernorView, now: datetime) -> tuple[str, list[str]]:
+    """The entry's declared tier, raised (never lowered) by what the governor knows.
+
+    Returns the tier and, for every raise, why. The raises:
+    - autonomy: acting alone would reach more distinct targets within the window than the
+      entry allows (a fleet-wide symptom is a fleet-wide blast radius): the escalation tier;
+    - failure memory: an earlier action on one of these targets failed within the window;
+    - breaker: the entry's breaker is open;
+    - pause: people paused autonomy, for everything or for this entry.
+    The last three need at least one approver (the whitelist's approving tier).
+    """
+    tiers = whitelist.tiers
+    declared = entry.blast_radius
+    tier, raised_by = declared, []
+
+    def raise_to(candidate: str | None, why: str) -> None:
+        # Every reason that alone would raise the declared tier is recorded, even when
+        # another already raised it as far; the tier is the highest of them.
+        nonlocal tier
+        if candidate is None or tiers[candidate].approvals <= tiers[declared].approvals:
+            return
+        raised_by.append(why)
+        if tiers[candidate].approvals > tiers[tier].approvals:
+            tier = candidate
+
+    approving = whitelist.approving_tier()
+    for hold in view.paused:
+        if hold.active(now):
+            until = f" until {hold.until.isoformat()}" if hold.until else ""
+            raise_to(approving, f"autonomy paused by {hold.by} at {hold.at.isoformat()}{until}: {hold.reason}")
+    if view.breaker is not None:
+        raise_to(approving, f"breaker open since {view.breaker.at.isoformat()}: {view.breaker.reason}")
+    memory = [f for f in view.failures if f.at > now - entry.failure_memory.window and set(f.targets) & set(targets)]
+    if memory:
+        last = memory[-1]
+        raise_to(approving, f"{', '.join(sorted(set(last.targets) & set(targets)))} ended {last.note or 'failed'} in "
+                            f"incident {last.incident_id} at {last.at.isoformat()} "
+                            f"(within {format_duration(entry.failure_memory.window)})")
+    if tiers[declared].approvals == 0:
+        # Judged on the declared tier: a pause or a breaker asking one person must not
+        # hide that the symptom has become fleet-wide, which needs the escalation tier.
+        window = entry.autonomy.window
+        recent = {t for act in view.autonomous if act.at > now - window for t in act.targets}
+        reach = recent | set(targets)
+        # Counted as a set: acting again on a target already counted does not widen. Claims
+        # beyond the limit (it was lowered since) fail closed for every target.
+        if len(reach) > entry.autonomy.max_targets:
+            raise_to(whitelist.escalation_tier(entry.id),
+                     f"acting alone on {', '.join(targets)} would reach {len(reach)} distinct targets "
+                     f"within {format_duration(window)}; the entry allows {entry.autonomy.max_targets} "
+                     f"(already: {', '.join(sorted(recent)) or 'none'})")
+    return tier, raised_by
+
+
+def targets_of(entry, request: ActionRequest) -> list[str]:
+    """What a request acts on, as the governor counts targets: the host for a restart,
+    each instance for a reboot, and the entry's one fixed target otherwise."""
+    if isinstance(entry, SystemdRestartEntry):
+        return [request.target.get("host", "")]
+    if isinstance(entry, Ec2RebootEntry):
+        ids = request.params.get("instance_ids")
+        return sorted(ids) if isinstance(ids, list) else []
+    return [f"{entry.kind}:" + "/".join(v for _, v in sorted(target_of(entry).items()))]
 
 
 def check_request(entry, request: ActionRequest) -> tuple[str, str] | None:
@@ -80,17 +158,24 @@ def check_request(entry, request: ActionRequest) -> tuple[str, str] | None:
     return _check_target(entry, request.target) or _check_params(entry, request.params)
 
 
-def check_limits(limit: RateLimit, cooldown: timedelta, history: Sequence[Execution], now: datetime) -> tuple[str, str] | None:
-    """Rate limit and cooldown over one entry's executions; ``(rule, reason)`` when refused."""
+def check_limits(limit: RateLimit, cooldown: timedelta, history: Sequence[Execution], now: datetime,
+                 targets: Sequence[str] | None = None) -> tuple[str, str] | None:
+    """Rate limit (per entry: a hard cap, even for approved actions) and cooldown (per
+    target: it stops one target flapping, not others from healing) over one entry's
+    executions; ``(rule, reason)`` when refused. ``targets=None`` applies the cooldown to
+    every execution, as before targets were recorded; so does an execution without them.
+    """
     recent = [h for h in history if h.started_at > now - limit.window]
     if len(recent) >= limit.max_executions:
         return (
             "rate_limit",
             f"{len(recent)} execution(s) in the last {format_duration(limit.window)}; the limit is {limit.max_executions}",
         )
-    if cooldown and any(h.started_at > now - cooldown for h in history):
-        last = max(h.started_at for h in history)
-        return "cooldown", f"last execution at {last.isoformat()} is within the {format_duration(cooldown)} cooldown"
+    same = [h for h in history if targets is None or not h.targets or set(h.targets) & set(targets)]
+    if cooldown and any(h.started_at > now - cooldown for h in same):
+        last = max(h.started_at for h in same)
+        on = f" on {', '.join(sorted(targets))}" if targets else ""
+        return "cooldown", f"last execution{on} at {last.isoformat()} is within the {format_duration(cooldown)} cooldown"
     return None
 
 

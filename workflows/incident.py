@@ -33,12 +33,14 @@ with workflow.unsafe.imports_passed_through():
         Verification,
         VerifyInput,
         Check,
+        Decision,
     )
     from selfheal import search
     from selfheal.settings import IncidentSettings, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows import approvals
+    from selfheal.workflows.governor import Assess, Outcome, Reserve, Reserved
     from selfheal.workflows.ledger import Reservation, ReservationResult
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
@@ -74,6 +76,9 @@ GLOB_CHARS = frozenset("*?[")
 # outcome (bench/approve_many.py). Incidents that began before this replay unchanged.
 FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
 FEWER_UPSERTS = "status-upserts-where-filtered"
+# Decisions and reservations at the governor instead of the per-entry ledger.
+GOVERNED = "governor"
+RAISED = object()  # _act's answer when the tier rose and people must decide again
 MAX_RECORDED_ALERTS = 200
 MAX_RECORDED_REFUSALS = 100
 
@@ -121,6 +126,8 @@ class IncidentWorkflow:
         self._snapshot: PolicySnapshot | None = None
         self._rejected = False
         self._approved_by: list[str] = []
+        self._governed = False
+        self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
         self._observe(inp.alerts)
 
     # --- the runbook ------------------------------------------------------------------
@@ -158,18 +165,20 @@ class IncidentWorkflow:
         if decision.kind == "deny":
             await self._escalate(f"the policy refused {entry.id}: {decision.reason}")
             return await self._finish("denied", f"[{decision.rule}] {decision.reason}")
-        if decision.kind == "needs_approval":
-            verdict = await self._wait_for_approval()
-            if verdict != "approved":
-                detail = {
-                    "rejected": "rejected by " + ", ".join(e.approver for e in self._audit.approvals if e.kind == "rejected"),
-                    "expired": f"no approval within {format_duration(self._settings.expire_after)}; nothing was done",
-                    "resolved": "the alerts resolved while waiting for approval",
-                }[verdict]
-                outcome = "resolved_without_action" if verdict == "resolved" else verdict
-                return await self._finish(outcome, detail)
-
-        result = await self._act(entry)
+        while True:  # again whenever the governor raises the tier between decision and act
+            if self._audit.decision.kind == "needs_approval":
+                verdict = await self._wait_for_approval()
+                if verdict != "approved":
+                    detail = {
+                        "rejected": "rejected by " + ", ".join(e.approver for e in self._audit.approvals if e.kind == "rejected"),
+                        "expired": f"no approval within {format_duration(self._settings.expire_after)}; nothing was done",
+                        "resolved": "the alerts resolved while waiting for approval",
+                    }[verdict]
+                    outcome = "resolved_without_action" if verdict == "resolved" else verdict
+                    return await self._finish(outcome, detail)
+            result = await self._act(entry)
+            if result is not RAISED:
+                break
         if result is None:
             return
         verification = await self._verify(entry)
@@ -214,12 +223,19 @@ class IncidentWorkflow:
     async def _decide(self, entry, diagnosis: Diagnosis):
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
-        history = await workflow.execute_activity(
-            "read_executions", entry.id, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
-            heartbeat_timeout=self._settings.heartbeat_timeout,
-            result_type=list[Execution], summary=f"read recent executions of {entry.id}",
-        )
-        decision = decide(self._snapshot.whitelist, request, history, workflow.now())
+        # Patched, and remembered: an incident decided before the governor existed keeps the
+        # per-entry ledger to the end, even on a worker that has the governor.
+        self._governed = workflow.patched(GOVERNED)
+        if self._governed:
+            decision = await self._governor("assess_action", self._assessment(request, Assess), Decision,
+                                            f"decide {entry.id} at the governor (tier, limits, autonomy)")
+        else:
+            history = await workflow.execute_activity(
+                "read_executions", entry.id, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
+                heartbeat_timeout=self._settings.heartbeat_timeout,
+                result_type=list[Execution], summary=f"read recent executions of {entry.id}",
+            )
+            decision = decide(self._snapshot.whitelist, request, history, workflow.now())
         self._audit.request, self._audit.decision = request, decision
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
@@ -253,18 +269,37 @@ class IncidentWorkflow:
             await self._finish("failed", f"this worker has no executor for {entry.kind}")
             return None
         key = f"{self._audit.incident_id}/act/{entry.id}"
-        reservation = await workflow.execute_activity(
-            "reserve_execution",
-            Reservation(entry_id=entry.id, incident_id=self._audit.incident_id, idempotency_key=key,
-                        rate_limit=entry.rate_limit, cooldown=entry.cooldown),
-            start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=LEDGER_RETRY, result_type=ReservationResult,
-            summary=f"reserve an execution of {entry.id} (rate limit, cooldown)",
-        )
-        if not reservation.granted:
-            await self._escalate(f"{entry.id} was allowed but hit [{reservation.rule}] before it could run")
-            await self._finish("denied", f"[{reservation.rule}] {reservation.reason}")
-            return None
+        if self._governed:
+            reserved = await self._governor(
+                "reserve_action", self._assessment(self._audit.request, Reserve, idempotency_key=key,
+                                                   approved_by=list(self._approved_by)),
+                Reserved, f"decide {entry.id} again and reserve it at the governor")
+            if not reserved.granted and reserved.decision.kind == "needs_approval":
+                # The tier rose since the decision (a pause, a breaker, other targets acted
+                # on): people decide again; the approvals already given still count.
+                self._audit.earlier_decisions.append(self._audit.decision)
+                self._audit.decision = reserved.decision
+                await self._escalate(f"{entry.id} now needs {reserved.decision}")
+                return RAISED
+            if not reserved.granted:
+                decision = reserved.decision
+                await self._escalate(f"{entry.id} was allowed but hit [{decision.rule}] before it could run")
+                await self._finish("denied", f"[{decision.rule}] {decision.reason}")
+                return None
+            self._acted_on = reserved.decision.targets
+        else:
+            reservation = await workflow.execute_activity(
+                "reserve_execution",
+                Reservation(entry_id=entry.id, incident_id=self._audit.incident_id, idempotency_key=key,
+                            rate_limit=entry.rate_limit, cooldown=entry.cooldown),
+                start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
+                retry_policy=LEDGER_RETRY, result_type=ReservationResult,
+                summary=f"reserve an execution of {entry.id} (rate limit, cooldown)",
+            )
+            if not reservation.granted:
+                await self._escalate(f"{entry.id} was allowed but hit [{reservation.rule}] before it could run")
+                await self._finish("denied", f"[{reservation.rule}] {reservation.reason}")
+                return None
         baseline_activity, executor = EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
             baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
@@ -307,6 +342,14 @@ class IncidentWorkflow:
     async def _finish(self, outcome: str, detail: str) -> None:
         self._audit.outcome = outcome
         self._audit.outcome_detail = detail
+        if self._acted_on is not None and outcome in ("verification_failed", "failed"):
+            # Failure memory and the breaker: the next incident for these targets asks people.
+            try:
+                await self._governor("record_outcome", Outcome(entry_id=self._audit.request.entry_id, targets=self._acted_on,
+                                                               incident_id=self._audit.incident_id, outcome=outcome),
+                                     str, f"tell the governor: {outcome}")
+            except ActivityError as exc:  # the outcome stands; say that the governor did not hear it
+                self._audit.outcome_detail += f" (the governor was not told: {_cause(exc)})"
         if workflow.patched(FEWER_UPSERTS):
             self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
         else:
@@ -443,6 +486,16 @@ class IncidentWorkflow:
     @workflow.query
     def status(self) -> str:
         return self._audit.status
+
+    def _assessment(self, request, model, **extra):
+        return model(whitelist=self._snapshot.whitelist, whitelist_sha256=self._snapshot.sha256, request=request,
+                     incident_id=self._audit.incident_id, **extra)
+
+    async def _governor(self, activity: str, arg, result_type, summary: str):
+        return await workflow.execute_activity(
+            activity, arg, start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
+            retry_policy=LEDGER_RETRY, result_type=result_type, summary=summary,
+        )
 
     @property
     def _settings(self) -> IncidentSettings:

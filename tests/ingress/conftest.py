@@ -24,7 +24,7 @@ entries:
     kind: ecs.rollback
     target: {cluster: demo, service: ingress, task_definition: "ingress:1"}
     blast_radius: service
-    approvers: {people: [alice]}
+    approvers: {people: [alice, bob]}
     rate_limit: {max_executions: 100, window: 1h}
     cooldown: 0s
     match: ['alertname="IngressTest"']

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from selfheal.models import ActionRequest, Decision, Execution
 from selfheal.whitelist import decide, target_of
+from selfheal.whitelist.vocabulary import GovernorView
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -178,8 +179,12 @@ def test_naive_now_is_refused(demo):
 # --- confidence never gates authority ----------------------------------------------------
 
 def test_policy_has_no_argument_for_confidence_or_free_text():
-    assert list(inspect.signature(decide).parameters) == ["whitelist", "request", "history", "now"]
+    assert list(inspect.signature(decide).parameters) == ["whitelist", "request", "history", "now", "view"]
     assert set(ActionRequest.model_fields) == {"entry_id", "target", "params"}
+    # The governor's view is structured state (acts, holds), and refuses anything else.
+    assert set(GovernorView.model_fields) == {"autonomous", "failures", "breaker", "paused"}
+    with pytest.raises(ValidationError):
+        GovernorView(confidence=0.99)
 
 
 def test_a_request_carrying_confidence_is_refused_before_the_policy_sees_it(demo):

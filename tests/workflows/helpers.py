@@ -65,7 +65,7 @@ entries:"""
     kind: ecs.rollback
     target: {cluster: demo, service: checkout, task_definition: "checkout:41"}
     blast_radius: service
-    approvers: {people: [alice]}
+    approvers: {people: [alice, bob]}
     rate_limit: {max_executions: 1, window: 1h}
     cooldown: 0s
     match: ['alertname="CheckoutErrorRate"']

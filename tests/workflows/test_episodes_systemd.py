@@ -3,7 +3,8 @@
 The case that mattered most: after ``verification_failed``, Alertmanager keeps re-sending
 the still-firing alert. Each re-send used to start an incident that ran the same
 automatic action again, autonomy chained through the back door. Now a re-send belongs to
-the episode whose incident already ended, and starts nothing.
+the episode whose incident already ended, and starts nothing; and the alert's next
+episode, past the cooldown, asks people (the governor's failure memory).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from selfheal.ingress.app import create_app
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
-from selfheal.models import AuditRecord
+from selfheal.models import Approval, AuditRecord
+from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.payloads import incidents_for
-from tests.workflows.helpers import running_worker, settings_for
+from tests.workflows.helpers import running_worker, settings_for, wait_status
 
 TOKEN = "episode-token"
 
@@ -70,7 +72,16 @@ async def test_resends_after_remediation_or_failed_verification_never_act_again(
         second_start = datetime.now(timezone.utc)
         second = await post(http, generic_body(second_start))
         assert second["id"] != first["id"] and second["state"] == "delivered"
-        record = await client.get_workflow_handle(second["id"], result_type=AuditRecord).result()
+        # Failure memory: the same entry and target failed verification in episode 1, so
+        # episode 2 does not act alone, past the cooldown or not: people decide.
+        handle = client.get_workflow_handle(second["id"], result_type=AuditRecord)
+        await wait_status(handle, "awaiting_approval")
+        decision = (await handle.query(IncidentWorkflow.audit)).decision
+        assert (decision.declared_tier, decision.tier) == ("instance", "service")
+        assert any("verification_failed" in why and first["id"] in why for why in decision.raised_by), decision.raised_by
+        assert unit.start_count() == people_fixed_it
+        await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
+        record = await handle.result()
         assert record.outcome == "remediated", record.outcome_detail
         assert unit.start_count() == people_fixed_it + 1
 
