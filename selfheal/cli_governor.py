@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli_incidents import AddressOption, NamespaceOption, _client
+from selfheal.cli_incidents import AddressOption, NamespaceOption, _client, send_update
 from selfheal.settings import TASK_QUEUE
 from selfheal.whitelist.durations import PositiveDuration
 
@@ -63,21 +63,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     app.add_typer(breaker_app, name="breaker")
 
     def _send(update: str, arg, address, namespace, task_queue) -> None:
-        from temporalio.client import WorkflowUpdateFailedError
-        from temporalio.service import RPCError
-
-        async def run() -> str:
-            client = await _client(address, namespace)
-            return await _governor(client, task_queue).execute_update(update, arg, result_type=str)
-
-        try:
-            out.print(asyncio.run(run()), markup=False)
-        except WorkflowUpdateFailedError as exc:
-            err.print(f"refused: {getattr(exc.cause, 'message', exc.cause)}", markup=False)
-            raise typer.Exit(1) from None
-        except RPCError as exc:
-            err.print(f"refused: {exc.message}", markup=False)
-            raise typer.Exit(1) from None
+        send_update(out, err, lambda client: _governor(client, task_queue), update, arg, address, namespace)
 
     @app.command("pause")
     def pause(

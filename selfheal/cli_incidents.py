@@ -39,6 +39,25 @@ def _age(start: datetime | None) -> str:
     return f"{seconds}s"
 
 
+def send_update(out: Console, err: Console, handle_of, update: str, arg, address, namespace) -> None:
+    """Send a workflow update and print its answer; a refusal prints the reason and exits 1."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    async def run() -> str:
+        client = await _client(address, namespace)
+        return await handle_of(client).execute_update(update, arg, result_type=str)
+
+    try:
+        out.print(asyncio.run(run()), markup=False)
+    except WorkflowUpdateFailedError as exc:
+        err.print(f"refused: {getattr(exc.cause, 'message', exc.cause)}", markup=False)
+        raise typer.Exit(1) from None
+    except RPCError as exc:
+        err.print(f"refused: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
+
+
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     @app.command("incidents")
     def incidents(
@@ -116,21 +135,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             out.print(as_text(record), markup=False, highlight=False, soft_wrap=True)
 
     def _send(incident_id: str, update: str, arg, address, namespace) -> None:
-        from temporalio.client import WorkflowUpdateFailedError
-        from temporalio.service import RPCError
-
-        async def run() -> str:
-            client = await _client(address, namespace)
-            return await client.get_workflow_handle(incident_id).execute_update(update, arg, result_type=str)
-
-        try:
-            out.print(asyncio.run(run()), markup=False)
-        except WorkflowUpdateFailedError as exc:
-            err.print(f"refused: {exc.cause.message if hasattr(exc.cause, 'message') else exc.cause}", markup=False)
-            raise typer.Exit(1) from None
-        except RPCError as exc:
-            err.print(f"refused: {exc.message}", markup=False)
-            raise typer.Exit(1) from None
+        send_update(out, err, lambda client: client.get_workflow_handle(incident_id), update, arg, address, namespace)
 
     @app.command("approve")
     def approve(
