@@ -64,6 +64,10 @@ ENTRY = "restart-bench"
 def whitelist(unit: str, runs: int) -> str:
     return f"""version: 1
 metadata: {{reviewed_by: [bench], reviewed_at: 2026-11-26}}
+tiers:  # approved by the CLI's update as a typed name: identity is not what this measures
+  instance: {{approvals: 0}}
+  service: {{approvals: 1, channels: [ssh, unverified]}}
+  fleet: {{approvals: 2, channels: [ssh, unverified]}}
 entries:
   - id: {ENTRY}
     kind: systemd.restart

@@ -65,12 +65,31 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     def _send(update: str, arg, address, namespace, task_queue) -> None:
         send_update(out, err, lambda client: _governor(client, task_queue), update, arg, address, namespace)
 
+    def _proof(action: str, name: str, entry: str | None, key: str | None, task_queue: str | None) -> dict:
+        from selfheal import attest
+        from selfheal.signing import signing_key
+        from selfheal.workflows.governor import governor_id
+
+        subject = governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE)
+        statement = attest.new_statement(action=action, subject=subject, entry=entry, person=name, channel="ssh")
+        try:
+            signature = attest.sign_ssh(statement.canonical(), signing_key(key))
+        except attest.Unproven as exc:
+            err.print(f"cannot sign: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        return {"channel": "ssh", "statement": statement.canonical().decode(), "signature": signature}
+
+    KeyOption = typer.Option(None, "--key", help="SSH key to sign with: a private key file, or a public key whose "
+                             "private half is in ssh-agent (default: the agent's first key, then ~/.ssh/id_ed25519)")
+
     @app.command("pause")
     def pause(
         name: str = typer.Option(..., "--as", help="who pauses (anyone the whitelist names)"),
         reason: str = typer.Option(..., "--reason"),
         entry: str = typer.Option(None, "--entry", help="one entry; default: every entry"),
         duration: str = typer.Option(None, "--for", help="pause ends by itself after this long (2h, 30m)"),
+        sign: bool = typer.Option(False, "--sign", help="sign it with your SSH key (recorded as verified)"),
+        key: str = KeyOption,
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Turn every autonomous action (or one entry's) into an approval request, now."""
@@ -85,30 +104,35 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             except ValidationError as exc:
                 err.print(f"--for {duration!r}: {exc.errors()[0]['msg']} (write 2h, 30m, 1h30m)", markup=False)
                 raise typer.Exit(2) from None
-        _send("pause", Pause(by=name, reason=reason, entry_id=entry, until=until), address, namespace, task_queue)
+        proof = _proof("pause", name, entry, key, task_queue) if sign or key else {}
+        _send("pause", Pause(by=name, reason=reason, entry_id=entry, until=until, **proof), address, namespace, task_queue)
 
     @app.command("resume")
     def resume(
         name: str = typer.Option(..., "--as", help="who resumes (allowed to approve what it affects)"),
         entry: str = typer.Option(None, "--entry", help="one entry's pause; default: the pause of every entry"),
+        key: str = KeyOption,
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
-        """Give autonomy back. Incidents already waiting keep waiting for their approvals."""
+        """Give autonomy back, signed with your SSH key. Incidents already waiting keep waiting."""
         from selfheal.workflows.governor import Resume
 
-        _send("resume", Resume(by=name, entry_id=entry), address, namespace, task_queue)
+        proof = _proof("resume", name, entry, key, task_queue)
+        _send("resume", Resume(by=name, entry_id=entry, **proof), address, namespace, task_queue)
 
     @breaker_app.command("close")
     def close(
         entry: str = typer.Argument(..., help="the entry whose breaker to close"),
         name: str = typer.Option(..., "--as", help="who closes it (allowed to approve the entry)"),
         reason: str = typer.Option(..., "--reason"),
+        key: str = KeyOption,
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
-        """Close an entry's open breaker: its requests may act alone again, as declared."""
+        """Close an entry's open breaker, signed with your SSH key: it may act alone again, as declared."""
         from selfheal.workflows.governor import CloseBreaker
 
-        _send("close_breaker", CloseBreaker(by=name, entry_id=entry, reason=reason), address, namespace, task_queue)
+        proof = _proof("close_breaker", name, entry, key, task_queue)
+        _send("close_breaker", CloseBreaker(by=name, entry_id=entry, reason=reason, **proof), address, namespace, task_queue)
 
     @app.command("status")
     def status(

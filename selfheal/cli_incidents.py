@@ -142,20 +142,53 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         incident_id: str = typer.Argument(...),
         name: str = typer.Option(..., "--as", help="who approves (must be allowed by the entry)"),
         comment: str = typer.Option("", "--comment"),
+        key: str = typer.Option(None, "--key", help="SSH key to sign with: a private key file, or a public key "
+                                "whose private half is in ssh-agent (default: the agent's first key, then ~/.ssh/id_ed25519)"),
+        confirm: str = typer.Option(None, "--confirm", help="the exact target, where the tier asks to confirm it"),
+        unsigned: bool = typer.Option(False, "--unsigned", help="send a typed name: recorded as unverified"),
         address: str = AddressOption,
         namespace: str = NamespaceOption,
     ) -> None:
-        """Approve the incident's action (the workflow's `approve` update)."""
-        _send(incident_id, "approve", Approval(approver=name, comment=comment), address, namespace)
+        """Approve the incident's action, signed with your SSH key (the workflow's `approve` update)."""
+        proof = {} if unsigned else _signed(incident_id, "approve", name, key, confirm, address, namespace)
+        _send(incident_id, "approve", Approval(approver=name, comment=comment, confirm=confirm, **proof), address, namespace)
 
     @app.command("reject")
     def reject(
         incident_id: str = typer.Argument(...),
         name: str = typer.Option(..., "--as", help="who rejects (must be allowed by the entry)"),
         reason: str = typer.Option(..., "--reason"),
+        key: str = typer.Option(None, "--key", help="SSH key to sign with (as for approve)"),
+        unsigned: bool = typer.Option(False, "--unsigned", help="send a typed name: recorded as unverified"),
         address: str = AddressOption,
         namespace: str = NamespaceOption,
     ) -> None:
-        """Reject the incident's action (the workflow's `reject` update): nothing runs."""
-        _send(incident_id, "reject", Rejection(approver=name, reason=reason), address, namespace)
+        """Reject the incident's action, signed with your SSH key (the workflow's `reject` update): nothing runs."""
+        proof = {} if unsigned else _signed(incident_id, "reject", name, key, None, address, namespace)
+        _send(incident_id, "reject", Rejection(approver=name, reason=reason, **proof), address, namespace)
 
+    def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
+        """Sign a statement about the incident's current decision; exits with the reason if it cannot."""
+        from selfheal import attest
+        from selfheal.signing import signing_key
+
+        async def current() -> AuditRecord:
+            client = await _client(address, namespace)
+            return await client.get_workflow_handle(incident_id).query("audit", result_type=AuditRecord)
+
+        try:
+            record = asyncio.run(current())
+            if record.decision is None or record.request is None:
+                raise attest.Unproven(f"{incident_id} has not decided anything to {action} yet (status: {record.status})")
+            statement = attest.new_statement(
+                action=action, subject=incident_id, entry=record.decision.entry_id, target=record.request.target,
+                decision=attest.decision_digest(record.decision), person=name, channel="ssh", confirm=confirm)
+            data = statement.canonical()
+            signature = attest.sign_ssh(data, signing_key(key))
+        except attest.Unproven as exc:
+            err.print(f"cannot sign: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        except Exception as exc:  # an unknown id, an unreachable server
+            err.print(f"cannot read {incident_id}: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        return {"channel": "ssh", "statement": data.decode(), "signature": signature}

@@ -72,6 +72,31 @@ async def set_retention(client: Client, namespace: str, retention: timedelta) ->
     )
 
 
+DEMO_APPROVERS = ("alice", "bob")
+
+
+def demo_approvers(whitelist: str, data_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """SSH keys for the demo's approvers, and a copy of the whitelist that lists them.
+
+    Approvals count only when signed by a key the whitelist names. The reviewed demo file
+    in git cannot name keys made on this machine, so the dev stack runs a copy of it with
+    a ``people:`` section added (its hash differs from the file's, and its audit says so).
+    """
+    keys_dir = data_dir / "keys"
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    keys, lines = {}, ["", "# Added by selfheal dev: the demo approvers' keys, made on this machine.", "people:"]
+    for person in DEMO_APPROVERS:
+        path = keys_dir / f"{person}_ed25519"
+        if not path.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{person}@selfheal-dev", "-f", str(path)],
+                           check=True, timeout=30)
+        keys[person] = path
+        lines.append(f'  {person}: {{ssh_keys: ["{(keys_dir / f"{person}_ed25519.pub").read_text().strip()}"]}}')
+    copy = data_dir / "whitelist.yaml"
+    copy.write_text(Path(whitelist).read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    return copy, keys
+
+
 def temporal_binary() -> Path:
     path = Path(sysconfig.get_path("scripts")) / "temporal"
     if not path.exists():
@@ -118,7 +143,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         client = await _wait_for_server(address, proc)
         await search.available(client, "default", create=True)  # a database from an older version may lack some
         await set_retention(client, "default", RETENTION)
-        worker_settings = WorkerSettings(address=address, whitelist=opts.whitelist, diagnosis=opts.diagnosis)
+        whitelist, keys = demo_approvers(opts.whitelist, opts.data_dir)
+        worker_settings = WorkerSettings(address=address, whitelist=str(whitelist), diagnosis=opts.diagnosis)
         ingress_settings = IngressSettings(
             ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
         )
@@ -142,6 +168,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 f"  Ingress:      {ingress_url}  (bearer token {token})\n"
                 f"Fire a sample alert:\n  {curl_line(ingress_url, token)}\n"
                 f"Then: selfheal incidents --address {address}\n"
+                f"Approve one that waits (signed with a demo key, as alice; bob's is beside it):\n"
+                f"  selfheal approve INCIDENT_ID --as alice --key {keys['alice']} --address {address}\n"
                 "Ctrl-C stops everything.",
                 flush=True,
             )

@@ -120,22 +120,38 @@ class Notification(Model):
     details: dict[str, str] = {}
 
 
-class Approval(Model):
-    approver: Annotated[str, Field(min_length=1, max_length=80)]
-    comment: str = ""
+class _Proof(Model):
+    """How a person proves an approval or rejection is theirs (see ``selfheal.attest``).
+
+    Without ``statement`` and ``signature`` it is a typed name: ``unverified``, recorded,
+    and counted only by a tier that lists that channel.
+    """
+
+    channel: Literal["ssh", "slack", "token"] | None = None
+    statement: Annotated[str, Field(max_length=8192)] = ""  # the canonical JSON that was signed
+    signature: Annotated[str, Field(max_length=8192)] = ""
+    confirm: Annotated[str, Field(max_length=512)] | None = None  # the target, typed again
 
 
-class Rejection(Model):
+class Approval(_Proof):
     approver: Annotated[str, Field(min_length=1, max_length=80)]
-    reason: str = ""
+    comment: Annotated[str, Field(max_length=2000)] = ""
+
+
+class Rejection(_Proof):
+    approver: Annotated[str, Field(min_length=1, max_length=80)]
+    reason: Annotated[str, Field(max_length=2000)] = ""
 
 
 class ApprovalEvent(Model):
-    kind: Literal["approved", "rejected", "refused"]
+    kind: Literal["approved", "rejected", "refused", "unverified"]
     approver: str
     at: AwareDatetime
     via: Literal["update", "signal"]
     note: str = ""  # the approver's comment, or why the request was refused
+    channel: str = "unverified"       # ssh, slack, token, or unverified (a typed name)
+    verified: bool = False            # the channel proved the person
+    after_seconds: float | None = None  # since the approval was requested
 
 
 class NotificationRecord(Model):

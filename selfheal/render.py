@@ -39,7 +39,10 @@ def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:
     decided = decided or ["nothing decided"]
 
     approved = [
-        f"{e.at.isoformat()} {e.kind} by {e.approver} via {e.via}" + (f": {e.note}" if e.note else "") for e in r.approvals
+        f"{e.at.isoformat()} {e.kind} by {e.approver} via {e.via}"
+        + f" [{e.channel}, {'verified' if e.verified else 'not verified'}"
+        + (f", {e.after_seconds:.0f}s after the request]" if e.after_seconds is not None else "]")
+        + (f": {e.note}" if e.note else "") for e in r.approvals
     ] or ["no approvals"]
 
     done = [r.remediation.detail + f" (key {r.remediation.idempotency_key})"] if r.remediation else ["nothing was done"]

@@ -49,6 +49,11 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # standard library, temporalio and selfheal modules without import-time side effects or
 # mutable module state (a test checks the latter).
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+# The stricter default, which re-imports modules per run, still needs these passed
+# through: cryptography's native bindings cannot load inside the sandbox, and sshsig
+# imports parts of cryptography lazily, while a workflow checks a signature.
+STRICT_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 
 
 async def connect(settings: WorkerSettings) -> Client:

@@ -63,6 +63,12 @@ def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops
     try:
         lines = read_until(proc, "Ctrl-C stops everything.")
         curl = lines[lines.index("Fire a sample alert:") + 1].strip()
+        approve = next(line.strip() for line in lines if line.strip().startswith("selfheal approve INCIDENT_ID --as alice"))
+        key = approve.split("--key ")[1].split()[0]
+        assert Path(key).exists() and Path(key + ".pub").read_text().split()[1] in (data / "whitelist.yaml").read_text()
+        checked = subprocess.run([sys.executable, "-m", "selfheal.cli", "whitelist", "check", str(data / "whitelist.yaml")],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
         assert curl.startswith("curl ") and f"127.0.0.1:{ingress}/v1/alerts/generic" in curl
 
         fired = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)

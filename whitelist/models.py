@@ -8,6 +8,8 @@ by ``kind``; each kind fixes its target and bounds every parameter it takes::
     ├── metadata            who reviewed it, when
     ├── tiers               blast radius -> approvals needed (0 = automatic)
     ├── groups              approver groups -> people
+    ├── people              person -> how they prove it is them (SSH keys, Slack id, token hash)
+    ├── attestation_keys    the ingress's public keys (Slack and token approvals)
     └── entries[]           one per allowed remediation
         ├── SystemdRestartEntry   target: unit + host selector; no parameters
         ├── EcsRollbackEntry      target: cluster + service + pinned task definition
@@ -43,8 +45,44 @@ class Strict(BaseModel):
 DEFAULT_TIERS: dict[str, int] = {"instance": 0, "service": 1, "fleet": 2, "region": 2}
 
 
+CHANNELS = ("ssh", "slack", "token", "unverified")
+VERIFIED_CHANNELS = ["ssh", "slack", "token"]
+
+
 class Tier(Strict):
     approvals: int = Field(ge=0, le=5, description="distinct approvers needed; 0 runs automatically")
+    # Which channels an approval may come through to count. "unverified" (a bare Temporal
+    # update or signal, a typed name) proves nothing and counts only where listed.
+    channels: list[Literal["ssh", "slack", "token", "unverified"]] = Field(
+        default_factory=lambda: list(VERIFIED_CHANNELS), min_length=1)
+    confirm: bool = Field(default=False, description="an approval must repeat the exact target")
+
+
+def _ssh_public_key(text: str) -> str:
+    """An OpenSSH public key line of a kind the signature checks support."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    try:
+        key = serialization.load_ssh_public_key(text.strip().encode())
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise ValueError("not an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)") from None
+    if not isinstance(key, (ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        raise ValueError("only ssh-ed25519 and ssh-rsa keys are supported")
+    return text.strip()
+
+
+SshKey = Annotated[str, AfterValidator(_ssh_public_key)]
+SlackId = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}:[A-Z0-9]{2,20}$", description="TEAM_ID:USER_ID")]
+TokenHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the person's ingress token, hex")]
+
+
+class Identity(Strict):
+    """How a person proves who they are: keys they sign with, their Slack user, a token."""
+
+    ssh_keys: list[SshKey] = []
+    slack: list[SlackId] = []
+    token_sha256: list[TokenHash] = []
 
 
 class Metadata(Strict):
@@ -224,6 +262,9 @@ class Whitelist(Strict):
     metadata: Metadata
     tiers: dict[Name, Tier] = Field(default_factory=lambda: {k: Tier(approvals=v) for k, v in DEFAULT_TIERS.items()})
     groups: dict[Name, list[Person]] = {}
+    people: dict[Person, Identity] = {}
+    # The ingress's public keys: Slack and token approvals carry its signature.
+    attestation_keys: list[SshKey] = []
     entries: list[Entry] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -262,14 +303,24 @@ class Whitelist(Strict):
             raise KeyError(entry_id)
         return entry.autonomy.escalate_to or self.highest_tier()
 
-    def people(self) -> list[str]:
-        """Everyone the whitelist names: reviewers, approvers and group members."""
-        named = set(self.metadata.reviewed_by)
+    def named_people(self) -> list[str]:
+        """Everyone the whitelist names: reviewers, approvers, group members, people with identities."""
+        named = set(self.metadata.reviewed_by) | set(self.people)
         for members in self.groups.values():
             named.update(members)
         for entry in self.entries:
             named.update(self.allowed_approvers(entry.id))
         return sorted(named)
+
+    def identity(self, person: str) -> Identity:
+        return self.people.get(person, Identity())
+
+    def person_for_slack(self, team: str, user: str) -> str | None:
+        wanted = f"{team}:{user}"
+        return next((name for name, ident in self.people.items() if wanted in ident.slack), None)
+
+    def person_for_token_hash(self, digest: str) -> str | None:
+        return next((name for name, ident in self.people.items() if digest in ident.token_sha256), None)
 
     def allowed_approvers(self, entry_id: str) -> list[str]:
         """Everyone who may approve this entry: its people plus members of its groups."""

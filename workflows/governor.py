@@ -21,12 +21,14 @@ Messages:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from selfheal import attest
     from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist, decide
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act, GovernorView, Hold
@@ -76,19 +78,27 @@ class Outcome(_Model):
     outcome: str
 
 
-class Pause(_Model):
+class _Proven(_Model):
+    """A signed statement (``selfheal.attest``) that proves ``by`` is who sent this."""
+
+    channel: Literal["ssh", "slack", "token"] | None = None
+    statement: str = ""
+    signature: str = ""
+
+
+class Pause(_Proven):
     by: str
     reason: str
     entry_id: str | None = None  # None: every entry
     until: datetime | None = None
 
 
-class Resume(_Model):
+class Resume(_Proven):
     by: str
     entry_id: str | None = None
 
 
-class CloseBreaker(_Model):
+class CloseBreaker(_Proven):
     by: str
     entry_id: str
     reason: str
@@ -107,6 +117,7 @@ class LogEvent(_Model):
     action: str  # paused, resumed, breaker_opened, breaker_closed, refused
     entry_id: str | None = None
     reason: str = ""
+    verified: bool = False  # the person was proven (a signed statement), not a typed name
 
 
 class GovernorState(_Model):
@@ -118,6 +129,7 @@ class GovernorState(_Model):
     reservations: dict[str, Execution] = {}  # idempotency key -> execution
     assessed: dict[str, Decision] = {}       # incident id -> its decision, for a retried assessment
     outcomes: list[str] = []                 # incident ids whose outcome is recorded
+    nonces: list[str] = []                   # signed statements already used
     log: list[LogEvent] = []
 
 
@@ -232,16 +244,22 @@ class GovernorWorkflow:
     def pause(self, cmd: Pause) -> str:
         self._updates += 1
         wl = self._whitelist_or_refuse(cmd.by, "pause")
-        if cmd.by not in wl.people():
+        if cmd.by not in wl.named_people():
             self._refuse(cmd.by, cmd.entry_id, f"pause refused: {cmd.by!r} is not named in the whitelist")
         if cmd.entry_id is not None and wl.entry(cmd.entry_id) is None:
             self._refuse(cmd.by, cmd.entry_id, f"pause refused: no entry {cmd.entry_id!r}")
+        # Pausing only takes autonomy away: a typed name may do it, and is recorded as such.
+        unproven = self._proven(cmd, "pause", wl) if cmd.signature else None
+        if unproven:
+            self._refuse(cmd.by, cmd.entry_id, f"pause refused: {unproven}")
+        verified = bool(cmd.signature)
         hold = Hold(by=cmd.by, at=workflow.now(), reason=cmd.reason, until=cmd.until)
         if cmd.entry_id is None:
             self._state.pause_all = hold
         else:
             self._state.pauses[cmd.entry_id] = hold
-        self._log(cmd.by, "paused", cmd.entry_id, cmd.reason + (f" (until {cmd.until.isoformat()})" if cmd.until else ""))
+        self._log(cmd.by, "paused", cmd.entry_id, cmd.reason + (f" (until {cmd.until.isoformat()})" if cmd.until else ""),
+                  verified=verified)
         return f"autonomy paused for {cmd.entry_id or 'every entry'} by {cmd.by}"
 
     @workflow.update
@@ -255,11 +273,14 @@ class GovernorWorkflow:
         not_allowed = [e for e in affected if cmd.by not in wl.allowed_approvers(e)]
         if not_allowed:
             self._refuse(cmd.by, cmd.entry_id, f"resume refused: {cmd.by!r} may not approve {', '.join(not_allowed)}")
+        unproven = self._proven(cmd, "resume", wl)
+        if unproven:
+            self._refuse(cmd.by, cmd.entry_id, f"resume refused: {unproven}")
         if cmd.entry_id is None:
             self._state.pause_all = None
         else:
             self._state.pauses.pop(cmd.entry_id, None)
-        self._log(cmd.by, "resumed", cmd.entry_id, "")
+        self._log(cmd.by, "resumed", cmd.entry_id, "", verified=True)
         return f"autonomy resumed for {cmd.entry_id or 'every entry'} by {cmd.by}"
 
     @workflow.update
@@ -270,11 +291,14 @@ class GovernorWorkflow:
             self._refuse(cmd.by, cmd.entry_id, f"breaker close refused: no entry {cmd.entry_id!r}")
         if cmd.by not in wl.allowed_approvers(cmd.entry_id):
             self._refuse(cmd.by, cmd.entry_id, f"breaker close refused: {cmd.by!r} may not approve {cmd.entry_id}")
+        unproven = self._proven(cmd, "close_breaker", wl)
+        if unproven:
+            self._refuse(cmd.by, cmd.entry_id, f"breaker close refused: {unproven}")
         ledger = self._ledger(cmd.entry_id)
         if ledger.breaker is None:
             return f"the breaker of {cmd.entry_id} is not open"
         ledger.breaker = None
-        self._log(cmd.by, "breaker_closed", cmd.entry_id, cmd.reason)
+        self._log(cmd.by, "breaker_closed", cmd.entry_id, cmd.reason, verified=True)
         return f"breaker of {cmd.entry_id} closed by {cmd.by}"
 
     # --- queries -----------------------------------------------------------------------
@@ -327,12 +351,36 @@ class GovernorWorkflow:
             self._refuse(by, None, f"{what} refused: no worker has told the governor its whitelist yet")
         return self._state.whitelist
 
+    def _proven(self, cmd: _Proven, action: str, wl: Whitelist) -> str | None:
+        """Why ``cmd`` does not prove its sender (None if it does). Giving authority back
+        (resume, closing a breaker) is an approval too: a typed name proves nothing."""
+        if not cmd.signature:
+            return "unverified: a typed name proves nothing; sign it (the selfheal CLI signs with your SSH key)"
+        try:
+            statement = attest.check(cmd.statement, cmd.signature, keys=wl.identity(cmd.by).ssh_keys,
+                                     attestation_keys=wl.attestation_keys)
+        except attest.Unproven as exc:
+            return f"signature refused: {exc}"
+        expected = {"action": action, "subject": workflow.info().workflow_id, "entry": cmd.entry_id,
+                    "person": cmd.by, "channel": cmd.channel}
+        for field, want in expected.items():
+            if getattr(statement, field) != want:
+                return f"signature refused: signed for {field} {getattr(statement, field)!r}, not {want!r}"
+        if statement.expires <= workflow.now():
+            return f"signature refused: expired at {statement.expires.isoformat()}"
+        if statement.nonce in self._state.nonces:
+            return "signature refused: replayed: this signed statement was already used"
+        self._state.nonces.append(statement.nonce)
+        del self._state.nonces[:-1000]
+        return None
+
     def _refuse(self, by: str, entry_id: str | None, reason: str):
         self._log(by, "refused", entry_id, reason)
         raise ApplicationError(reason, type="GovernorRefused", non_retryable=True)
 
-    def _log(self, by: str, action: str, entry_id: str | None, reason: str) -> None:
-        self._state.log.append(LogEvent(at=workflow.now(), by=by[:80], action=action, entry_id=entry_id, reason=reason[:500]))
+    def _log(self, by: str, action: str, entry_id: str | None, reason: str, verified: bool = False) -> None:
+        self._state.log.append(LogEvent(at=workflow.now(), by=by[:80], action=action, entry_id=entry_id, reason=reason[:500],
+                                        verified=verified))
         del self._state.log[:-MAX_LOG]
 
     def _pruned(self) -> GovernorState:

@@ -79,6 +79,8 @@ FEWER_UPSERTS = "status-upserts-where-filtered"
 # Decisions and reservations at the governor instead of the per-entry ledger.
 GOVERNED = "governor"
 RAISED = object()  # _act's answer when the tier rose and people must decide again
+# Approvals count only through a channel that proves the person (selfheal.attest).
+VERIFIED_APPROVALS = "verified-approvals"
 MAX_RECORDED_ALERTS = 200
 MAX_RECORDED_REFUSALS = 100
 
@@ -127,6 +129,9 @@ class IncidentWorkflow:
         self._rejected = False
         self._approved_by: list[str] = []
         self._governed = False
+        self._verified = False  # approvals must prove the person (set when approval is first asked)
+        self._nonces: set[str] = set()  # signed statements already used here
+        self._asked_at = None
         self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
         self._observe(inp.alerts)
 
@@ -241,6 +246,9 @@ class IncidentWorkflow:
         return decision
 
     async def _wait_for_approval(self) -> str:
+        # Patched: incidents that waited before approvals were verified keep counting typed names.
+        self._verified = self._verified or workflow.patched(VERIFIED_APPROVALS)
+        self._asked_at = workflow.now()
         self._set_status("awaiting_approval")
         decision = self._audit.decision
         await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}")
@@ -414,14 +422,7 @@ class IncidentWorkflow:
 
     @workflow.update
     def approve(self, raw: Any = None) -> str:
-        approval, who, refusal = approvals.decode(raw, Approval)
-        refusal = refusal or approvals.refusal(self._audit, self._approved_by, approval.approver)
-        if refusal:
-            self._record("refused", who, "update", f"approval refused: {refusal}")
-            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        self._approved_by.append(approval.approver)
-        self._record("approved", approval.approver, "update", approval.comment)
-        return f"approved by {approval.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
+        return self._answer(raw, rejecting=False, via="update")
 
     @approve.validator
     def _approve_while_waiting(self, raw: Any = None) -> None:
@@ -429,14 +430,7 @@ class IncidentWorkflow:
 
     @workflow.update
     def reject(self, raw: Any = None) -> str:
-        rejection, who, refusal = approvals.decode(raw, Rejection)
-        refusal = refusal or approvals.refusal(self._audit, self._approved_by, rejection.approver, rejecting=True)
-        if refusal:
-            self._record("refused", who, "update", f"rejection refused: {refusal}")
-            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        self._rejected = True
-        self._record("rejected", rejection.approver, "update", rejection.reason)
-        return f"rejected by {rejection.approver}"
+        return self._answer(raw, rejecting=True, via="update")
 
     @reject.validator
     def _reject_while_waiting(self, raw: Any = None) -> None:
@@ -444,35 +438,55 @@ class IncidentWorkflow:
 
     @workflow.signal
     def approve_signal(self, raw: Any = None) -> None:
-        approval, who, refusal = approvals.decode(raw, Approval)
-        refusal = refusal or approvals.refusal(self._audit, self._approved_by, approval.approver)
-        if refusal:
-            self._record("refused", who, "signal", f"approval refused: {refusal}")
-            return
-        self._approved_by.append(approval.approver)
-        self._record("approved", approval.approver, "signal", approval.comment)
+        self._answer(raw, rejecting=False, via="signal")
 
     @workflow.signal
     def reject_signal(self, raw: Any = None) -> None:
-        rejection, who, refusal = approvals.decode(raw, Rejection)
-        refusal = refusal or approvals.refusal(self._audit, self._approved_by, rejection.approver, rejecting=True)
-        if refusal:
-            self._record("refused", who, "signal", f"rejection refused: {refusal}")
-            return
-        self._rejected = True
-        self._record("rejected", rejection.approver, "signal", rejection.reason)
+        self._answer(raw, rejecting=True, via="signal")
+
+    def _answer(self, raw: Any, rejecting: bool, via: str) -> str:
+        """Judge an approval or rejection, record it, and count it if it counts.
+
+        An update that does not count fails with the reason (the caller learns it); a
+        signal cannot answer, so its refusal is only recorded.
+        """
+        message, who, malformed = approvals.decode(raw, Rejection if rejecting else Approval)
+        what = "rejection" if rejecting else "approval"
+        if malformed is None and self._verified:
+            j = approvals.judge(message, rejecting, self._audit, self._snapshot.whitelist, self._approved_by,
+                                workflow.now(), self._nonces)
+        else:  # incidents that waited before approvals were verified: a typed name counts
+            refused = malformed or approvals.refusal(self._audit, self._approved_by, message.approver, rejecting)
+            kind = "refused" if refused else ("rejected" if rejecting else "approved")
+            said = message.reason if rejecting and message else (message.comment if message else "")
+            j = approvals.Judgement(refused is None, kind, "unverified", False, refused or said)
+        if not j.counts:
+            note = f"{what} refused: {j.note}" if j.kind == "refused" else j.note
+            self._record(j.kind, who, via, note, j.channel, j.verified)
+            if via == "update":
+                kind = "ApprovalRefused" if j.kind == "refused" else "ApprovalUnverified"
+                raise ApplicationError(j.note, type=kind, non_retryable=True)
+            return j.note
+        self._record(j.kind, message.approver, via, j.note, j.channel, j.verified)
+        if rejecting:
+            self._rejected = True
+            return f"rejected by {message.approver}"
+        self._approved_by.append(message.approver)
+        return f"approved by {message.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
 
     def _require_waiting(self) -> None:
         if self._audit.status != "awaiting_approval":
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
-    def _record(self, kind: str, who: str, via: str, note: str) -> None:
-        if kind == "refused" and sum(e.kind == "refused" for e in self._audit.approvals) >= MAX_RECORDED_REFUSALS:
+    def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False) -> None:
+        if kind in ("refused", "unverified") and sum(e.kind in ("refused", "unverified") for e in self._audit.approvals) >= MAX_RECORDED_REFUSALS:
             # Anyone who can reach the namespace can send refusals; the history keeps them
             # all, the audit record keeps the first ones and a count.
             self._audit.refusals_not_recorded += 1
             return
-        self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note))
+        after = (workflow.now() - self._asked_at).total_seconds() if self._asked_at else None
+        self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note,
+                                                   channel=channel, verified=verified, after_seconds=after))
 
     def _approval_settled(self) -> bool:
         return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals

@@ -10,7 +10,7 @@ from selfheal.ingress.app import create_app
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
-from tests.workflows.helpers import FAST, running_worker
+from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, running_worker
 from selfheal.settings import WorkerSettings
 
 TOKEN = "test-token"
@@ -19,7 +19,7 @@ SECRET = "test-secret"
 # An incident from alertname="IngressTest" waits for approval: it stays open for signals.
 WHITELIST = """version: 1
 metadata: {reviewed_by: [alice], reviewed_at: 2026-11-25}
-entries:
+""" + TYPED_NAMES_COUNT + """entries:
   - id: rollback-ingress
     kind: ecs.rollback
     target: {cluster: demo, service: ingress, task_definition: "ingress:1"}

@@ -20,6 +20,7 @@ async def selfheal(temporal_env, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+# Typed names (--unsigned) count for this whitelist's tiers; signed approvals: tests/workflows/test_signed_approvals.py
 async def test_approve_refuses_the_wrong_person_then_accepts_and_show_tells_the_story(temporal_env, client, task_queue, worker):
     handle = await start_incident(client, task_queue, alert("IngressTest", service="checkout"))
     await wait_status(handle, "awaiting_approval")
@@ -27,10 +28,10 @@ async def test_approve_refuses_the_wrong_person_then_accepts_and_show_tells_the_
     code, out, _ = await selfheal(temporal_env, "incidents", "--open")
     assert code == 0 and handle.id in out and "checkout" in out and "rollback-ingress" in out
 
-    code, _, err = await selfheal(temporal_env, "approve", handle.id, "--as", "mallory")
+    code, _, err = await selfheal(temporal_env, "approve", handle.id, "--as", "mallory", "--unsigned")
     assert code == 1 and "refused" in err and "'mallory' may not approve rollback-ingress" in err
 
-    code, out, _ = await selfheal(temporal_env, "approve", handle.id, "--as", "alice", "--comment", "looks right")
+    code, out, _ = await selfheal(temporal_env, "approve", handle.id, "--as", "alice", "--comment", "looks right", "--unsigned")
     assert code == 0 and "approved by alice (1 of 1)" in out
 
     record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
@@ -41,7 +42,8 @@ async def test_approve_refuses_the_wrong_person_then_accepts_and_show_tells_the_
     assert code == 0
     for heading in ("Observed:", "Concluded:", "Decided:", "Approved:", "Done:", "Verified:", "Outcome:"):
         assert heading in out
-    assert "refused by mallory via update" in out and "approved by alice via update: looks right" in out
+    assert "refused by mallory via update [unverified, not verified" in out
+    assert "approved by alice via update [unverified, not verified, " in out and "s after the request]: looks right" in out
 
     code, out, _ = await selfheal(temporal_env, "show", handle.id, "--json")
     assert AuditRecord.model_validate_json(out) == record
@@ -54,7 +56,7 @@ async def test_reject_needs_a_reason_and_ends_the_incident(temporal_env, client,
     await wait_status(handle, "awaiting_approval")
     code, _, err = await selfheal(temporal_env, "reject", handle.id, "--as", "alice")
     assert code == 2 and "--reason" in err
-    code, out, _ = await selfheal(temporal_env, "reject", handle.id, "--as", "alice", "--reason", "not now")
+    code, out, _ = await selfheal(temporal_env, "reject", handle.id, "--as", "alice", "--reason", "not now", "--unsigned")
     assert code == 0 and "rejected by alice" in out
     record = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
     assert record.outcome == "rejected"

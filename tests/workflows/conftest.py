@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest_asyncio
@@ -13,9 +14,15 @@ async def record_histories(request, temporal_env):
         return
     out = Path(__file__).parent / "histories"
     out.mkdir(exist_ok=True)
+    ids_file = out / "workflow_ids.json"
+    ids = json.loads(ids_file.read_text()) if ids_file.exists() else {}
     for test, handle in STARTED:
         description = await handle.describe()
         if description.status is None or description.status.name != "COMPLETED":
             continue
         history = await handle.fetch_history()
         (out / f"{test}.json").write_text(history.to_json())
+        # A history does not hold its workflow id, and an incident's behaviour can depend
+        # on it (a signed approval names its incident): replay with the original.
+        ids[test] = handle.id
+    ids_file.write_text(json.dumps(dict(sorted(ids.items())), indent=1) + "\n")

@@ -37,6 +37,16 @@ FAST = IncidentSettings(
 )
 
 
+# These tests are about incidents, not identity: typed names count (tests/workflows/
+# test_signed_approvals.py covers the channels that prove the person).
+TYPED_NAMES_COUNT = """tiers:
+  instance: {approvals: 0}
+  service: {approvals: 1, channels: [ssh, slack, token, unverified]}
+  fleet: {approvals: 2, channels: [ssh, slack, token, unverified]}
+  region: {approvals: 2, channels: [ssh, slack, token, unverified]}
+"""
+
+
 def whitelist_yaml(unit: str, *, max_executions: int = 100, cooldown: str = "0s", extra: str = "") -> str:
     def entry(entry_id: str, alertname: str, radius: str) -> str:
         return f"""
@@ -55,7 +65,7 @@ def whitelist_yaml(unit: str, *, max_executions: int = 100, cooldown: str = "0s"
         """version: 1
 metadata: {reviewed_by: [alice], reviewed_at: 2026-11-25}
 groups: {sre: [carol]}
-entries:"""
+""" + TYPED_NAMES_COUNT + """entries:"""
         + entry("restart-api", "ApiDown", "instance")
         + entry("restart-api-service", "ApiSlow", "service")
         + entry("restart-api-fleet", "ApiFleet", "fleet")

@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from temporalio.api.enums.v1 import PendingActivityState
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from selfheal import worker as worker_module
@@ -24,17 +25,18 @@ from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow, Pause, Resume, governor_id
 from selfheal.workflows.incident import IncidentWorkflow
-from tests.workflows.helpers import FAST, alert, start_incident, wait_for, wait_status
+from tests.support.keys import keypair, people_yaml
+from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, alert, start_incident, wait_for, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = [f"web-{i}" for i in range(1, 6)]
 
 
-def whitelist(unit: str, verify: str = "10s") -> str:
+def whitelist(unit: str, verify: str = "10s", people: str = "") -> str:
     return f"""version: 1
 metadata: {{reviewed_by: [alice], reviewed_at: 2026-11-26}}
 groups: {{sre: [carol]}}
-entries:
+{people}{TYPED_NAMES_COUNT}entries:
   - id: restart-web
     kind: systemd.restart
     target: {{unit: {unit}, host: "web-*", scope: user}}
@@ -67,7 +69,9 @@ signatures:
 
 
 def settings(tmp: Path, task_queue: str, unit: str, verify: str = "10s") -> WorkerSettings:
-    (tmp / "wl.yaml").write_text(whitelist(unit, verify))
+    # alice and carol sign with their SSH keys: giving autonomy back needs proof.
+    keys = {name: keypair(tmp, name)[1] for name in ("alice", "carol")}
+    (tmp / "wl.yaml").write_text(whitelist(unit, verify, people_yaml(keys)))
     (tmp / "rules.yaml").write_text(RULES)
     return WorkerSettings(task_queue=task_queue, whitelist=str(tmp / "wl.yaml"), diagnosis=str(tmp / "rules.yaml"), incident=FAST)
 
@@ -139,7 +143,7 @@ async def test_five_hosts_at_once_one_acts_alone_the_rest_wait_for_the_fleet_tie
     assert unit.start_count() == 3  # the install, the one that acted alone, the one people approved
 
 
-async def test_a_pause_between_decision_and_reservation_sends_the_incident_back_to_people(client, task_queue, tmp_path, unit, systemd_user):
+async def test_a_pause_between_decision_and_reservation_sends_the_incident_back_to_people(temporal_env, client, task_queue, tmp_path, unit, systemd_user):
     s = settings(tmp_path, task_queue, unit.name)
     prefix = systemd_user.ns_command_prefix
     # A worker that cannot reserve holds the incident between its decision and its act.
@@ -164,8 +168,9 @@ async def test_a_pause_between_decision_and_reservation_sends_the_incident_back_
         assert unit.start_count() == 1  # nothing acted while paused
         await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
         record = await handle.result()
-        await client.get_workflow_handle(governor_id(task_queue)).execute_update(
-            GovernorWorkflow.resume, Resume(by="alice"))
+        resumed = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--as", "alice",
+                                          "--key", keypair(tmp_path, "alice")[0])
+        assert resumed.returncode == 0, resumed.stderr
     assert record.outcome == "remediated", record.outcome_detail
     assert unit.start_count() == 2
 
@@ -196,16 +201,21 @@ async def test_breaker_opens_after_its_threshold_and_only_an_allowed_person_clos
         reasons = (await third.query(IncidentWorkflow.audit)).decision.raised_by
         assert any(why.startswith("breaker open") for why in reasons), reasons
 
+        carol_key = keypair(tmp_path, "carol")[0]
         refused = await asyncio.to_thread(cli, temporal_env, task_queue, "breaker", "close", "restart-web",
-                                          "--as", "mallory", "--reason", "fixed")
+                                          "--as", "mallory", "--reason", "fixed", "--key", carol_key)
         assert refused.returncode == 1 and "'mallory' may not approve restart-web" in refused.stderr
+        forged = await asyncio.to_thread(cli, temporal_env, task_queue, "breaker", "close", "restart-web",
+                                         "--as", "alice", "--reason", "fixed", "--key", carol_key)
+        assert forged.returncode == 1 and "not valid for a key listed for this person" in forged.stderr
         closed = await asyncio.to_thread(cli, temporal_env, task_queue, "breaker", "close", "restart-web",
-                                         "--as", "carol", "--reason", "config rolled back")
+                                         "--as", "carol", "--reason", "config rolled back", "--key", carol_key)
         assert closed.returncode == 0, closed.stderr
         status = await governor_status(client, task_queue)
     assert next(e for e in status.entries if e.entry_id == "restart-web").breaker is None
-    assert [(e.by, e.action) for e in status.log if e.action != "paused"][-3:] == [
-        ("selfheal", "breaker_opened"), ("mallory", "refused"), ("carol", "breaker_closed")]
+    assert [(e.by, e.action, e.verified) for e in status.log if e.action != "paused"][-4:] == [
+        ("selfheal", "breaker_opened", False), ("mallory", "refused", False), ("alice", "refused", False),
+        ("carol", "breaker_closed", True)]
 
 
 async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry(temporal_env, client, task_queue, tmp_path, unit, systemd_user):
@@ -224,9 +234,13 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
 
         stranger = await asyncio.to_thread(cli, temporal_env, task_queue, "pause", "--as", "mallory", "--reason", "x")
         assert stranger.returncode == 1 and "'mallory' is not named in the whitelist" in stranger.stderr
-        narrow = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--as", "carol")
+        alice_key, carol_key = keypair(tmp_path, "alice")[0], keypair(tmp_path, "carol")[0]
+        narrow = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--as", "carol", "--key", carol_key)
         assert narrow.returncode == 1 and "'carol' may not approve rollback-checkout" in narrow.stderr
-        resumed = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--as", "alice")
+        with pytest.raises(WorkflowUpdateFailedError) as typed:  # giving autonomy back needs proof
+            await client.get_workflow_handle(governor_id(task_queue)).execute_update(GovernorWorkflow.resume, Resume(by="alice"))
+        assert "unverified" in str(typed.value.cause)
+        resumed = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--as", "alice", "--key", alice_key)
         assert resumed.returncode == 0, resumed.stderr
         assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # keeps waiting for people
 
@@ -239,11 +253,12 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
         await wait_status(other, "awaiting_approval")
         reasons = (await other.query(IncidentWorkflow.audit)).decision.raised_by
         assert any("paused by carol" in why for why in reasons), reasons
-        entry_resume = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--entry", "restart-web", "--as", "carol")
+        entry_resume = await asyncio.to_thread(cli, temporal_env, task_queue, "resume", "--entry", "restart-web",
+                                               "--as", "carol", "--key", carol_key)
         assert entry_resume.returncode == 0, entry_resume.stderr
         status = await governor_status(client, task_queue)
     assert status.pause_all is None and all(not e.paused for e in status.entries)
-    assert [(e.by, e.action) for e in status.log] == [
-        ("bob", "paused"), ("mallory", "refused"), ("carol", "refused"), ("alice", "resumed"),
-        ("carol", "paused"), ("carol", "resumed")]
+    assert [(e.by, e.action, e.verified) for e in status.log] == [
+        ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
+        ("alice", "resumed", True), ("carol", "paused", False), ("carol", "resumed", True)]
     assert unit.start_count() == 1  # nothing acted alone while paused
