@@ -15,9 +15,12 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.ingress import auth, parsers
+from selfheal.ingress.approvals import ApprovalError, Approver
 from selfheal.ingress.decode import Undecodable, decode_json
 from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
 from selfheal.ingress.settings import IngressSettings
@@ -36,8 +39,21 @@ class Accepted(BaseModel):
     incidents: list[dict[str, Any]]
 
 
+class ApprovalPost(BaseModel):
+    """``POST /v1/approvals``: a person, proven by their token, approves or rejects an incident."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident: Annotated[str, Field(min_length=1, max_length=1000)]
+    action: Literal["approve", "reject"]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    confirm: Annotated[str, Field(max_length=512)] | None = None
+
+
 def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier | None = None,
-               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+               approver: Approver | None = None) -> FastAPI:
     app = FastAPI(
         title="selfheal ingress",
         version="1",
@@ -156,6 +172,24 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         if fields is None:
             return JSONResponse({"ignored": "alarm state INSUFFICIENT_DATA is not an alert"}, status_code=200)
         return await accept(parsers.from_sns_alarm(fields))
+
+    @app.post("/v1/approvals", responses={200: {}, 401: {}, 403: {}, 404: {}, 409: {}, 422: {}, 503: {}},
+              openapi_extra=_body(ApprovalPost), summary="Approve or reject an incident, as the person a token names")
+    async def approvals(request: Request) -> JSONResponse:
+        body = await body_of(request)
+        if approver is None:
+            raise Problem(404, "this ingress takes no approvals: set SELFHEAL_WHITELIST and SELFHEAL_INGRESS_ATTESTATION_KEY")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        person = approver.person_for_token(token.strip()) if scheme.lower() == "bearer" else None
+        if person is None:
+            raise Problem(401, "missing or unknown approval token (the whitelist maps each person's token, hashed)")
+        post = parse(ApprovalPost, body, request)
+        note = post.comment if post.action == "approve" else post.reason
+        try:
+            result = await approver.send(person, "token", post.incident, post.action, note, post.confirm)
+        except ApprovalError as exc:
+            raise Problem(exc.status, str(exc)) from None
+        return JSONResponse({"result": result, "person": person}, status_code=200)
 
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict[str, str]:

@@ -12,7 +12,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from selfheal import search
+from selfheal.attest import load_attestation_key
 from selfheal.ingress.app import create_app
+from selfheal.ingress.approvals import Approver
+from selfheal.whitelist import load_whitelist
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.sns import DEFAULT_CERT_URL_PATTERN, DEFAULT_SUBSCRIBE_URL_PATTERN, SnsVerifier
@@ -38,7 +41,12 @@ async def build(settings: IngressSettings, address: str, task_queue: str, http: 
         subscribe_url_pattern=settings.sns_subscribe_url_pattern or DEFAULT_SUBSCRIBE_URL_PATTERN,
         allowed_topics=settings.sns_topics or None,
     )
-    return create_app(settings, Delivery(client, task_queue, attributes), sns)
+    approver = None
+    if settings.whitelist and settings.attestation_key:
+        # Refuse to start on a bad whitelist or key, as the worker does: better than
+        # answering every approval with a refusal.
+        approver = Approver(client, load_whitelist(settings.whitelist).whitelist, load_attestation_key(settings.attestation_key))
+    return create_app(settings, Delivery(client, task_queue, attributes), sns, approver=approver)
 
 
 def server(app, host: str, port: int) -> uvicorn.Server:

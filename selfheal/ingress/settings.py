@@ -23,6 +23,10 @@ class IngressSettings(BaseModel):
     sns_topics: list[str] = []  # empty: any topic whose messages verify
     sns_cert_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/...pem
     sns_subscribe_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/?...
+    # Approvals at the ingress (POST /v1/approvals, Slack): the whitelist that maps people,
+    # and the ingress's Ed25519 key, whose public half the whitelist lists under attestation_keys.
+    whitelist: str | None = None
+    attestation_key: str | None = None
 
     def auth_for(self, source: str) -> SourceAuth:
         return self.sources.get(source, SourceAuth())
@@ -44,6 +48,7 @@ class IngressSettings(BaseModel):
             ("max_body_bytes", "SELFHEAL_INGRESS_MAX_BODY_BYTES"), ("alertmanager_key", "SELFHEAL_INGRESS_ALERTMANAGER_KEY"),
             ("sns_cert_url_pattern", "SELFHEAL_INGRESS_SNS_CERT_URL_PATTERN"),
             ("sns_subscribe_url_pattern", "SELFHEAL_INGRESS_SNS_SUBSCRIBE_URL_PATTERN"),
+            ("whitelist", "SELFHEAL_WHITELIST"), ("attestation_key", "SELFHEAL_INGRESS_ATTESTATION_KEY"),
         ]:
             if env.get(key):
                 values[field] = env[key]

@@ -1,0 +1,100 @@
+"""Approvals that arrive at the ingress: the person is proven here, the workflow checks our word.
+
+A channel the ingress can authenticate (a per-person token, a Slack request signed by
+Slack) names a person; the ingress then signs a statement about the incident's current
+decision with its own Ed25519 key (``selfheal.attest``), and sends it as the workflow's
+``approve`` or ``reject`` update. The workflow counts it only if the signature is by a
+key the whitelist lists under ``attestation_keys``, and only for a person the entry
+allows, through a channel the tier counts. Who may decide is the workflow's rule, not
+this module's: it only proves who is asking.
+
+Errors, each meant for an HTTP answer::
+
+    ApprovalError
+    ├── UnknownIncident   404: no such incident
+    ├── NotWaiting        409: the incident is not waiting for approval
+    ├── ApprovalRefused   403: the workflow refused it (the reason is the workflow's)
+    └── Unavailable       503: Temporal did not answer
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from selfheal import attest
+from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.whitelist.models import Whitelist
+
+
+class ApprovalError(Exception):
+    status = 400
+
+
+class UnknownIncident(ApprovalError):
+    status = 404
+
+
+class NotWaiting(ApprovalError):
+    status = 409
+
+
+class ApprovalRefused(ApprovalError):
+    status = 403
+
+
+class Unavailable(ApprovalError):
+    status = 503
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Approver:
+    """Sends proven approvals and rejections to incidents on behalf of the people it authenticated."""
+
+    def __init__(self, client: Client, whitelist: Whitelist, key: Ed25519PrivateKey):
+        self._client = client
+        self.whitelist = whitelist
+        self._key = key
+
+    def person_for_token(self, token: str) -> str | None:
+        return self.whitelist.person_for_token_hash(token_hash(token)) if token else None
+
+    async def record(self, incident_id: str) -> AuditRecord:
+        try:
+            return await self._client.get_workflow_handle(incident_id).query("audit", result_type=AuditRecord)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise UnknownIncident(f"no incident {incident_id!r}") from None
+            raise Unavailable(f"Temporal did not answer: {exc.message}") from None
+
+    async def send(self, person: str, channel: Literal["slack", "token"], incident_id: str,
+                   action: Literal["approve", "reject"], note: str = "", confirm: str | None = None) -> str:
+        """Sign a statement for ``person`` about the incident's current decision, and send it."""
+        record = await self.record(incident_id)
+        if record.status != "awaiting_approval" or record.decision is None or record.request is None:
+            raise NotWaiting(f"{incident_id} is not waiting for approval (status: {record.status})")
+        statement = attest.new_statement(
+            action=action, subject=incident_id, entry=record.decision.entry_id, target=record.request.target,
+            decision=attest.decision_digest(record.decision), person=person, channel=channel, confirm=confirm)
+        data = statement.canonical()
+        proof = {"channel": channel, "statement": data.decode(), "signature": attest.sign_attestation(data, self._key)}
+        message = (Approval(approver=person, comment=note, confirm=confirm, **proof) if action == "approve"
+                   else Rejection(approver=person, reason=note, **proof))
+        try:
+            return await self._client.get_workflow_handle(incident_id).execute_update(action, message, result_type=str)
+        except WorkflowUpdateFailedError as exc:
+            reason = str(getattr(exc.cause, "message", exc.cause))
+            raise (NotWaiting if "is not waiting for approval" in reason else ApprovalRefused)(reason) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownIncident(f"no incident {incident_id!r}") from None
+            if exc.status == RPCStatusCode.FAILED_PRECONDITION or "not waiting" in exc.message:
+                raise NotWaiting(exc.message) from None
+            raise Unavailable(f"Temporal did not answer: {exc.message}") from None

@@ -1,0 +1,138 @@
+"""``POST /v1/approvals``: a person proven by their token; the workflow checks the ingress's word.
+
+Real app, real Temporal, a real worker. The ingress's attestation key is an Ed25519 key
+made here; the whitelist lists its public half, and each person's token hashed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from selfheal.attest import public_line
+from selfheal.ingress.app import create_app
+from selfheal.ingress.approvals import Approver, token_hash
+from selfheal.models import AuditRecord
+from selfheal.settings import WorkerSettings
+from selfheal.whitelist import load_whitelist
+from selfheal.workflows.incident import IncidentWorkflow
+from tests.ingress.conftest import RULES, settings
+from tests.workflows.helpers import FAST, alert, running_worker, start_incident, wait_status
+
+KEY = Ed25519PrivateKey.generate()
+STRANGER_KEY = Ed25519PrivateKey.generate()
+TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token"}
+
+
+def whitelist(channels: str = "[ssh, slack, token]") -> str:
+    people = "".join(f'  {p}: {{token_sha256: ["{token_hash(t)}"]}}\n' for p, t in TOKENS.items())
+    return f"""version: 1
+metadata: {{reviewed_by: [alice], reviewed_at: 2026-11-26}}
+tiers:
+  instance: {{approvals: 0}}
+  service: {{approvals: 1, channels: {channels}}}
+attestation_keys: ["{public_line(KEY, 'selfheal-ingress')}"]
+people:
+{people}entries:
+  - id: rollback-ingress
+    kind: ecs.rollback
+    target: {{cluster: demo, service: ingress, task_definition: "ingress:1"}}
+    blast_radius: service
+    approvers: {{people: [alice, carol]}}
+    rate_limit: {{max_executions: 100, window: 1h}}
+    cooldown: 0s
+    match: ['alertname="IngressTest"']
+    verify: {{timeout: 1m}}
+"""
+
+
+@pytest_asyncio.fixture
+async def setup(client, task_queue, tmp_path, request):
+    channels = getattr(request, "param", "[ssh, slack, token]")
+    (tmp_path / "wl.yaml").write_text(whitelist(channels))
+    (tmp_path / "rules.yaml").write_text(RULES)
+    worker_settings = WorkerSettings(task_queue=task_queue, whitelist=str(tmp_path / "wl.yaml"),
+                                     diagnosis=str(tmp_path / "rules.yaml"), incident=FAST)
+    loaded = load_whitelist(tmp_path / "wl.yaml")
+    async with running_worker(client, worker_settings):
+        yield loaded
+
+
+def ingress(client, delivery, whitelist, key=KEY) -> httpx.AsyncClient:
+    app = create_app(settings(), delivery, approver=Approver(client, whitelist, key))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress.test")
+
+
+def post(http, token: str | None, **body):
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    return http.post("/v1/approvals", content=json.dumps(body).encode(), headers=headers)
+
+
+async def waiting_incident(client, task_queue):
+    handle = await start_incident(client, task_queue, alert("IngressTest"))
+    await wait_status(handle, "awaiting_approval")
+    return handle
+
+
+async def test_a_token_approval_counts_as_verified_and_strangers_are_refused(client, task_queue, delivery, setup):
+    handle = await waiting_incident(client, task_queue)
+    async with ingress(client, delivery, setup.whitelist) as http:
+        unknown = await post(http, "guess", incident=handle.id, action="approve")
+        missing = await post(http, None, incident=handle.id, action="approve")
+        not_allowed = await post(http, TOKENS["bob"], incident=handle.id, action="approve")
+        nothing = await post(http, TOKENS["alice"], incident="no-such-incident", action="approve")
+        ok = await post(http, TOKENS["alice"], incident=handle.id, action="approve", comment="canary is red")
+        late = await post(http, TOKENS["alice"], incident=handle.id, action="approve")
+    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    assert unknown.status_code == 401 and missing.status_code == 401
+    assert not_allowed.status_code == 403 and "'bob' may not approve rollback-ingress" in not_allowed.json()["error"]
+    assert nothing.status_code == 404
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"result": "approved by alice (1 of 1)", "person": "alice"}
+    assert late.status_code in (403, 409)  # it no longer waits: nothing more counts
+    assert [(e.kind, e.approver, e.channel, e.verified) for e in record.approvals] == [
+        ("refused", "bob", "token", True), ("approved", "alice", "token", True)]
+    assert record.approvals[-1].note == "canary is red"
+
+
+@pytest.mark.parametrize("setup", ["[ssh, slack]"], indirect=True)
+async def test_a_tier_that_does_not_count_tokens_refuses_them(client, task_queue, delivery, setup):
+    handle = await waiting_incident(client, task_queue)
+    async with ingress(client, delivery, setup.whitelist) as http:
+        answer = await post(http, TOKENS["alice"], incident=handle.id, action="approve")
+    assert answer.status_code == 403 and "channel 'token' does not count for the service tier" in answer.json()["error"]
+    assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"
+
+
+async def test_an_attestation_by_a_key_the_whitelist_does_not_list_is_refused(client, task_queue, delivery, setup):
+    handle = await waiting_incident(client, task_queue)
+    async with ingress(client, delivery, setup.whitelist, key=STRANGER_KEY) as http:  # a forged ingress
+        answer = await post(http, TOKENS["alice"], incident=handle.id, action="reject", reason="no")
+    assert answer.status_code == 403 and "attestation not signed by a key the whitelist lists" in answer.json()["error"]
+    record = await handle.query(IncidentWorkflow.audit)
+    assert record.status == "awaiting_approval" and record.approvals[-1].kind == "refused"
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.binary(max_size=200) | st.dictionaries(st.sampled_from(["incident", "action", "comment", "confirm", "x"]),
+                                                        st.none() | st.integers() | st.text(max_size=30), max_size=5)
+       .map(lambda d: json.dumps(d).encode()),
+       token=st.sampled_from([None, "", "guess", TOKENS["alice"]]))
+async def test_no_approval_post_gets_a_5xx(client, delivery, body, token):
+    whitelist_ = load_whitelist_text(whitelist())
+    async with ingress(client, delivery, whitelist_) as http:
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token is not None else {})
+        answer = await http.post("/v1/approvals", content=body, headers=headers)
+    assert answer.status_code < 500, answer.text  # Temporal is up: nothing here is a 503
+    assert "error" in answer.json() or answer.status_code == 200
+
+
+def load_whitelist_text(text: str):
+    from selfheal.whitelist import load_whitelist_bytes
+
+    return load_whitelist_bytes(text.encode()).whitelist
