@@ -108,6 +108,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         incident_id: str = typer.Argument(..., help="the incident (workflow) id"),
         as_json: bool = typer.Option(False, "--json", help="the audit record as JSON"),
         markdown: bool = typer.Option(False, "--markdown", help="Markdown, for a ticket"),
+        name: str = typer.Option(None, "--as", help="record that you read the evidence (signed with your SSH key)"),
+        key: str = typer.Option(None, "--key", help="SSH key to sign the evidence view with (as for approve)"),
         address: str = AddressOption,
         namespace: str = NamespaceOption,
     ) -> None:
@@ -133,6 +135,29 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             out.print(as_markdown(record), markup=False, highlight=False, soft_wrap=True)
         else:
             out.print(as_text(record), markup=False, highlight=False, soft_wrap=True)
+        if name and record.status == "awaiting_approval":
+            _viewed(incident_id, name, key, address, namespace)
+
+    def _viewed(incident_id: str, name: str, key: str | None, address, namespace) -> None:
+        """Tell the incident that ``name`` read its evidence: noted on their approval."""
+        from selfheal import attest
+        from selfheal.models import Viewing
+        from selfheal.signing import signing_key
+
+        statement = attest.new_statement(action="evidence", subject=incident_id, person=name, channel="ssh")
+        try:
+            signature = attest.sign_ssh(statement.canonical(), signing_key(key))
+        except attest.Unproven as exc:
+            err.print(f"evidence view not recorded: {exc}", markup=False)
+            return
+
+        async def run() -> None:
+            client = await _client(address, namespace)
+            viewing = Viewing(person=name, channel="ssh", statement=statement.canonical().decode(), signature=signature)
+            await client.get_workflow_handle(incident_id).signal("evidence_viewed", viewing)
+
+        asyncio.run(run())
+        err.print(f"recorded: {name} read the evidence of {incident_id}", markup=False)
 
     def _send(incident_id: str, update: str, arg, address, namespace) -> None:
         send_update(out, err, lambda client: client.get_workflow_handle(incident_id), update, arg, address, namespace)

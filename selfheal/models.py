@@ -143,6 +143,19 @@ class Rejection(_Proof):
     reason: Annotated[str, Field(max_length=2000)] = ""
 
 
+class Viewing(_Proof):
+    """Someone looked at the evidence: the Slack Evidence button, or ``selfheal show --as``."""
+
+    person: Annotated[str, Field(min_length=1, max_length=80)]
+
+
+class EvidenceView(Model):
+    person: str
+    at: AwareDatetime
+    channel: str = "unverified"
+    verified: bool = False
+
+
 class ApprovalEvent(Model):
     kind: Literal["approved", "rejected", "refused", "unverified"]
     approver: str
@@ -152,6 +165,7 @@ class ApprovalEvent(Model):
     channel: str = "unverified"       # ssh, slack, token, or unverified (a typed name)
     verified: bool = False            # the channel proved the person
     after_seconds: float | None = None  # since the approval was requested
+    evidence_viewed: bool = False     # the person opened the evidence (verified) before this
 
 
 class NotificationRecord(Model):
@@ -197,6 +211,7 @@ class AuditRecord(Model):
     # approved
     approvals: list[ApprovalEvent] = []
     refusals_not_recorded: int = 0  # refusals past the record's cap; the history has them all
+    evidence_views: list[EvidenceView] = []  # who looked at the evidence, when, through which channel
     # done
     remediation: RemediationResult | None = None
     # verified

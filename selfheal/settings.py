@@ -69,6 +69,10 @@ class WorkerSettings(BaseModel):
     # Put in front of every systemctl/journalctl, e.g. "sudo -n" or "env XDG_RUNTIME_DIR=/run/user/1000".
     command_prefix: list[str] = []
     incident: IncidentSettings = IncidentSettings()
+    # Slack: approval requests with buttons (the ingress answers the clicks).
+    slack_token: str | None = None
+    slack_channel: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
     sticky_timeout: PositiveDuration = timedelta(seconds=3)
     # Workflows kept in memory between tasks; an evicted one is replayed from history when
     # it next has work. Waiting incidents are cheap to replay, so this bounds memory:
@@ -90,7 +94,9 @@ class WorkerSettings(BaseModel):
         ]:
             if env.get(key):
                 values[field] = env[key]
-        for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS")]:
+        for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS"),
+                           ("slack_token", "SELFHEAL_SLACK_TOKEN"), ("slack_channel", "SELFHEAL_SLACK_CHANNEL"),
+                           ("slack_api_url", "SELFHEAL_SLACK_API_URL")]:
             if env.get(key):
                 values[field] = env[key]
         if env.get("SELFHEAL_COMMAND_PREFIX"):

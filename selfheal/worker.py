@@ -60,6 +60,12 @@ async def connect(settings: WorkerSettings) -> Client:
     return await Client.connect(settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter)
 
 
+def _slack(settings: WorkerSettings, http: httpx.AsyncClient):
+    from selfheal.slack import SlackApi
+
+    return SlackApi(settings.slack_token, settings.slack_api_url, http) if settings.slack_token else None
+
+
 def build_activities(
     settings: WorkerSettings, loaded: LoadedWhitelist, rules: DiagnosisRules, client: Client, runner: CommandRunner,
     http: httpx.AsyncClient, search_attributes: bool = False,
@@ -78,7 +84,7 @@ def build_activities(
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
         Verifier(runner, http, loaded).verify_remediation,
-        Notifier(http, settings.notify_url).notify,
+        Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel).notify,
     ]
 
 

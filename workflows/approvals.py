@@ -23,9 +23,9 @@ from selfheal.whitelist import Whitelist
 MAX_SHOWN = 80  # characters of an untrusted approver name kept in a refusal record
 
 
-def decode(raw: Any, model: type[Approval] | type[Rejection]) -> tuple[Approval | Rejection | None, str, str | None]:
+def decode(raw: Any, model, who_field: str = "approver") -> tuple[Any, str, str | None]:
     """``(message, who, refusal)``: the decoded message, or None and why it is refused."""
-    who = raw.get("approver") if isinstance(raw, dict) else None
+    who = raw.get(who_field) if isinstance(raw, dict) else None
     who = who[:MAX_SHOWN] if isinstance(who, str) else ""
     try:
         return model.model_validate(raw), who, None
@@ -131,3 +131,16 @@ def _mismatch(statement: attest.Statement, message, rejecting: bool, audit: Audi
     if statement.nonce in nonces:
         return "replayed: this signed statement was already used"
     return None
+
+
+def viewing_proven(message, audit: AuditRecord, whitelist: Whitelist, now: datetime) -> bool:
+    """Whether an evidence view is proven to be the person's (a signed, current statement)."""
+    if not message.signature:
+        return False
+    try:
+        statement = attest.check(message.statement, message.signature, keys=whitelist.identity(message.person).ssh_keys,
+                                 attestation_keys=whitelist.attestation_keys)
+    except attest.Unproven:
+        return False
+    return (statement.action == "evidence" and statement.subject == audit.incident_id
+            and statement.person == message.person and statement.channel == message.channel and statement.expires > now)

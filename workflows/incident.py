@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from types import MappingProxyType
@@ -34,8 +35,10 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         Check,
         Decision,
+        EvidenceView,
+        Viewing,
     )
-    from selfheal import search
+    from selfheal import attest, search
     from selfheal.settings import IncidentSettings, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
@@ -81,6 +84,7 @@ GOVERNED = "governor"
 RAISED = object()  # _act's answer when the tier rose and people must decide again
 # Approvals count only through a channel that proves the person (selfheal.attest).
 VERIFIED_APPROVALS = "verified-approvals"
+SLACK_MESSAGE = re.compile(r"slack:([^\s:;]+:[0-9.]+)")
 MAX_RECORDED_ALERTS = 200
 MAX_RECORDED_REFUSALS = 100
 
@@ -251,7 +255,8 @@ class IncidentWorkflow:
         self._asked_at = workflow.now()
         self._set_status("awaiting_approval")
         decision = self._audit.decision
-        await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}")
+        await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}",
+                           self._request_details())
         began = workflow.now()
         s = self._settings
         for after, notice in ((s.remind_after, "reminder"), (s.escalate_after, "escalation"), (s.expire_after, None)):
@@ -369,8 +374,13 @@ class IncidentWorkflow:
     async def _escalate(self, summary: str) -> None:
         await self._notify("escalation", summary)
 
-    async def _notify(self, kind: str, summary: str) -> None:
-        note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary)
+    async def _notify(self, kind: str, summary: str, details: dict[str, str] | None = None) -> None:
+        if kind == "outcome":
+            # The Slack message of the approval request, to update with the outcome.
+            posted = [m for n in self._audit.notifications if n.kind == "approval_requested"
+                      for m in SLACK_MESSAGE.findall(n.detail)]
+            details = {**(details or {}), **({"slack_message": posted[-1]} if posted else {})}
+        note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary, details=details or {})
         try:
             detail = await workflow.execute_activity(
                 "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
@@ -474,6 +484,16 @@ class IncidentWorkflow:
         self._approved_by.append(message.approver)
         return f"approved by {message.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
 
+    @workflow.signal
+    def evidence_viewed(self, raw: Any = None) -> None:
+        """Someone opened the evidence; recorded, and noted on their later approval."""
+        message, who, malformed = approvals.decode(raw, Viewing, who_field="person")
+        if malformed or len(self._audit.evidence_views) >= MAX_RECORDED_REFUSALS or self._snapshot is None:
+            return
+        verified = approvals.viewing_proven(message, self._audit, self._snapshot.whitelist, workflow.now())
+        self._audit.evidence_views.append(EvidenceView(person=message.person, at=workflow.now(),
+                                                       channel=message.channel or "unverified", verified=verified))
+
     def _require_waiting(self) -> None:
         if self._audit.status != "awaiting_approval":
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
@@ -485,8 +505,10 @@ class IncidentWorkflow:
             self._audit.refusals_not_recorded += 1
             return
         after = (workflow.now() - self._asked_at).total_seconds() if self._asked_at else None
+        viewed = any(v.person == who and v.verified for v in self._audit.evidence_views)
         self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note,
-                                                   channel=channel, verified=verified, after_seconds=after))
+                                                   channel=channel, verified=verified, after_seconds=after,
+                                                   evidence_viewed=viewed))
 
     def _approval_settled(self) -> bool:
         return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals
@@ -500,6 +522,29 @@ class IncidentWorkflow:
     @workflow.query
     def status(self) -> str:
         return self._audit.status
+
+    def _request_details(self) -> dict[str, str]:
+        """What people need to judge an approval request, for chat and webhooks."""
+        a, d = self._audit, self._audit.decision
+        entry = self._snapshot.whitelist.entry(d.entry_id)
+        evidence = []
+        if a.diagnosis:
+            evidence.append(a.diagnosis.rationale)
+            for h in a.diagnosis.hypotheses[:3]:
+                lines = [line for ev in h.evidence for line in ev.lines][-3:]
+                evidence.append(f"- {h.summary}" + "".join(f"\n    {line[:200]}" for line in lines))
+        first = a.alerts[0] if a.alerts else None
+        return {
+            "entry": d.entry_id,
+            "action": f"{entry.kind} ({entry.description or entry.id})" if entry else d.entry_id,
+            "target": attest.confirmation_text(a.request),
+            "params": ", ".join(f"{k}={v}" for k, v in sorted(a.request.params.items())) if a.request else "",
+            "tier": f"{d.tier} ({d.approvals} approval(s))" + (f", raised from {d.declared_tier}" if d.raised_by else ""),
+            "raised_by": "; ".join(d.raised_by),
+            "approvers": ", ".join(d.approvers),
+            "evidence": "\n".join(evidence)[:2500],
+            "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
+        }
 
     def _assessment(self, request, model, **extra):
         return model(whitelist=self._snapshot.whitelist, whitelist_sha256=self._snapshot.sha256, request=request,

@@ -24,6 +24,7 @@ from selfheal.ingress.approvals import ApprovalError, Approver
 from selfheal.ingress.decode import Undecodable, decode_json
 from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
 from selfheal.ingress.settings import IngressSettings
+from selfheal.ingress.slack import SlackInteractions, register as register_slack
 from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
 
 
@@ -53,7 +54,7 @@ class ApprovalPost(BaseModel):
 
 def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier | None = None,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               approver: Approver | None = None) -> FastAPI:
+               approver: Approver | None = None, slack: SlackInteractions | None = None) -> FastAPI:
     app = FastAPI(
         title="selfheal ingress",
         version="1",
@@ -190,6 +191,8 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         except ApprovalError as exc:
             raise Problem(exc.status, str(exc)) from None
         return JSONResponse({"result": result, "person": person}, status_code=200)
+
+    register_slack(app, slack, body_of)
 
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict[str, str]:

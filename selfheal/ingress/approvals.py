@@ -27,7 +27,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal import attest
-from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.models import Approval, AuditRecord, Rejection, Viewing
 from selfheal.whitelist.models import Whitelist
 
 
@@ -98,3 +98,14 @@ class Approver:
             if exc.status == RPCStatusCode.FAILED_PRECONDITION or "not waiting" in exc.message:
                 raise NotWaiting(exc.message) from None
             raise Unavailable(f"Temporal did not answer: {exc.message}") from None
+
+    async def viewed(self, person: str, channel: Literal["slack", "token"], incident_id: str) -> None:
+        """Tell the incident that ``person`` opened its evidence (an attested statement)."""
+        statement = attest.new_statement(action="evidence", subject=incident_id, person=person, channel=channel)
+        data = statement.canonical()
+        viewing = Viewing(person=person, channel=channel, statement=data.decode(),
+                          signature=attest.sign_attestation(data, self._key))
+        try:
+            await self._client.get_workflow_handle(incident_id).signal("evidence_viewed", viewing)
+        except RPCError as exc:  # the evidence was still shown; only the record of the view is missing
+            raise Unavailable(f"Temporal did not take the evidence view: {exc.message}") from None

@@ -15,6 +15,8 @@ from selfheal import search
 from selfheal.attest import load_attestation_key
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver
+from selfheal.ingress.slack import SlackInteractions
+from selfheal.slack import SlackApi
 from selfheal.whitelist import load_whitelist
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
@@ -46,7 +48,11 @@ async def build(settings: IngressSettings, address: str, task_queue: str, http: 
         # Refuse to start on a bad whitelist or key, as the worker does: better than
         # answering every approval with a refusal.
         approver = Approver(client, load_whitelist(settings.whitelist).whitelist, load_attestation_key(settings.attestation_key))
-    return create_app(settings, Delivery(client, task_queue, attributes), sns, approver=approver)
+    slack = None
+    if approver is not None and settings.slack_signing_secret and settings.slack_token:
+        slack = SlackInteractions(settings.slack_signing_secret, approver,
+                                  SlackApi(settings.slack_token, settings.slack_api_url, http))
+    return create_app(settings, Delivery(client, task_queue, attributes), sns, approver=approver, slack=slack)
 
 
 def server(app, host: str, port: int) -> uvicorn.Server:

@@ -27,6 +27,11 @@ class IngressSettings(BaseModel):
     # and the ingress's Ed25519 key, whose public half the whitelist lists under attestation_keys.
     whitelist: str | None = None
     attestation_key: str | None = None
+    # Slack interactivity (POST /v1/slack/interactions): the app's signing secret, and a bot
+    # token for opening the confirmation modal.
+    slack_signing_secret: str | None = None
+    slack_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
 
     def auth_for(self, source: str) -> SourceAuth:
         return self.sources.get(source, SourceAuth())
@@ -49,6 +54,8 @@ class IngressSettings(BaseModel):
             ("sns_cert_url_pattern", "SELFHEAL_INGRESS_SNS_CERT_URL_PATTERN"),
             ("sns_subscribe_url_pattern", "SELFHEAL_INGRESS_SNS_SUBSCRIBE_URL_PATTERN"),
             ("whitelist", "SELFHEAL_WHITELIST"), ("attestation_key", "SELFHEAL_INGRESS_ATTESTATION_KEY"),
+            ("slack_signing_secret", "SELFHEAL_SLACK_SIGNING_SECRET"), ("slack_token", "SELFHEAL_SLACK_TOKEN"),
+            ("slack_api_url", "SELFHEAL_SLACK_API_URL"),
         ]:
             if env.get(key):
                 values[field] = env[key]

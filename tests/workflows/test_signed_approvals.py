@@ -112,6 +112,8 @@ async def test_a_signed_cli_approval_counts_and_forged_expired_misdirected_or_re
         await handle.signal(IncidentWorkflow.approve_signal, Approval(approver="alice"))
         assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # nothing above counted
 
+        shown = await asyncio.to_thread(cli, temporal_env, "show", handle.id, "--as", "alice", "--key", alice)
+        assert shown.returncode == 0 and f"recorded: alice read the evidence of {handle.id}" in shown.stderr
         good = await asyncio.to_thread(cli, temporal_env, "approve", handle.id, "--as", "alice", "--key", alice,
                                        "--comment", "read the journal: pool exhausted")
         assert good.returncode == 0 and "approved by alice (1 of 1)" in good.stdout, good.stderr
@@ -128,6 +130,8 @@ async def test_a_signed_cli_approval_counts_and_forged_expired_misdirected_or_re
         ("unverified", "update", "unverified", False), ("unverified", "signal", "unverified", False),
         ("approved", "update", "ssh", True)]
     assert final.approvals[-1].note == "read the journal: pool exhausted"
+    assert final.approvals[-1].evidence_viewed and [(v.person, v.channel, v.verified) for v in final.evidence_views] == [
+        ("alice", "ssh", True)]
     assert final.approvals[-1].after_seconds is not None and final.approvals[-1].after_seconds >= 0
 
 
