@@ -368,7 +368,9 @@ class IncidentWorkflow:
         else:
             self._upsert(search.OUTCOME.value_set(outcome))
             self._set_status("done")
-        await self._notify("outcome", f"{outcome}: {detail}")
+        answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
+                            for e in self._audit.approvals)
+        await self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
         self._audit.ended_at = workflow.now()
 
     async def _escalate(self, summary: str) -> None:

@@ -20,7 +20,7 @@ from selfheal import attest
 from selfheal.models import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
-from tests.workflows.helpers import alert, running_worker, settings_for, start_incident, wait_status
+from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,28 +96,38 @@ async def refused(handle, approval: Approval) -> str:
 async def test_a_signed_cli_approval_counts_and_forged_expired_misdirected_or_replayed_ones_do_not(
         temporal_env, client, task_queue, tmp_path, unit, runner, keys):
     public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
-    settings = settings_for(tmp_path, unit.name, task_queue, None, whitelist=whitelist(unit.name, public), rules=RULES)
-    async with running_worker(client, settings, runner):
-        handle, record = await waiting(client, task_queue, "ApiSlow")
-        other, _ = await waiting(client, task_queue, "ApiSlow")
-        alice = keys["alice"][0]
-        reasons = [
-            await refused(handle, signed(record, keys["mallory"][0])),               # a key not listed for alice
-            await refused(handle, signed(record, alice, subject=other.id)),          # another incident
-            await refused(handle, signed(record, alice, decision="0" * 32)),         # an earlier decision
-            await refused(handle, signed(record, alice, expires=datetime.now(timezone.utc) - timedelta(seconds=1))),
-            await refused(handle, signed(record, alice, target={**record.request.target, "host": "web-9"})),
-        ]
-        typed = await asyncio.to_thread(cli, temporal_env, "approve", handle.id, "--as", "alice", "--unsigned")
-        await handle.signal(IncidentWorkflow.approve_signal, Approval(approver="alice"))
-        assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # nothing above counted
+    with NotificationSink() as sink:
+        settings = settings_for(tmp_path, unit.name, task_queue, sink.url, whitelist=whitelist(unit.name, public), rules=RULES)
+        async with running_worker(client, settings, runner):
+            handle = await _signed_approval_story(temporal_env, client, task_queue, keys)
+    # Unverified attempts show in the notifications too, not only in the audit.
+    [outcome] = [n for n in sink.received if n["incident_id"] == handle.id and n["kind"] == "outcome"]
+    assert "unverified by alice via unverified (not verified)" in outcome["details"]["approvals"]
+    assert "approved by alice via ssh" in outcome["details"]["approvals"]
 
-        shown = await asyncio.to_thread(cli, temporal_env, "show", handle.id, "--as", "alice", "--key", alice)
-        assert shown.returncode == 0 and f"recorded: alice read the evidence of {handle.id}" in shown.stderr
-        good = await asyncio.to_thread(cli, temporal_env, "approve", handle.id, "--as", "alice", "--key", alice,
-                                       "--comment", "read the journal: pool exhausted")
-        assert good.returncode == 0 and "approved by alice (1 of 1)" in good.stdout, good.stderr
-        final: AuditRecord = await handle.result()
+
+async def _signed_approval_story(temporal_env, client, task_queue, keys):
+    """Forged, misdirected, stale, unverified, then a good signed approval; returns the incident."""
+    handle, record = await waiting(client, task_queue, "ApiSlow")
+    other, _ = await waiting(client, task_queue, "ApiSlow")
+    alice = keys["alice"][0]
+    reasons = [
+        await refused(handle, signed(record, keys["mallory"][0])),               # a key not listed for alice
+        await refused(handle, signed(record, alice, subject=other.id)),          # another incident
+        await refused(handle, signed(record, alice, decision="0" * 32)),         # an earlier decision
+        await refused(handle, signed(record, alice, expires=datetime.now(timezone.utc) - timedelta(seconds=1))),
+        await refused(handle, signed(record, alice, target={**record.request.target, "host": "web-9"})),
+    ]
+    typed = await asyncio.to_thread(cli, temporal_env, "approve", handle.id, "--as", "alice", "--unsigned")
+    await handle.signal(IncidentWorkflow.approve_signal, Approval(approver="alice"))
+    assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # nothing above counted
+
+    shown = await asyncio.to_thread(cli, temporal_env, "show", handle.id, "--as", "alice", "--key", alice)
+    assert shown.returncode == 0 and f"recorded: alice read the evidence of {handle.id}" in shown.stderr
+    good = await asyncio.to_thread(cli, temporal_env, "approve", handle.id, "--as", "alice", "--key", alice,
+                                   "--comment", "read the journal: pool exhausted")
+    assert good.returncode == 0 and "approved by alice (1 of 1)" in good.stdout, good.stderr
+    final: AuditRecord = await handle.result()
     assert "not valid for a key listed for this person" in reasons[0]
     assert f"signed for subject '{other.id}'" in reasons[1]
     assert "signed for an earlier or other decision" in reasons[2]
@@ -133,6 +143,7 @@ async def test_a_signed_cli_approval_counts_and_forged_expired_misdirected_or_re
     assert final.approvals[-1].evidence_viewed and [(v.person, v.channel, v.verified) for v in final.evidence_views] == [
         ("alice", "ssh", True)]
     assert final.approvals[-1].after_seconds is not None and final.approvals[-1].after_seconds >= 0
+    return handle
 
 
 async def test_a_replayed_statement_is_refused_and_one_person_counts_once_across_channels(
