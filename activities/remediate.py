@@ -65,7 +65,7 @@ class SystemdRemediator:
                                     f"{unit} on {host} already restarted since the request "
                                     f"(invocation {inp.baseline.invocation_id or '-'} -> {before.invocation_id or '-'}); not restarting again")
             activity.logger.info("restarting %s on %s (key %s)", unit, host, inp.idempotency_key)
-            result = await self._runner.run(host, systemctl(scope, "restart", unit), timeout=600)
+            result = await self._runner.run(host, systemctl(scope, "restart", unit), timeout=600, privileged=True)
             after = await unit_state(self._runner, host, scope, unit)
         if not result.ok and after.invocation_id == inp.baseline.invocation_id:
             raise ApplicationError(f"systemctl restart {unit} failed ({result.returncode}): {result.stderr.strip()}", type="SystemdError")

@@ -30,7 +30,11 @@ class UnreachableHost(Exception):
 
 
 class CommandRunner(Protocol):
-    async def run(self, host: str, argv: Sequence[str], timeout: float = 60.0) -> CommandResult: ...
+    """Runs ``argv`` on ``host``. ``privileged`` marks the one kind of command that changes
+    the world (a restart): only it goes through the runner's privilege prefix (``sudo -n``),
+    so sudoers can allow exactly the whitelisted restarts and reads need no privilege."""
+
+    async def run(self, host: str, argv: Sequence[str], timeout: float = 60.0, privileged: bool = False) -> CommandResult: ...
 
 
 class LocalRunner:
@@ -40,15 +44,18 @@ class LocalRunner:
     refused rather than silently run here.
     """
 
-    def __init__(self, prefix: Sequence[str] = (), local_hosts: Sequence[str] | None = None):
+    def __init__(self, prefix: Sequence[str] = (), local_hosts: Sequence[str] | None = None,
+                 privileged_prefix: Sequence[str] = ()):
         self._prefix = list(prefix)
+        self._privileged = list(privileged_prefix)
         self._local = set(local_hosts) if local_hosts is not None else {"localhost", socket.gethostname()}
 
-    async def run(self, host: str, argv: Sequence[str], timeout: float = 60.0) -> CommandResult:
+    async def run(self, host: str, argv: Sequence[str], timeout: float = 60.0, privileged: bool = False) -> CommandResult:
         if host not in self._local:
             raise UnreachableHost(f"host {host!r} is not this machine ({', '.join(sorted(self._local))})")
+        prefix = self._prefix + (self._privileged if privileged else [])
         proc = await asyncio.create_subprocess_exec(
-            *self._prefix, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *prefix, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)

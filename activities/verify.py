@@ -7,22 +7,26 @@ import time
 
 import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import SystemdError, unit_state
 from selfheal.models import Check, UnitState, Verification, VerifyInput
 from selfheal.whitelist.loader import LoadedWhitelist
-from selfheal.whitelist.models import SystemdRestartEntry
+from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry, SystemdRestartEntry
 
 POLL_EVERY = 0.5
+AWS_POLL_EVERY = 3.0  # AWS APIs throttle; a deployment settles in minutes, not milliseconds
+AWS_CHECKS = ("ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
 
 
 class Verifier:
-    def __init__(self, runner: CommandRunner, http: httpx.AsyncClient, loaded: LoadedWhitelist):
+    def __init__(self, runner: CommandRunner, http: httpx.AsyncClient, loaded: LoadedWhitelist, aws=None):
         self._runner = runner
         self._http = http
         self._loaded = loaded
+        self._aws = aws  # AwsClients, for the AWS kinds' own checks
 
     @activity.defn(name="verify_remediation")
     @heartbeating
@@ -34,19 +38,21 @@ class Verifier:
         checks: list[Check] = []
         if isinstance(entry, SystemdRestartEntry):
             checks.append(await self._poll(deadline, lambda: self._unit_running(entry, inp.request.target["host"])))
+        elif self._aws is not None and entry.kind in AWS_CHECKS:
+            checks.append(await self._poll(deadline, lambda: self._aws_check(entry, inp.request.params), AWS_POLL_EVERY))
         if entry.verify.http:
             checks.append(await self._poll(deadline, lambda: self._http_check(entry.verify.http.url, entry.verify.http.expect_status)))
         if not checks:
             checks.append(Check(name="kind", ok=False, detail=f"no verifier for {entry.kind} on this worker"))
         return Verification(ok=all(c.ok for c in checks), checks=checks)
 
-    async def _poll(self, deadline: float, probe) -> Check:
+    async def _poll(self, deadline: float, probe, every: float = POLL_EVERY) -> Check:
         while True:
             check = await probe()
             if check.ok or time.monotonic() >= deadline:
                 return check
             activity.heartbeat(check.detail)
-            await asyncio.sleep(POLL_EVERY)
+            await asyncio.sleep(every)
 
     async def _unit_running(self, entry: SystemdRestartEntry, host: str) -> Check:
         name = f"unit {entry.target.unit} active"
@@ -56,6 +62,20 @@ class Verifier:
             return Check(name=name, ok=False, detail=str(exc))
         ok = state.active_state == "active" and state.sub_state == "running"
         return Check(name=name, ok=ok, detail=f"{state.active_state}/{state.sub_state}, invocation {state.invocation_id}")
+
+    async def _aws_check(self, entry, params) -> Check:
+        from selfheal.activities import aws_asg, aws_ec2, aws_ecs, aws_lambda
+
+        try:
+            if isinstance(entry, EcsRollbackEntry):
+                return await aws_ecs.verify(self._aws, entry)
+            if isinstance(entry, AsgScaleEntry):
+                return await aws_asg.verify(self._aws, entry, params["desired_capacity"])
+            if isinstance(entry, Ec2RebootEntry):
+                return await aws_ec2.verify(self._aws, entry, list(params["instance_ids"]))
+            return await aws_lambda.verify(self._aws, entry)
+        except ApplicationError as exc:  # AWS said no or is unreachable: this poll failed, the next may pass
+            return Check(name=f"{entry.kind} {entry.id}", ok=False, detail=str(exc))
 
     async def _http_check(self, url: str, expect: int) -> Check:
         name = f"GET {url}"

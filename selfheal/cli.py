@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal import cli_governor, cli_incidents
+from selfheal import cli_governor, cli_grants, cli_incidents
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
 whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
@@ -105,6 +105,7 @@ def dev_command(
     temporal_port: int = typer.Option(7233, help="Temporal frontend port"),
     ui_port: int = typer.Option(8233, help="Temporal Web UI port"),
     ingress_port: int = typer.Option(8080, help="webhook ingress port"),
+    aws_port: int = typer.Option(5566, help="port of the local AWS simulation (moto_server; never real AWS)"),
     whitelist: Path = typer.Option(Path("deploy/demo/whitelist.yaml"), help="whitelist file"),
     diagnosis: Path = typer.Option(Path("deploy/demo/diagnosis.yaml"), help="diagnosis rules"),
     token: str = typer.Option(None, envvar="SELFHEAL_DEV_TOKEN", help="bearer token for the ingress (default: random)"),
@@ -114,7 +115,7 @@ def dev_command(
     from selfheal.whitelist import WhitelistError
 
     opts = dev.DevOptions(data_dir=data_dir, host=host, temporal_port=temporal_port, ui_port=ui_port,
-                          ingress_port=ingress_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token)
+                          ingress_port=ingress_port, aws_port=aws_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token)
     try:
         dev.main(opts)
     except WhitelistError as exc:
@@ -154,6 +155,7 @@ def ingress_command(
 
 
 cli_incidents.register(app, out, err)
+cli_grants.register(whitelist_app, _load_or_exit, out, err)
 cli_governor.register(app, out, err)
 
 

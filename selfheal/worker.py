@@ -21,6 +21,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from selfheal.activities.aws_clients import AwsClients
+from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
 from selfheal.activities.governor import GovernorActivities, configure_governor
@@ -68,11 +70,12 @@ def _slack(settings: WorkerSettings, http: httpx.AsyncClient):
 
 def build_activities(
     settings: WorkerSettings, loaded: LoadedWhitelist, rules: DiagnosisRules, client: Client, runner: CommandRunner,
-    http: httpx.AsyncClient, search_attributes: bool = False,
+    http: httpx.AsyncClient, search_attributes: bool = False, aws: AwsClients | None = None,
 ) -> list:
     policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes)
     governor = GovernorActivities(loaded, client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
+    aws = aws or AwsClients(settings.aws_endpoint_url)
     return [
         policy.load_policy,
         policy.read_executions,
@@ -83,14 +86,15 @@ def build_activities(
         RuleDiagnoser(rules, runner).diagnose,
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
-        Verifier(runner, http, loaded).verify_remediation,
+        *AwsRemediator(aws, loaded).activities(),
+        Verifier(runner, http, loaded, aws).verify_remediation,
         Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel).notify,
     ]
 
 
 async def run_worker(
     settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None,
-    workflows: Sequence[type] = WORKFLOWS,
+    workflows: Sequence[type] = WORKFLOWS, aws: AwsClients | None = None,
 ) -> None:
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
@@ -109,7 +113,7 @@ async def run_worker(
             workflows=list(workflows),
             workflow_runner=WORKFLOW_RUNNER,
             activities=build_activities(
-                settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes
+                settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes, aws
             ),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             # A workflow's next task goes to the worker that has it cached. If that worker

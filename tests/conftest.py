@@ -118,3 +118,28 @@ def unit(systemd_user, tmp_path):
 def runner(systemd_user):
     # Enter the harness's mount namespace so journalctl finds its journal, as on a real host.
     return LocalRunner(systemd_user.ns_command_prefix)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """moto_server on loopback for the whole session, stopped by its pid at the end."""
+    from selfheal.aws_sim import MotoServer, moto_binary
+
+    require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
+    tmp = tmp_path_factory.mktemp("moto")
+    server = MotoServer(log_path=tmp / "moto.log", env={"MOTO_RECORDER_FILEPATH": str(tmp / "recording.jsonl")})
+    with server:
+        yield server, tmp / "recording.jsonl"
+
+
+@pytest.fixture
+def aws_world(moto_server):
+    """The demo world, fresh: moto reset, seeded, and recording requests from here on."""
+    from selfheal.aws_sim import seed_demo_world
+    from tests.support.moto import AwsWorld
+
+    server, recording = moto_server
+    server.reset()
+    world = AwsWorld(server, recording, seed_demo_world(server.url))
+    world.start_recording()
+    return world

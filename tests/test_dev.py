@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from selfheal.aws_sim import session
 from tests.conftest import require, temporal_binary
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,18 +53,26 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops_cleanly(tmp_path):
+def selfheal(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfheal.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_and_stops_cleanly(tmp_path):
+    from selfheal.aws_sim import moto_binary
+
     require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
-    temporal, ui, ingress = free_port(), free_port(), free_port()
+    require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
+    temporal, ui, ingress, aws = free_port(), free_port(), free_port(), free_port()
     data = tmp_path / "devdata"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data),
+        [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data), "--aws-port", str(aws),
          "--temporal-port", str(temporal), "--ui-port", str(ui), "--ingress-port", str(ingress)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "dev.err").open("w"),
     )
     try:
         lines = read_until(proc, "Ctrl-C stops everything.")
-        curl = lines[lines.index("Fire a sample alert:") + 1].strip()
+        assert any(f"127.0.0.1:{aws}  LOCAL SIMULATION (moto), not AWS" in line for line in lines), lines
+        curl = lines[next(i for i, line in enumerate(lines) if line.startswith("Fire a sample alert")) + 1].strip()
         approve = next(line.strip() for line in lines if line.strip().startswith("selfheal approve INCIDENT_ID --as alice"))
         key = approve.split("--key ")[1].split()[0]
         assert Path(key).exists() and Path(key + ".pub").read_text().split()[1] in (data / "whitelist.yaml").read_text()
@@ -81,7 +91,7 @@ def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
         assert incident["id"] in listed.stdout, listed.stdout + listed.stderr
-        assert "demo-api" in listed.stdout  # the service search attribute
+        assert "checkout" in listed.stdout  # the service search attribute
         assert httpx.get(incident["url"], timeout=10).status_code == 200  # the Web UI serves the incident page
         described = subprocess.run(
             [str(temporal_binary()), "operator", "namespace", "describe", "--namespace", "default",
@@ -90,6 +100,25 @@ def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops
         )
         retention = json.loads(described.stdout)["config"]["workflowExecutionRetentionTtl"]
         assert retention == f"{30 * 24 * 3600}s"  # re-deliveries are recognised for 30 days
+
+        # The heal: the rollback waits for a person; the printed approve line rolls it back
+        # in the simulation, and verification passes within 2 minutes.
+        def show() -> dict:
+            shown = selfheal("show", incident["id"], "--json", "--address", f"127.0.0.1:{temporal}")
+            return json.loads(shown.stdout) if shown.returncode == 0 else {}
+
+        waiting = wait_until(lambda: show().get("status") == "awaiting_approval" and show(), timeout=60)
+        assert waiting["decision"]["entry_id"] == "rollback-checkout"
+        approved = subprocess.run(["sh", "-c", approve.replace("selfheal ", f"{sys.executable} -m selfheal.cli ", 1)
+                                   .replace("INCIDENT_ID", incident["id"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert approved.returncode == 0 and "approved by alice" in approved.stdout, approved.stderr
+        started = time.monotonic()
+        record = wait_until(lambda: (r := show()).get("outcome") and r, timeout=150)
+        assert record["outcome"] == "remediated", record["outcome_detail"]
+        assert time.monotonic() - started < 120
+        assert record["remediation"]["after"]["facts"]["task_definition"] == "checkout:6"
+        ecs = session(f"http://127.0.0.1:{aws}")("ecs")
+        assert ecs.describe_services(cluster="demo", services=["checkout"])["services"][0]["taskDefinition"].endswith("checkout:6")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -101,3 +130,4 @@ def test_selfheal_dev_accepts_the_printed_curl_line_lists_the_incident_and_stops
     assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
     assert (data / "temporal.db").exists()
     assert processes_mentioning(str(data)) == []  # the dev server is gone too
+    assert processes_mentioning(f"moto_server -H 127.0.0.1 -p {aws}") == []  # and the AWS simulation

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .models import KINDS, Whitelist, consistency_problems, escalation_problems
+from .models import KINDS, Whitelist, aws_problems, consistency_problems, escalation_problems
 
 Loc = tuple[str | int, ...]
 
@@ -81,12 +81,12 @@ def load_whitelist_bytes(data: bytes, path: str = "<whitelist>") -> LoadedWhitel
     if not isinstance(value, dict):
         raise WhitelistError(path, [Problem(root.start_mark.line + 1, "<file>", "the top level must be a mapping")])
 
-    problems = [_located(root, loc, msg) for loc, msg in consistency_problems(value) + escalation_problems(value)]
+    problems = [_located(root, loc, msg) for loc, msg in consistency_problems(value) + escalation_problems(value) + aws_problems(value)]
     try:
         whitelist = Whitelist.model_validate(value)
     except ValidationError as exc:
         raise WhitelistError(path, problems + _problems(exc, root)) from None
-    if problems:  # the escalation rules, which the model does not check (see escalation_problems)
+    if problems:  # the load-time rules, which the model does not check (escalation_problems, aws_problems)
         raise WhitelistError(path, problems)
     return LoadedWhitelist(whitelist, path, hashlib.sha256(data).hexdigest())
 

@@ -20,16 +20,18 @@ by ``kind``; each kind fixes its target and bounds every parameter it takes::
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .durations import NonNegativeDuration, PositiveDuration
 from .matchers import parse_matcher
 
 KINDS = ("systemd.restart", "ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
+AWS_KINDS = ("ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:@/\-]+$")]
 EntryId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")]
@@ -183,9 +185,32 @@ class SystemdRestartEntry(_EntryBase):
     target: SystemdTarget
 
 
+# --- AWS targets --------------------------------------------------------------------
+
+def _account_id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads 012345678901 as a number and drops the leading zero: make people quote it.
+        raise PydanticCustomError("account_quoted", "write the account id in quotes (\"123456789012\"): a YAML number loses leading zeros")
+    return value
+
+
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", description="e.g. eu-west-1")]
+Account = Annotated[str, BeforeValidator(_account_id), Field(pattern=r"^\d{12}$", description="12-digit AWS account id")]
+
+
+class AwsPlace(Strict):
+    """Where an AWS target lives. Required when a whitelist is loaded (``aws_problems``),
+    so an entry can never act in another account or region than the one reviewed, and
+    the generated IAM policy's ARNs are exact. Optional in the model only so that
+    whitelists recorded in incident histories before these fields existed still decode."""
+
+    region: Region | None = None
+    account: Account | None = None
+
+
 # --- ecs.rollback -----------------------------------------------------------------
 
-class EcsTarget(Strict):
+class EcsTarget(AwsPlace):
     cluster: Name
     service: Name
     task_definition: Annotated[str, Field(pattern=r"^([A-Za-z0-9_\-]+:\d+|arn:aws[a-z\-]*:ecs:[^\s]+:task-definition/[A-Za-z0-9_\-]+:\d+)$")] = Field(
@@ -200,7 +225,7 @@ class EcsRollbackEntry(_EntryBase):
 
 # --- asg.scale --------------------------------------------------------------------
 
-class AsgTarget(Strict):
+class AsgTarget(AwsPlace):
     group: Name
 
 
@@ -228,7 +253,7 @@ class AsgScaleEntry(_EntryBase):
 
 # --- ec2.reboot -------------------------------------------------------------------
 
-class Ec2Target(Strict):
+class Ec2Target(AwsPlace):
     tags: dict[Name, Name] = Field(min_length=1, description="only instances carrying all these tags")
     max_instances: int = Field(ge=1, le=100)
 
@@ -240,7 +265,7 @@ class Ec2RebootEntry(_EntryBase):
 
 # --- lambda.rollback --------------------------------------------------------------
 
-class LambdaTarget(Strict):
+class LambdaTarget(AwsPlace):
     function: Name
     alias: Name
     version: Annotated[str, Field(pattern=r"^\d+$")] = Field(description="the pinned known-good version")
@@ -437,3 +462,31 @@ def _approvers_of(entry: dict[str, Any], groups: dict[str, Any]) -> set[str]:
         if isinstance(members, list):
             people.update(p for p in members if isinstance(p, str))
     return people
+
+
+_TASK_DEFINITION_ARN = re.compile(r"^arn:aws[a-z\-]*:ecs:([^:]+):(\d{12}):task-definition/")
+
+
+def aws_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every AWS entry names its region and account, and a pinned ARN agrees with them.
+
+    Checked when a whitelist is loaded, like ``escalation_problems``, so that recorded
+    whitelists without these fields still decode in old incidents' histories.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    entries = doc.get("entries") if isinstance(doc.get("entries"), list) else []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("kind") not in AWS_KINDS or not isinstance(entry.get("target"), dict):
+            continue
+        target = entry["target"]
+        for key in ("region", "account"):
+            if key not in target:
+                problems.append((("entries", i, "target", key),
+                                 f"an AWS target must name its {key}, so the entry cannot act anywhere else"))
+        arn = target.get("task_definition")
+        match = _TASK_DEFINITION_ARN.match(arn) if isinstance(arn, str) else None
+        if match and (match.group(1), match.group(2)) != (target.get("region"), target.get("account")):
+            problems.append((("entries", i, "target", "task_definition"),
+                             f"the pinned ARN is in {match.group(1)}/{match.group(2)}, not the target's "
+                             f"{target.get('region')}/{target.get('account')}"))
+    return problems

@@ -44,14 +44,19 @@ def target_of(entry) -> dict[str, str]:
     if isinstance(entry, SystemdRestartEntry):
         return {"unit": t.unit, "host": t.host, "scope": t.scope}
     if isinstance(entry, EcsRollbackEntry):
-        return {"cluster": t.cluster, "service": t.service, "task_definition": t.task_definition}
-    if isinstance(entry, AsgScaleEntry):
-        return {"group": t.group}
-    if isinstance(entry, Ec2RebootEntry):
-        return {f"tag:{k}": v for k, v in sorted(t.tags.items())}
-    if isinstance(entry, LambdaRollbackEntry):
-        return {"function": t.function, "alias": t.alias, "version": t.version}
-    raise TypeError(f"unknown entry type {type(entry).__name__}")
+        fixed = {"cluster": t.cluster, "service": t.service, "task_definition": t.task_definition}
+    elif isinstance(entry, AsgScaleEntry):
+        fixed = {"group": t.group}
+    elif isinstance(entry, Ec2RebootEntry):
+        fixed = {f"tag:{k}": v for k, v in sorted(t.tags.items())}
+    elif isinstance(entry, LambdaRollbackEntry):
+        fixed = {"function": t.function, "alias": t.alias, "version": t.version}
+    else:
+        raise TypeError(f"unknown entry type {type(entry).__name__}")
+    # Where it lives is part of the target: a request can name no other account or region.
+    # (Absent only in whitelists recorded before these fields existed.)
+    fixed.update({k: v for k, v in (("region", t.region), ("account", t.account)) if v is not None})
+    return fixed
 
 
 def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execution], now: datetime,
@@ -156,6 +161,11 @@ def targets_of(entry, request: ActionRequest) -> list[str]:
 def check_request(entry, request: ActionRequest) -> tuple[str, str] | None:
     """Target and parameter checks alone, as an executor repeats them before acting."""
     return _check_target(entry, request.target) or _check_params(entry, request.params)
+
+
+def check_target(entry, target: dict[str, str]) -> tuple[str, str] | None:
+    """The target check alone, as a reader repeats it before reading the world."""
+    return _check_target(entry, target)
 
 
 def check_limits(limit: RateLimit, cooldown: timedelta, history: Sequence[Execution], now: datetime,

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         UnitState,
         Verification,
         VerifyInput,
+        WorldState,
         Check,
         Decision,
         EvidenceView,
@@ -42,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.settings import IncidentSettings, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
-    from selfheal.workflows import approvals
+    from selfheal.workflows import approvals, requests
     from selfheal.workflows.governor import Assess, Outcome, Reserve, Reserved
     from selfheal.workflows.ledger import Reservation, ReservationResult
 
@@ -71,6 +72,13 @@ LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 
 # Executors by whitelist kind: (baseline reader or None, executor activity name).
 EXECUTORS = MappingProxyType({"systemd.restart": ("read_unit_state", "restart_unit")})
+# The AWS kinds, read with ``read_world``. Incidents that began before they had executors
+# (and so ended "no executor") replay unchanged.
+AWS_EXECUTORS = MappingProxyType({
+    "ecs.rollback": "rollback_ecs_service", "asg.scale": "scale_asg",
+    "ec2.reboot": "reboot_instances", "lambda.rollback": "rollback_lambda_alias",
+})
+AWS = "aws-executors"
 
 GLOB_CHARS = frozenset("*?[")
 # SelfhealStatus is written at the stages people filter incidents by. The others last
@@ -232,6 +240,17 @@ class IncidentWorkflow:
     async def _decide(self, entry, diagnosis: Diagnosis):
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
+        if entry.kind in requests.READS_FIRST and workflow.patched(AWS):
+            request = requests.first_request(entry, self._audit.alerts, diagnosis)
+            self._audit.observed = await workflow.execute_activity(
+                "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+                heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
+                summary=f"read {entry.kind} target before deciding",
+            )
+            request, nothing = requests.completed_request(entry, request, self._audit.observed)
+            if nothing:  # nothing to ask the policy: recorded as a denial by the target rule
+                self._audit.request, self._audit.decision = request, Decision.deny(entry.id, "target", nothing)
+                return self._audit.decision
         # Patched, and remembered: an incident decided before the governor existed keeps the
         # per-entry ledger to the end, even on a worker that has the governor.
         self._governed = workflow.patched(GOVERNED)
@@ -278,7 +297,8 @@ class IncidentWorkflow:
 
     async def _act(self, entry) -> RemediationResult | None:
         self._set_status("acting")
-        if entry.kind not in EXECUTORS:
+        aws = entry.kind in AWS_EXECUTORS and workflow.patched(AWS)
+        if entry.kind not in EXECUTORS and not aws:
             await self._finish("failed", f"this worker has no executor for {entry.kind}")
             return None
         key = f"{self._audit.incident_id}/act/{entry.id}"
@@ -313,11 +333,11 @@ class IncidentWorkflow:
                 await self._escalate(f"{entry.id} was allowed but hit [{reservation.rule}] before it could run")
                 await self._finish("denied", f"[{reservation.rule}] {reservation.reason}")
                 return None
-        baseline_activity, executor = EXECUTORS[entry.kind]
+        baseline_activity, executor = ("read_world", AWS_EXECUTORS[entry.kind]) if aws else EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
             baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
             heartbeat_timeout=self._settings.heartbeat_timeout,
-            result_type=UnitState, summary="read the world before acting",
+            result_type=WorldState if aws else UnitState, summary="read the world before acting",
         )
         result = await workflow.execute_activity(
             executor,
@@ -330,6 +350,10 @@ class IncidentWorkflow:
             summary=f"{entry.kind} {entry.id}",
         )
         self._audit.remediation = result
+        if result.action == "world_changed":
+            await self._escalate(f"{entry.id} did not run: {result.detail}")
+            await self._finish("world_changed", result.detail)
+            return None
         return result
 
     async def _verify(self, entry) -> Verification:

@@ -22,7 +22,7 @@ metadata: {reviewed_by: [alice], reviewed_at: 2026-11-25}
 """ + TYPED_NAMES_COUNT + """entries:
   - id: rollback-ingress
     kind: ecs.rollback
-    target: {cluster: demo, service: ingress, task_definition: "ingress:1"}
+    target: {cluster: demo, service: ingress, task_definition: "ingress:1", region: eu-west-1, account: "123456789012"}
     blast_radius: service
     approvers: {people: [alice, bob]}
     rate_limit: {max_executions: 100, window: 1h}

@@ -41,7 +41,7 @@ people:
 {people}entries:
   - id: rollback-ingress
     kind: ecs.rollback
-    target: {{cluster: demo, service: ingress, task_definition: "ingress:1"}}
+    target: {{cluster: demo, service: ingress, task_definition: "ingress:1", region: eu-west-1, account: "123456789012"}}
     blast_radius: service
     approvers: {{people: [alice, carol]}}
     rate_limit: {{max_executions: 100, window: 1h}}

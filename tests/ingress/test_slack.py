@@ -47,7 +47,7 @@ people:
 entries:
   - id: rollback-ingress
     kind: ecs.rollback
-    target: {{cluster: demo, service: ingress, task_definition: "ingress:1"}}
+    target: {{cluster: demo, service: ingress, task_definition: "ingress:1", region: eu-west-1, account: "123456789012"}}
     blast_radius: service
     approvers: {{people: [alice, carol]}}
     rate_limit: {{max_executions: 100, window: 1h}}
@@ -56,7 +56,7 @@ entries:
     verify: {{timeout: 1m}}
   - id: rollback-careful
     kind: ecs.rollback
-    target: {{cluster: demo, service: careful, task_definition: "careful:7"}}
+    target: {{cluster: demo, service: careful, task_definition: "careful:7", region: eu-west-1, account: "123456789012"}}
     blast_radius: careful
     approvers: {{people: [alice, carol]}}
     rate_limit: {{max_executions: 100, window: 1h}}

@@ -45,7 +45,7 @@ entries:
     verify: {timeout: 1m}
   - id: rollback-api
     kind: ecs.rollback
-    target: {cluster: prod, service: api, task_definition: "api:7"}
+    target: {cluster: prod, service: api, task_definition: "api:7", region: eu-west-1, account: "123456789012"}
     blast_radius: service
     approvers: {groups: [sre]}
     rate_limit: {max_executions: 2, window: 1h}
@@ -54,7 +54,7 @@ entries:
     verify: {timeout: 5m}
   - id: reboot-batch
     kind: ec2.reboot
-    target: {tags: {Role: batch}, max_instances: 4}
+    target: {tags: {Role: batch}, max_instances: 4, region: eu-west-1, account: "123456789012"}
     blast_radius: instance
     approvers: {groups: [sre]}
     rate_limit: {max_executions: 3, window: 1h}
@@ -65,7 +65,8 @@ entries:
 """
 WL = load_whitelist_bytes(WHITELIST.encode(), "governor.yaml").whitelist
 I1, I2, I3, I4 = (f"i-{n:017x}" for n in range(1, 5))
-API = ActionRequest(entry_id="rollback-api", target={"cluster": "prod", "service": "api", "task_definition": "api:7"})
+AWS = {"region": "eu-west-1", "account": "123456789012"}
+API = ActionRequest(entry_id="rollback-api", target={"cluster": "prod", "service": "api", "task_definition": "api:7", **AWS})
 API_TARGET = "ecs.rollback:prod/api/api:7"
 
 
@@ -74,7 +75,7 @@ def web(host: str, entry: str = "restart-web") -> ActionRequest:
 
 
 def batch(*ids: str) -> ActionRequest:
-    return ActionRequest(entry_id="reboot-batch", target={"tag:Role": "batch"}, params={"instance_ids": list(ids)})
+    return ActionRequest(entry_id="reboot-batch", target={"tag:Role": "batch", **AWS}, params={"instance_ids": list(ids)})
 
 
 def claim(*targets: str, ago: float = 5) -> Act:

@@ -167,3 +167,33 @@ def test_whitelist_survives_a_json_round_trip_unchanged(demo):
 
     again = Whitelist.model_validate_json(demo.model_dump_json())
     assert again == demo
+
+
+PLACED = ASG_ENTRY.replace("      group: workers\n", '      group: workers\n      region: eu-west-1\n      account: "123456789012"\n')
+
+
+def test_an_aws_target_that_names_its_region_and_account_loads():
+    loaded = load_whitelist_bytes(whitelist_text(PLACED).encode(), "wl.yaml")
+    target = loaded.whitelist.entries[0].target
+    assert (target.region, target.account) == ("eu-west-1", "123456789012")
+
+
+@pytest.mark.parametrize("text, line, field, message", [
+    pytest.param(whitelist_text(ASG_ENTRY), 10, "entries[0].target.region", "must name its region", id="no-region"),
+    pytest.param(whitelist_text(ASG_ENTRY), 10, "entries[0].target.account", "must name its account", id="no-account"),
+    pytest.param(whitelist_text(PLACED.replace('"123456789012"', "123456789012")), 13, "entries[0].target.account",
+                 "write the account id in quotes", id="account-as-a-number"),
+    pytest.param(whitelist_text(PLACED.replace('"123456789012"', '"12345"')), 13, "entries[0].target.account",
+                 "should match pattern", id="account-too-short"),
+    pytest.param(whitelist_text(PLACED.replace("eu-west-1", "Europe")), 12, "entries[0].target.region",
+                 "should match pattern", id="region-not-a-region"),
+    pytest.param(whitelist_text(PLACED.replace("    kind: asg.scale\n    target:\n      group: workers\n",
+                                               "    kind: ecs.rollback\n    target:\n      cluster: c\n      service: s\n"
+                                               "      task_definition: arn:aws:ecs:us-east-1:123456789012:task-definition/s:3\n")
+                                .replace("    bounds:\n      min_capacity: 2\n      max_capacity: 8\n      max_step: 2\n", "")),
+                 13, "entries[0].target.task_definition", "the pinned ARN is in us-east-1/123456789012", id="arn-elsewhere"),
+])
+def test_an_aws_target_must_say_where_it_acts(text, line, field, message):
+    error = refusal(text)
+    hits = [p for p in error.problems if p.field == field]
+    assert hits and message in hits[0].message and hits[0].line == line, error.lines()

@@ -73,7 +73,7 @@ groups: {sre: [carol]}
         + """
   - id: rollback-checkout
     kind: ecs.rollback
-    target: {cluster: demo, service: checkout, task_definition: "checkout:41"}
+    target: {cluster: demo, service: checkout, task_definition: "checkout:41", region: eu-west-1, account: "123456789012"}
     blast_radius: service
     approvers: {people: [alice, bob]}
     rate_limit: {max_executions: 1, window: 1h}
@@ -183,13 +183,29 @@ def settings_for(tmp: Path, unit: str, task_queue: str, notify_url: str | None, 
     return WorkerSettings(task_queue=task_queue, whitelist=str(wl), diagnosis=str(rl), notify_url=notify_url, incident=incident)
 
 
+def offline_aws():
+    """AWS for tests that are not about AWS: every call fails at once, non-retryably, so a
+    test's worker never reaches real AWS whatever credentials this machine has, and an
+    approved AWS action ends ``failed`` quickly. The AWS tests use moto (``aws_world``)."""
+    from temporalio.exceptions import ApplicationError
+
+    from selfheal.activities.aws_clients import AwsClients
+
+    class Offline(AwsClients):
+        async def call(self, api, region, operation, /, **kwargs):
+            raise ApplicationError(f"{api}:{operation}: no AWS in this test", type="Aws.Offline", non_retryable=True)
+
+    return Offline()
+
+
 @asynccontextmanager
-async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None):
+async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None, aws=None):
     loaded = load_whitelist(settings.whitelist)
     attributes = await search.available(client, settings.namespace)
     async with httpx.AsyncClient() as http:
         activities = worker_module.build_activities(
-            settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes
+            settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes,
+            aws or offline_aws(),
         )
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
                           workflow_runner=worker_module.WORKFLOW_RUNNER):

@@ -49,7 +49,7 @@ groups: {{sre: [carol]}}
     breaker: {{failures: 2, window: 1h}}
   - id: rollback-checkout
     kind: ecs.rollback
-    target: {{cluster: demo, service: checkout, task_definition: "checkout:41"}}
+    target: {{cluster: demo, service: checkout, task_definition: "checkout:41", region: eu-west-1, account: "123456789012"}}
     blast_radius: service
     approvers: {{people: [alice, bob]}}
     rate_limit: {{max_executions: 1, window: 1h}}

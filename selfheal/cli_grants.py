@@ -1,0 +1,57 @@
+"""``selfheal whitelist sudoers|iam-policy|ssm-documents``: grants generated from a whitelist.
+
+Thin adapters over ``selfheal.grants``: they load the whitelist (refusing an invalid one
+like ``whitelist check``), and print what the grant module renders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
+    @whitelist_app.command("sudoers")
+    def sudoers(
+        path: Path = typer.Argument(..., help="the whitelist YAML file"),
+        host: str = typer.Option(..., "--host", help="the host the sudoers file is for (matched against each entry's host selector)"),
+        user: str = typer.Option("selfheal", "--user", help="the worker's account on that host"),
+        systemctl: str = typer.Option("/usr/bin/systemctl", "--systemctl", help="absolute path of systemctl on that host"),
+    ) -> None:
+        """Print a sudoers file: USER may restart exactly HOST's whitelisted units, and nothing else."""
+        from selfheal.grants.sudoers import sudoers_text
+
+        loaded = load_or_exit(path)
+        try:
+            print(sudoers_text(loaded, host=host, user=user, systemctl=systemctl), end="")
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+
+    @whitelist_app.command("iam-policy")
+    def iam_policy(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
+        """Print an IAM policy allowing exactly the calls the AWS entries need, scoped to their ARNs."""
+        from selfheal.grants.iam import policy_document
+
+        loaded = load_or_exit(path)
+        print(json.dumps(policy_document(loaded), indent=2))
+
+    @whitelist_app.command("ssm-documents")
+    def ssm_documents(
+        path: Path = typer.Argument(..., help="the whitelist YAML file"),
+        out_dir: Path = typer.Option(None, "--out", help="write NAME.json files here instead of printing them"),
+    ) -> None:
+        """Print (or write) one SSM Command document per whitelisted systemd unit."""
+        from selfheal.grants.ssm import documents
+
+        loaded = load_or_exit(path)
+        docs = documents(loaded)
+        if out_dir is None:
+            print(json.dumps(docs, indent=2))
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, doc in docs.items():
+            (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+            out.print(f"wrote {out_dir / (name + '.json')}")
