@@ -72,6 +72,8 @@ def worker_command(
     whitelist: Path = typer.Option(None, envvar="SELFHEAL_WHITELIST", help="whitelist file (default deploy/demo/whitelist.yaml)"),
     diagnosis: Path = typer.Option(None, envvar="SELFHEAL_DIAGNOSIS", help="diagnosis rules (default deploy/demo/diagnosis.yaml)"),
     notify_url: str = typer.Option(None, envvar="SELFHEAL_NOTIFY_URL", help="webhook for approval requests and escalations"),
+    runners: Path = typer.Option(None, envvar="SELFHEAL_RUNNERS", help="which runner (local, ssh, ssm) reaches which host"),
+    aws_endpoint_url: str = typer.Option(None, envvar="SELFHEAL_AWS_ENDPOINT_URL", help="send every AWS call here (a local simulation)"),
 ) -> None:
     """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
     import os
@@ -83,6 +85,7 @@ def worker_command(
     for key, value in [
         ("TEMPORAL_ADDRESS", address), ("TEMPORAL_NAMESPACE", namespace), ("SELFHEAL_TASK_QUEUE", task_queue),
         ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
+        ("SELFHEAL_RUNNERS", runners), ("SELFHEAL_AWS_ENDPOINT_URL", aws_endpoint_url),
     ]:
         if value is not None:
             env[key] = str(value)

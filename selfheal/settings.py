@@ -68,6 +68,9 @@ class WorkerSettings(BaseModel):
     notify_url: str | None = None
     # Put in front of every systemctl/journalctl, e.g. "sudo -n" or "env XDG_RUNTIME_DIR=/run/user/1000".
     command_prefix: list[str] = []
+    # Which runner reaches which host (local, SSH with pinned host keys, SSM): a YAML file
+    # (selfheal.activities.routing). Without it, only this machine is reachable.
+    runners: str | None = None
     incident: IncidentSettings = IncidentSettings()
     # Slack: approval requests with buttons (the ingress answers the clicks).
     slack_token: str | None = None
@@ -94,6 +97,7 @@ class WorkerSettings(BaseModel):
             ("whitelist", "SELFHEAL_WHITELIST"),
             ("diagnosis", "SELFHEAL_DIAGNOSIS"),
             ("notify_url", "SELFHEAL_NOTIFY_URL"),
+            ("runners", "SELFHEAL_RUNNERS"),
         ]:
             if env.get(key):
                 values[field] = env[key]

@@ -99,6 +99,7 @@ async def run_worker(
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
     rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
+    runner = runner or _runner(settings)  # and a broken runners file
     client = await connect(settings)
     attributes = await search.available(client, settings.namespace)
     if not attributes:
@@ -113,7 +114,7 @@ async def run_worker(
             workflows=list(workflows),
             workflow_runner=WORKFLOW_RUNNER,
             activities=build_activities(
-                settings, loaded, rules, client, runner or LocalRunner(settings.command_prefix), http, attributes, aws
+                settings, loaded, rules, client, runner, http, attributes, aws
             ),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             # A workflow's next task goes to the worker that has it cached. If that worker
@@ -133,6 +134,14 @@ async def run_worker(
             configured.add_done_callback(_report_configured)
             await stop.wait()
             log.info("stopping: finishing running activities")
+
+
+def _runner(settings: WorkerSettings) -> CommandRunner:
+    if not settings.runners:
+        return LocalRunner(settings.command_prefix)
+    from selfheal.activities.routing import RunnersConfig, build_runner
+
+    return build_runner(RunnersConfig.load(settings.runners))
 
 
 def _report_configured(task: asyncio.Task) -> None:
