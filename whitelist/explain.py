@@ -18,15 +18,20 @@ def action_words(entry) -> str:
     if isinstance(entry, SystemdRestartEntry):
         return f"restart the systemd unit {t.unit} ({t.scope} manager) on a host matching {t.host!r}"
     if isinstance(entry, EcsRollbackEntry):
-        return f"roll the ECS service {t.service} in cluster {t.cluster} back to task definition {t.task_definition}"
+        return f"roll the ECS service {t.service} in cluster {t.cluster} back to task definition {t.task_definition}{_place(t)}"
     if isinstance(entry, AsgScaleEntry):
-        return f"change the desired capacity of the Auto Scaling group {t.group}"
+        return f"change the desired capacity of the Auto Scaling group {t.group}{_place(t)}"
     if isinstance(entry, Ec2RebootEntry):
         tags = ", ".join(f"{k}={v}" for k, v in sorted(t.tags.items()))
-        return f"reboot EC2 instances tagged {tags}"
+        return f"reboot EC2 instances tagged {tags}{_place(t)}"
     if isinstance(entry, LambdaRollbackEntry):
-        return f"point the alias {t.alias} of Lambda function {t.function} at version {t.version}"
+        return f"point the alias {t.alias} of Lambda function {t.function} at version {t.version}{_place(t)}"
     raise TypeError(type(entry).__name__)
+
+
+def _place(target) -> str:
+    region, account = getattr(target, "region", None), getattr(target, "account", None)
+    return f" in account {account}, region {region}" if region and account else ""
 
 
 def bounds_words(entry) -> str:
@@ -43,8 +48,8 @@ def bounds_words(entry) -> str:
 
 _KIND_CHECKS = {
     "systemd.restart": "the unit is active and running",
-    "ecs.rollback": "the service runs the pinned task definition and is stable",
-    "asg.scale": "the group reaches the desired capacity",
+    "ecs.rollback": "the service names the pinned task definition and its PRIMARY deployment completed",
+    "asg.scale": "the group has the desired capacity InService",
     "ec2.reboot": "the instances are running and pass status checks",
     "lambda.rollback": "the alias points at the pinned version",
 }
