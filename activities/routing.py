@@ -12,6 +12,11 @@ Example (``runners.yaml``)::
           key: /etc/selfheal/id_ed25519
           known_hosts: /etc/selfheal/known_hosts   # required: pinned host keys
           prefix: [env, XDG_RUNTIME_DIR=/run/user/1000]
+      - hosts: "i-*"
+        ssm:
+          region: eu-west-1
+          account: "123456789012"
+          document_prefix: selfheal-restart-     # selfheal whitelist ssm-documents
 
 A host that no rule matches is unreachable rather than run somewhere by default: a
 command meant for ``db-1`` must never land on the worker's own machine.
@@ -29,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from selfheal.activities.runner import CommandResult, CommandRunner, LocalRunner, UnreachableHost
+from selfheal.activities.ssm_runner import SsmTarget
 
 # Host names come from alert labels, i.e. from outside. Only plain DNS-ish names are let
 # through, so a label can never smuggle in an option (``-oProxyCommand=…``), a user
@@ -109,6 +115,7 @@ class RunnerRule(_Strict):
     # more branch in ``build_runner``; the check below counts every field but ``hosts``.
     local: LocalTarget | None = None
     ssh: SshTarget | None = None
+    ssm: SsmTarget | None = None  # instances by id, through the generated SSM documents
 
     @field_validator("hosts")
     @classmethod
@@ -185,7 +192,9 @@ class RoutingRunner:
                 await close()
 
 
-def build_runner(config: RunnersConfig) -> RoutingRunner:
+def build_runner(config: RunnersConfig, loaded=None, aws=None) -> RoutingRunner:
+    """The runner for a config. SSM rules need the loaded whitelist (which units have
+    documents) and the worker's AWS clients."""
     rules: list[tuple[str, CommandRunner]] = []
     for rule in config.runners:
         if rule.local is not None:
@@ -195,6 +204,12 @@ def build_runner(config: RunnersConfig) -> RoutingRunner:
             from selfheal.activities.ssh_runner import SshRunner
 
             rules.append((rule.hosts, SshRunner(rule.ssh)))
+        elif rule.ssm is not None:
+            from selfheal.activities.ssm_runner import SsmRunner
+
+            if loaded is None or aws is None:
+                raise ValueError(f"rule for {rule.hosts!r}: an SSM runner needs the whitelist and AWS clients")
+            rules.append((rule.hosts, SsmRunner(rule.ssm, loaded, aws)))
         else:  # unreachable: RunnerRule validates exactly one target
             raise ValueError(f"rule for {rule.hosts!r} has no target")
     return RoutingRunner(rules)

@@ -63,7 +63,8 @@ async def journal_lines(
     """The unit's log messages since ``since``, oldest first, at most ``limit`` of them."""
     unit_flag = "--user-unit" if scope == "user" else "--unit"
     argv = [
-        "journalctl", unit_flag, unit, "--output", "json", "--no-pager",
+        # Only the message (journald adds its timestamps and cursor): less to read and carry.
+        "journalctl", unit_flag, unit, "--output", "json", "--output-fields", "MESSAGE", "--no-pager",
         "--since", f"@{since.timestamp():.0f}", "--lines", str(limit),
     ]
     result = await runner.run(host, argv, timeout=60)

@@ -173,7 +173,9 @@ class _EntryBase(Strict):
 # --- systemd.restart --------------------------------------------------------------
 
 class SystemdTarget(Strict):
-    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@\-]+\.(service|socket|timer)$")]
+    # Starts with a letter or digit: a unit named "-x.service" would read as an option to
+    # systemctl, in sudoers and SSM documents too.
+    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9:_.@\-]*\.(service|socket|timer)$")]
     host: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-*?\[\]]+$")] = Field(
         description="a host name or a glob (web-*) that the alert's host must match"
     )

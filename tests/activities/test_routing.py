@@ -133,9 +133,10 @@ async def test_a_local_rule_runs_here_but_only_for_this_machines_names(tmp_path)
 
 @pytest.mark.parametrize("text, field, message", [
     ("runners: [{hosts: web-1, ssh: {user: u, key: /k}}]", "runners[0].ssh.known_hosts", "Field required"),
-    ("runners: [{hosts: web-1}]", "runners[0]", "exactly one of local, ssh (got none)"),
-    ("runners: [{hosts: web-1, local: {}, ssh: {user: u, key: /k, known_hosts: /kh}}]", "runners[0]", "exactly one of local, ssh (got local, ssh)"),
-    ("runners: [{hosts: web-1, ssm: {}}]", "runners[0].ssm", "Extra inputs are not permitted"),
+    ("runners: [{hosts: web-1}]", "runners[0]", "exactly one of local, ssh, ssm (got none)"),
+    ("runners: [{hosts: web-1, local: {}, ssh: {user: u, key: /k, known_hosts: /kh}}]", "runners[0]", "exactly one of local, ssh, ssm (got local, ssh)"),
+    ("runners: [{hosts: web-1, ssm: {}}]", "runners[0].ssm.region", "Field required"),
+    ("runners: [{hosts: web-1, winrm: {}}]", "runners[0].winrm", "Extra inputs are not permitted"),
     ("runners: [{hosts: 'web/*', local: {}}]", "runners[0].hosts", "glob of host-name characters"),
     ("runners: [{hosts: a, local: {}}, {hosts: b, ssh: {user: u, key: /k, known_hosts: /kh, port: 0}}]", "runners[1].ssh.port", "greater than or equal to 1"),
     ("runners: [{hosts: a, ssh: {user: u, key: /k, known_hosts: /kh, address: '{hostname}.x'}}]", "runners[0].ssh.address", "optionally containing {host}"),
@@ -194,3 +195,18 @@ async def test_a_worker_refuses_to_start_with_a_bad_runners_file(tmp_path):
     with pytest.raises(ValueError) as info:
         await run_worker(settings)
     assert str(bad) in str(info.value) and "known_hosts" in str(info.value)
+
+
+def test_an_ssm_rule_routes_instances_to_the_ssm_runner_and_needs_the_whitelist():
+    from selfheal.activities.aws_clients import AwsClients
+    from selfheal.activities.ssm_runner import SsmRunner
+    from selfheal.whitelist import load_whitelist
+
+    root = Path(__file__).resolve().parents[2]
+    config = RunnersConfig.parse({"runners": [{"hosts": "i-*", "ssm": {"region": "eu-west-1", "account": "123456789012"}},
+                                              {"hosts": "localhost", "local": {}}]})
+    with pytest.raises(ValueError, match="SSM runner needs"):
+        build_runner(config)
+    runner = build_runner(config, load_whitelist(root / "deploy/demo/whitelist.yaml"), AwsClients("http://127.0.0.1:9"))
+    assert isinstance(runner.runner_for("i-0123456789abcdef0"), SsmRunner)
+    assert isinstance(runner.runner_for("localhost"), LocalRunner)
