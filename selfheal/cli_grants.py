@@ -31,12 +31,28 @@ def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
             raise typer.Exit(2) from None
 
     @whitelist_app.command("iam-policy")
-    def iam_policy(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
+    def iam_policy(
+        path: Path = typer.Argument(..., help="the whitelist YAML file"),
+        runners: Path = typer.Option(None, "--runners", help="the worker's runners file: add what its SSM rules need"),
+    ) -> None:
         """Print an IAM policy allowing exactly the calls the AWS entries need, scoped to their ARNs."""
         from selfheal.grants.iam import policy_document
 
         loaded = load_or_exit(path)
-        print(json.dumps(policy_document(loaded), indent=2))
+        extra: list[dict] = []
+        if runners is not None:
+            from selfheal.activities.routing import RunnersConfig
+            from selfheal.grants.ssm import iam_statements
+
+            try:
+                config = RunnersConfig.load(runners)
+            except ValueError as exc:
+                err.print(str(exc), markup=False)
+                raise typer.Exit(2) from None
+            for rule in config.runners:
+                if rule.ssm is not None:
+                    extra += iam_statements(loaded, rule.ssm.region, rule.ssm.account, prefix=rule.ssm.document_prefix)
+        print(json.dumps(policy_document(loaded, extra), indent=2))
 
     @whitelist_app.command("ssm-documents")
     def ssm_documents(
