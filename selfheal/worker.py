@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from selfheal.activities.aws_clients import AwsClients
+from selfheal.activities.aws_evidence import AwsEvidence
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
@@ -87,6 +88,7 @@ def build_activities(
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
         *AwsRemediator(aws, loaded).activities(),
+        AwsEvidence(aws, loaded).read_aws_evidence,
         Verifier(runner, http, loaded, aws).verify_remediation,
         Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel).notify,
     ]
@@ -99,7 +101,8 @@ async def run_worker(
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
     rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
-    runner = runner or _runner(settings)  # and a broken runners file
+    aws = aws or AwsClients(settings.aws_endpoint_url)
+    runner = runner or _runner(settings, loaded, aws)  # and a broken runners file
     client = await connect(settings)
     attributes = await search.available(client, settings.namespace)
     if not attributes:
@@ -136,12 +139,12 @@ async def run_worker(
             log.info("stopping: finishing running activities")
 
 
-def _runner(settings: WorkerSettings) -> CommandRunner:
+def _runner(settings: WorkerSettings, loaded: LoadedWhitelist, aws: AwsClients) -> CommandRunner:
     if not settings.runners:
         return LocalRunner(settings.command_prefix)
     from selfheal.activities.routing import RunnersConfig, build_runner
 
-    return build_runner(RunnersConfig.load(settings.runners))
+    return build_runner(RunnersConfig.load(settings.runners), loaded, aws)
 
 
 def _report_configured(task: asyncio.Task) -> None:

@@ -54,7 +54,7 @@ class AwsWorld:
         return [operation(json.loads(line)) for line in text.splitlines() if line.strip()]
 
     def writes(self) -> list[str]:
-        reads = ("Describe", "Get", "List")
+        reads = ("Describe", "Get", "List", "Filter")
         return [c for c in self.calls() if not c.split(":")[-1].startswith(reads)]
 
 
