@@ -209,6 +209,10 @@ class AwsEvidence:
     @heartbeating
     async def read_aws_evidence(self, request: AwsEvidenceRequest) -> list[EvidenceItem]:
         """Read-only, bounded evidence for one whitelisted AWS entry: never writes."""
+        return await self.read(request)
+
+    async def read(self, request: AwsEvidenceRequest) -> list[EvidenceItem]:
+        """The same, called from another activity (the rule diagnoser)."""
         entry = self._loaded.whitelist.entry(request.entry_id)
         if not isinstance(entry, (EcsRollbackEntry, AsgScaleEntry, Ec2RebootEntry, LambdaRollbackEntry)):
             raise out_of_policy(f"entry {request.entry_id!r} is not an AWS entry of this worker's whitelist")

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
+from selfheal.redact import DEFAULT, Redactor, redact
 from selfheal.activities.runner import CommandRunner, UnreachableHost
 from selfheal.activities.systemd import SystemdError, journal_lines
 from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
@@ -59,6 +61,9 @@ class Signature(_Strict):
     pattern: Annotated[str, AfterValidator(_regex)] | None = None
     propose: str | None = None
     params: dict[str, Param] = {}
+    # Cite the proposed AWS entry's own evidence (ECS events and deployments, scaling
+    # activities, the function's logs; alarm history when the alert names an alarm).
+    aws_evidence: bool = False
     confidence: float = Field(default=0.5, ge=0, le=1)
 
 
@@ -77,9 +82,13 @@ def load_rules(path: str | Path) -> DiagnosisRules:
 
 
 class RuleDiagnoser:
-    def __init__(self, rules: DiagnosisRules, runner: CommandRunner):
+    def __init__(self, rules: DiagnosisRules, runner: CommandRunner, aws_evidence=None, redactor: Redactor = DEFAULT):
         self._rules = rules
         self._runner = runner
+        self._aws = aws_evidence  # AwsEvidence, when the worker has AWS clients
+        # Everything read here enters the incident's history, and from there notifications
+        # and chat: secrets in log lines are redacted before they leave this activity.
+        self._redact = redactor
 
     @activity.defn(name="diagnose")
     @heartbeating
@@ -92,7 +101,7 @@ class RuleDiagnoser:
         for sig in self._rules.signatures:
             if not any(matches_all(sig.match, a.labels) for a in firing):
                 continue
-            evidence = [Evidence(source="labels", lines=_label_lines(firing))]
+            evidence = [Evidence(source="labels", lines=self._redact.lines(_label_lines(firing)))]
             source, lines = await self._read(sig, since, cache)
             if source is not None and isinstance(lines, str):
                 unavailable.append(f"{source}: {lines}")
@@ -102,7 +111,13 @@ class RuleDiagnoser:
                 if not hits:
                     activity.logger.info("signature %s: no line in %s matches", sig.id, source)
                     continue
-                evidence.append(Evidence(source=source, lines=hits[-MAX_EVIDENCE_LINES:]))
+                evidence.append(Evidence(source=source, lines=self._redact.lines(hits[-MAX_EVIDENCE_LINES:])))
+            if sig.aws_evidence and sig.propose:
+                cited = await self._aws_evidence(sig.propose, firing, since, cache)
+                if isinstance(cited, str):
+                    unavailable.append(cited)
+                else:
+                    evidence.extend(cited)
             hypotheses.append((sig.confidence, Hypothesis(id=sig.id, summary=sig.summary, evidence=evidence, proposal=sig.propose)))
 
         hypotheses.sort(key=lambda pair: -pair[0])  # stable: ties keep file order
@@ -120,6 +135,30 @@ class RuleDiagnoser:
             rationale=rationale,
             confidence=confidence,
         )
+
+    async def _aws_evidence(self, entry_id: str, firing: list[Alert], since, cache: dict) -> list[Evidence] | str:
+        """The proposed AWS entry's evidence, one ``Evidence`` per source, each line citing
+        its item id; or why it could not be read."""
+        from selfheal.activities.aws_evidence import AwsEvidenceRequest
+
+        if self._aws is None:
+            return f"aws:{entry_id}: this worker has no AWS evidence reader"
+        key = f"aws:{entry_id}"
+        if key not in cache:
+            alarm = next((a.labels.get("alarmname") or a.labels.get("AlarmName") for a in firing
+                          if a.labels.get("alarmname") or a.labels.get("AlarmName")), None)
+            try:
+                items = await self._aws.read(AwsEvidenceRequest(entry_id=entry_id, since=since,
+                                                                until=datetime.now(timezone.utc), alarm_name=alarm))
+            except ApplicationError as exc:
+                cache[key] = f"{key}: {exc}"
+            else:
+                by_source: dict[str, list[str]] = {}
+                for item in items:
+                    by_source.setdefault(item.source, []).append(f"[{item.id}] {item.excerpt}")
+                cache[key] = [Evidence(source=f"aws:{source}", lines=self._redact.lines(lines[-MAX_EVIDENCE_LINES:]))
+                              for source, lines in by_source.items()]
+        return cache[key]
 
     async def _read(self, sig: Signature, since, cache: dict) -> tuple[str | None, list[str] | str]:
         """The log lines of the signature's source, or a string saying why they could not be read."""
@@ -142,7 +181,7 @@ class RuleDiagnoser:
 
 
 def _unread(unavailable: list[str]) -> str:
-    return f" (evidence unavailable: {'; '.join(unavailable)})" if unavailable else ""
+    return f" (evidence unavailable: {redact('; '.join(unavailable))})" if unavailable else ""
 
 
 def _label_lines(alerts: list[Alert]) -> list[str]:

@@ -14,11 +14,14 @@ from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.models import Notification
+from selfheal.redact import DEFAULT, Redactor
 from selfheal.slack import SlackApi, decided_blocks, request_blocks
 
 
 class Notifier:
-    def __init__(self, http: httpx.AsyncClient, url: str | None, slack: SlackApi | None = None, channel: str | None = None):
+    def __init__(self, http: httpx.AsyncClient, url: str | None, slack: SlackApi | None = None, channel: str | None = None,
+                 redactor: Redactor = DEFAULT):
+        self._redact = redactor
         self._http = http
         self._url = url
         self._slack = slack if channel else None
@@ -27,6 +30,10 @@ class Notifier:
     @activity.defn(name="notify")
     @heartbeating
     async def notify(self, note: Notification) -> str:
+        # Leaving the machine: redact once more, whatever the workflow put in (alert
+        # annotations, a rationale quoting a log line, an error message).
+        note = note.model_copy(update={"summary": self._redact.text(note.summary),
+                                       "details": {k: self._redact.text(v) for k, v in note.details.items()}})
         said = [await self._webhook(note)]
         if self._slack is not None:
             said.append(await self._to_slack(note))

@@ -71,6 +71,8 @@ class WorkerSettings(BaseModel):
     # Which runner reaches which host (local, SSH with pinned host keys, SSM): a YAML file
     # (selfheal.activities.routing). Without it, only this machine is reachable.
     runners: str | None = None
+    # More redaction patterns (selfheal.redact.RedactionConfig), on top of the built-in ones.
+    redact_patterns: str | None = None
     incident: IncidentSettings = IncidentSettings()
     # Slack: approval requests with buttons (the ingress answers the clicks).
     slack_token: str | None = None
@@ -98,6 +100,7 @@ class WorkerSettings(BaseModel):
             ("diagnosis", "SELFHEAL_DIAGNOSIS"),
             ("notify_url", "SELFHEAL_NOTIFY_URL"),
             ("runners", "SELFHEAL_RUNNERS"),
+            ("redact_patterns", "SELFHEAL_REDACT_PATTERNS"),
         ]:
             if env.get(key):
                 values[field] = env[key]

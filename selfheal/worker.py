@@ -33,6 +33,7 @@ from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.activities.verify import Verifier
 from selfheal import search
+from selfheal.redact import RedactionConfig, Redactor
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
@@ -77,6 +78,7 @@ def build_activities(
     governor = GovernorActivities(loaded, client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
     aws = aws or AwsClients(settings.aws_endpoint_url)
+    redactor = _redactor(settings)
     return [
         policy.load_policy,
         policy.read_executions,
@@ -84,13 +86,13 @@ def build_activities(
         governor.assess_action,
         governor.reserve_action,
         governor.record_outcome,
-        RuleDiagnoser(rules, runner).diagnose,
+        RuleDiagnoser(rules, runner, AwsEvidence(aws, loaded), redactor).diagnose,
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
         *AwsRemediator(aws, loaded).activities(),
         AwsEvidence(aws, loaded).read_aws_evidence,
         Verifier(runner, http, loaded, aws).verify_remediation,
-        Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel).notify,
+        Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel, redactor).notify,
     ]
 
 
@@ -103,6 +105,7 @@ async def run_worker(
     rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
     aws = aws or AwsClients(settings.aws_endpoint_url)
     runner = runner or _runner(settings, loaded, aws)  # and a broken runners file
+    _redactor(settings)  # and broken redaction patterns
     client = await connect(settings)
     attributes = await search.available(client, settings.namespace)
     if not attributes:
@@ -137,6 +140,12 @@ async def run_worker(
             configured.add_done_callback(_report_configured)
             await stop.wait()
             log.info("stopping: finishing running activities")
+
+
+def _redactor(settings: WorkerSettings) -> Redactor:
+    if not settings.redact_patterns:
+        return Redactor()
+    return Redactor(RedactionConfig.load(settings.redact_patterns).patterns)
 
 
 def _runner(settings: WorkerSettings, loaded: LoadedWhitelist, aws: AwsClients) -> CommandRunner:

@@ -109,6 +109,8 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
 
         waiting = wait_until(lambda: show().get("status") == "awaiting_approval" and show(), timeout=60)
         assert waiting["decision"]["entry_id"] == "rollback-checkout"
+        cited = [e for h in waiting["diagnosis"]["hypotheses"] for e in h["evidence"] if e["source"] == "aws:ecs:demo/checkout"]
+        assert cited and "checkout:7" in " ".join(cited[0]["lines"])  # the bad revision's deployment, read-only
         approved = subprocess.run(["sh", "-c", approve.replace("selfheal ", f"{sys.executable} -m selfheal.cli ", 1)
                                    .replace("INCIDENT_ID", incident["id"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert approved.returncode == 0 and "approved by alice" in approved.stdout, approved.stderr

@@ -31,6 +31,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from selfheal.redact import redact
 from selfheal.models import Alert
 
 # Alertmanager and Grafana send this for "no end time".
@@ -100,7 +101,7 @@ class PromAlert(_Inbound):
     def to_alert(self, source: str) -> Alert:
         ends = None if self.endsAt is None or self.endsAt <= _ZERO_TIME else self.endsAt
         return Alert(
-            source=source, status=self.status, labels=self.labels, annotations=self.annotations,
+            source=source, status=self.status, labels=self.labels, annotations=redacted(self.annotations),
             starts_at=self.startsAt, ends_at=ends, fingerprint=self.fingerprint,
         )
 
@@ -146,6 +147,13 @@ class GenericPayload(_Inbound):
     alerts: list[GenericAlert] = Field(min_length=1, max_length=MAX_ALERTS)
 
 
+def redacted(annotations: dict[str, str]) -> dict[str, str]:
+    """Annotations are free text (descriptions, runbook URLs, error messages): secrets in
+    them are redacted before the alert enters an incident's history. Labels are left as
+    they are: they identify the alert, and matchers and episodes depend on them."""
+    return {key: redact(value) for key, value in annotations.items()}
+
+
 def from_alertmanager(payload: AlertmanagerPayload, key_by: Literal["alert", "group"] = "alert") -> list[Routed]:
     if key_by == "group":
         # A group has no start of its own and its members change: it cannot name an episode.
@@ -163,7 +171,7 @@ def from_generic(payload: GenericPayload, now: datetime) -> list[Routed]:
     for a in payload.alerts:
         fingerprint = a.fingerprint or labels_fingerprint(a.labels)
         alert = Alert(
-            source="generic", status=a.status, labels=a.labels, annotations=a.annotations,
+            source="generic", status=a.status, labels=a.labels, annotations=redacted(a.annotations),
             starts_at=a.starts_at or now, fingerprint=fingerprint,
         )
         episode = episode_of(a.starts_at) if a.starts_at is not None else None
@@ -172,7 +180,7 @@ def from_generic(payload: GenericPayload, now: datetime) -> list[Routed]:
 
 
 def from_sns_alarm(fields: dict) -> list[Routed]:
-    alert = Alert(**fields)
+    alert = Alert(**{**fields, "annotations": redacted(fields.get("annotations") or {})})
     # ALARM carries the StateChangeTime of its own transition: the episode's start. OK
     # carries the time of the transition to OK, which names no episode.
     episode = episode_of(alert.starts_at) if alert.status == "firing" else None
