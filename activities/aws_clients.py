@@ -27,10 +27,13 @@ PERMANENT = {
 
 
 class AwsClients:
-    def __init__(self, endpoint_url: str | None = None, session=None):
+    def __init__(self, endpoint_url: str | None = None, session=None, simulation: str | None = None):
         import boto3
         from botocore.config import Config
 
+        # Said in every result when the "AWS" is a local simulation, so an audit record can
+        # never be mistaken for a change to real infrastructure.
+        self.simulation = simulation
         self._session = session or boto3.session.Session()
         self._endpoint_url = endpoint_url
         self._config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10, read_timeout=30)

@@ -68,6 +68,8 @@ class AwsRemediator:
         after = await self._read(entry, inp.request) if action == "executed" else before
         if inp.whitelist_sha256 != self._loaded.sha256:
             detail += f"; re-checked against whitelist {self._loaded.sha256[:12]}"
+        if self._clients.simulation:
+            detail += f" [{self._clients.simulation}]"
         activity.logger.info("%s %s: %s (key %s)", kind, entry.id, detail, inp.idempotency_key)
         return RemediationResult(entry_id=entry.id, kind=kind, idempotency_key=inp.idempotency_key, action=action,
                                  detail=detail, before=before, after=after)

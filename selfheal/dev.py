@@ -146,7 +146,7 @@ def simulated_aws(opts: "DevOptions") -> tuple[MotoServer, AwsClients]:
         raise
     creds = boto3.session.Session(aws_access_key_id=DEMO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                   aws_secret_access_key=DEMO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    return sim, AwsClients(sim.url, session=creds)
+    return sim, AwsClients(sim.url, session=creds, simulation=f"LOCAL AWS SIMULATION at {sim.url}, not AWS")
 
 
 async def _wait_for_server(address: str, proc: subprocess.Popen) -> Client:

