@@ -29,7 +29,8 @@ from selfheal.activities.aws_clients import AwsClients
 from selfheal.activities.aws_ecs import revision
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.remediate import out_of_policy
-from selfheal.models import Evidence
+from selfheal.models import Evidence, EvidenceItem
+from selfheal.redact import redact
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry
 
@@ -37,21 +38,6 @@ MAX_WINDOW = timedelta(hours=24)
 MAX_ITEMS, MAX_LOG_EVENTS, MAX_LOG_BYTES, MAX_LOG_PAGES = 100, 200, 64 * 1024, 20
 EXCERPT = 1000
 LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-
-
-class EvidenceItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str                       # stable: the same event read twice has the same id
-    source: str                   # ecs:demo/checkout, asg:..., alarm:..., logs:/aws/lambda/...
-    query: str                    # what was asked, with the effective (capped) window and limit
-    excerpt: str = Field(max_length=EXCERPT)
-    timestamp: datetime | None = None
-    truncated: bool = False       # on the last item: the reader stopped before reading everything
-
-    def to_evidence(self) -> Evidence:
-        when = self.timestamp.isoformat() if self.timestamp else "-"
-        return Evidence(source=self.source, lines=[f"[{self.id}] {when} {self.excerpt}" + (" [truncated]" * self.truncated)])
 
 
 class AwsEvidenceRequest(BaseModel):
@@ -84,6 +70,8 @@ def window(since: datetime, until: datetime) -> tuple[datetime, datetime]:
 
 
 def cut(text: str, limit: int = EXCERPT) -> str:
+    # Redacted before it is cut: a secret straddling the cut must not survive as a fragment.
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

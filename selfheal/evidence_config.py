@@ -1,0 +1,437 @@
+"""The reviewed evidence configuration: which reads a diagnosis may run, and nothing else.
+
+A language model that diagnoses an incident picks evidence by **source ref** only
+(``journal:demo-api``, ``file:checkout-log``, ``prom:error-rate``, ``aws``). It never
+names a file, a URL or a query: those are written here, reviewed like the whitelist next
+to which this file lives, and hashed (SHA-256 of the file's bytes) into every incident
+that reads through them. ``allow`` says which refs the diagnosis of a whitelist entry
+(or a diagnosis signature) may read; ``catalog`` is what the model is shown of them:
+ids, kinds and descriptions, never a path, URL or query text.
+
+Example::
+
+    bounds: {window: 1h, max_bytes: 16384, max_lines: 200}
+    files:
+      checkout-log: {path: /var/log/checkout/app.log, host: localhost}
+    journals:
+      demo-api: {unit: selfheal-demo-api.service, scope: user, host: localhost}
+    prometheus:
+      url: http://127.0.0.1:9090
+      queries:
+        error-rate:
+          description: 5xx per second by service
+          query: 'sum(rate(http_requests_total{service=$service, code=~"5.."}[5m]))'
+          range: 30m     # a range query over the last 30m; without it, an instant query
+          step: 1m
+    allow:
+      rollback-checkout: [prom:error-rate, file:checkout-log, aws]
+      restart-demo-api: [journal:demo-api]
+
+PromQL templates: ``$name`` (outside string literals and comments) is a placeholder for
+the alert label ``name``. It is written WITHOUT quotes; ``render`` replaces it with the
+label's value as a double-quoted PromQL string literal (``promql_string``), so an alert
+can choose a value but never the shape of the query. A placeholder right after ``=~`` or
+``!~`` is refused: the alert would choose a regular expression (``.*``). A label the
+alert does not carry, a value over 1024 characters or one containing NUL is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from selfheal.whitelist.durations import PositiveDuration, format_duration
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+REF = re.compile(r"^(?:aws|(?P<kind>file|journal|prom):(?P<id>[a-z0-9][a-z0-9_.\-]{0,63}))$")
+KINDS = {"file": "file", "journal": "journal", "prom": "prometheus", "aws": "aws"}
+
+MAX_WINDOW = timedelta(hours=24)
+MAX_BYTES, MAX_LINES = 65_536, 2_000
+MAX_LABEL_VALUE = 1_024
+MAX_POINTS = 1_000  # range / step of a range query (Prometheus itself refuses > 11,000)
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# A systemd unit name: never an option (no leading '-'), no spaces, no globs.
+UNIT = re.compile(r"^[A-Za-z0-9_:.\\@][A-Za-z0-9_:.\\@\-]{0,255}$")
+HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}$")
+
+
+# --- PromQL templates ----------------------------------------------------------------
+
+def _placeholders(template: str) -> list[tuple[int, int, str]]:
+    """``(start, end, label name)`` of each ``$name`` outside string literals and comments.
+
+    Raises ValueError on a ``$`` that is not followed by a label name, an unterminated
+    string literal, or a placeholder used as a regular expression (after ``=~``/``!~``).
+    """
+    found: list[tuple[int, int, str]] = []
+    i, n = 0, len(template)
+    while i < n:
+        c = template[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < n and template[j] != c:
+                if c != "`" and template[j] == "\\":
+                    j += 2
+                    continue
+                if c != "`" and template[j] == "\n":
+                    break
+                j += 1
+            if j >= n or template[j] != c:
+                raise ValueError(f"unterminated string literal at offset {i}")
+            i = j + 1
+        elif c == "#":  # a comment, to the end of the line
+            end = template.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c == "$":
+            name = LABEL_NAME.match(template, i + 1)
+            if name is None:
+                raise ValueError(f"'$' at offset {i} is not followed by a label name")
+            before = template[:i].rstrip()
+            if before.endswith(("=~", "!~")):
+                raise ValueError(f"${name.group()} follows a regular-expression matcher (=~ or !~): an alert "
+                                 "would choose the regular expression; use = or != instead")
+            found.append((i, name.end(), name.group()))
+            i = name.end()
+        else:
+            i += 1
+    return found
+
+
+def placeholders(template: str) -> list[str]:
+    """The alert labels a template uses, in order of first use."""
+    return list(dict.fromkeys(name for _, _, name in _placeholders(template)))
+
+
+def promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal (Go escaping rules).
+
+    Escapes backslash, double quote, newline, carriage return and tab by name, every
+    other C0 control character and DEL as ``\\xNN``, and U+FFFD (which Prometheus's lexer
+    cannot tell from an invalid byte) as ``\\ufffd``. Refuses values over 1024 characters,
+    containing NUL, or that are not valid Unicode (lone surrogates).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"a label value must be text, not {type(value).__name__}")
+    if len(value) > MAX_LABEL_VALUE:
+        raise ValueError(f"label value is {len(value)} characters long; at most {MAX_LABEL_VALUE} are allowed")
+    if "\x00" in value:
+        raise ValueError("label value contains NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("label value is not valid Unicode") from None
+    out = ['"']
+    for ch in value:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append(f"\\x{ord(ch):02x}")
+        elif ch == "\ufffd":
+            out.append("\\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def render(template: str, labels: Mapping[str, str]) -> str:
+    """The template with each ``$name`` replaced by ``promql_string(labels[name])``.
+
+    ValueError when a label is missing or its value is refused (see ``promql_string``).
+    """
+    parts, last = [], 0
+    for start, end, name in _placeholders(template):
+        if name not in labels:
+            raise ValueError(f"the alert has no label {name!r}, which the query needs")
+        try:
+            literal = promql_string(labels[name])
+        except ValueError as exc:
+            raise ValueError(f"label {name!r}: {exc}") from None
+        parts += [template[last:start], literal]
+        last = end
+    parts.append(template[last:])
+    return "".join(parts)
+
+
+# --- the configuration -----------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _window(value: timedelta) -> timedelta:
+    if value > MAX_WINDOW:
+        raise ValueError(f"must be at most 24h, got {format_duration(value)}")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains NUL")
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, not {value!r}")
+    if ".." in path.parts:
+        raise ValueError("must not contain '..'")
+    return value
+
+
+def _unit(value: str) -> str:
+    if not UNIT.match(value):
+        raise ValueError(f"not a systemd unit name: {value[:100]!r}")
+    return value
+
+
+def _host(value: str) -> str:
+    if not HOST.match(value):
+        raise ValueError(f"not a host name: {value[:100]!r}")
+    return value
+
+
+def _template(value: str) -> str:
+    _placeholders(value)
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, not {value[:200]!r}")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+Window = Annotated[PositiveDuration, AfterValidator(_window)]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class Bounds(_Strict):
+    """Caps on every read: the window before the incident, the excerpt bytes, the items."""
+
+    window: Window = timedelta(hours=1)
+    max_bytes: int = Field(default=16_384, ge=1, le=MAX_BYTES)
+    max_lines: int = Field(default=200, ge=1, le=MAX_LINES)
+
+
+class FileSource(_Strict):
+    path: Annotated[str, Field(max_length=4096), AfterValidator(_absolute_path)]
+    host: Annotated[str, AfterValidator(_host)] = "localhost"
+    description: Description = ""
+
+
+class JournalSource(_Strict):
+    unit: Annotated[str, AfterValidator(_unit)]
+    scope: Literal["system", "user"] = "system"
+    host: Annotated[str, AfterValidator(_host)] = "localhost"
+    description: Description = ""
+
+
+class PromQuery(_Strict):
+    description: Description
+    query: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_template)]
+    range: Window | None = None
+    step: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _points(self) -> "PromQuery":
+        if self.step is not None and self.range is None:
+            raise ValueError("step is only for range queries: give a range too")
+        if self.range is not None:
+            step = self.step or timedelta(minutes=1)
+            if step > self.range:
+                raise ValueError(f"step ({format_duration(step)}) is longer than the range ({format_duration(self.range)})")
+            if self.range / step > MAX_POINTS:
+                raise ValueError(f"range / step is {self.range / step:.0f} points per series; at most {MAX_POINTS}")
+        return self
+
+    @property
+    def effective_step(self) -> timedelta | None:
+        return None if self.range is None else (self.step or timedelta(minutes=1))
+
+    @property
+    def labels(self) -> list[str]:
+        return placeholders(self.query)
+
+
+class PrometheusSource(_Strict):
+    url: Annotated[str, AfterValidator(_http_url)]
+    queries: dict[Id, PromQuery] = {}
+
+
+class EvidenceConfig(_Strict):
+    bounds: Bounds = Bounds()
+    files: dict[Id, FileSource] = {}
+    journals: dict[Id, JournalSource] = {}
+    prometheus: PrometheusSource | None = None
+    # whitelist entry id or diagnosis signature id -> the source refs its diagnosis may read
+    allow: dict[Id, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _refs_exist(self) -> "EvidenceConfig":
+        known = set(self.refs())
+        problems = [f"allow.{key}[{i}]: unknown source {ref!r}; the configured sources are: {', '.join(sorted(known))}"
+                    for key, refs in self.allow.items() for i, ref in enumerate(refs) if ref not in known]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LoadedEvidence":
+        """Read, hash and validate a file (see ``_load``); ValueError on any problem."""
+        return _load(cls, path)
+
+    def refs(self) -> list[str]:
+        """Every ref this configuration defines, sorted (``aws`` always: it reads the
+        whitelist entry's own AWS target)."""
+        prom = self.prometheus.queries if self.prometheus else {}
+        return sorted([f"file:{i}" for i in self.files] + [f"journal:{i}" for i in self.journals]
+                      + [f"prom:{i}" for i in prom] + ["aws"])
+
+    def source(self, ref: str) -> FileSource | JournalSource | PromQuery | None:
+        """The configured source a ref names; None for ``aws``. KeyError if not configured."""
+        m = REF.match(ref) if isinstance(ref, str) else None
+        if m is None:
+            raise KeyError(ref)
+        kind, ident = m.group("kind"), m.group("id")
+        if kind is None:
+            return None
+        table: Mapping[str, Any] = {"file": self.files, "journal": self.journals,
+                                    "prom": self.prometheus.queries if self.prometheus else {}}[kind]
+        if ident not in table:
+            raise KeyError(ref)
+        return table[ident]
+
+    def allowed(self, ids: Iterable[str]) -> list[str]:
+        """The refs allowed for any of these whitelist entry / signature ids: sorted, unique."""
+        return sorted({ref for i in ids for ref in self.allow.get(i, [])})
+
+    def unknown_keys(self, known_ids: Iterable[str]) -> list[str]:
+        """``allow`` keys that are neither a whitelist entry nor a signature among ``known_ids``
+        (for a worker to refuse a configuration that names something that does not exist)."""
+        known = set(known_ids)
+        return sorted(k for k in self.allow if k not in known)
+
+    def catalog(self, refs: Iterable[str]) -> list[dict[str, Any]]:
+        """What the model is shown of these refs: id, kind, description, the bounds, and for
+        Prometheus the alert labels the query needs and its range. Never a path, host, unit,
+        URL or query text. ValueError on a ref that is not configured."""
+        b, out = self.bounds, []
+        window = format_duration(b.window)
+        for ref in refs:
+            try:
+                src = self.source(ref)
+            except KeyError:
+                raise ValueError(f"unknown evidence source {ref!r}") from None
+            kind = KINDS[ref.split(":", 1)[0]]
+            entry: dict[str, Any] = {"ref": ref, "kind": kind}
+            if kind == "file":
+                entry["description"] = src.description or "the most recent lines of a log file, rotated predecessor included"
+                entry["reads"] = f"at most {b.max_lines} lines ({b.max_bytes} bytes) from the last {window}"
+            elif kind == "journal":
+                entry["description"] = src.description or "the most recent messages of a systemd unit's journal"
+                entry["reads"] = f"at most {b.max_lines} lines ({b.max_bytes} bytes) from the last {window}"
+            elif kind == "prometheus":
+                entry["description"] = src.description
+                if src.range is not None:
+                    span = format_duration(min(src.range, b.window))
+                    entry["reads"] = (f"a range query over the last {span}, one point every "
+                                      f"{format_duration(src.effective_step)}; at most {b.max_lines} series")
+                else:
+                    entry["reads"] = f"an instant query at the end of the window; at most {b.max_lines} series"
+                entry["labels"] = src.labels
+            else:
+                entry["description"] = ("the whitelisted AWS target's recent history: ECS service events and "
+                                        "deployments, Auto Scaling activities, Lambda logs, alarm history")
+                entry["reads"] = f"at most {b.max_lines} items ({b.max_bytes} bytes) from the last {window}"
+            out.append(entry)
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedEvidence:
+    config: EvidenceConfig
+    path: str
+    sha256: str  # of the file's bytes, like the whitelist's: any edit changes it
+
+
+def load(path: str | Path) -> LoadedEvidence:
+    return EvidenceConfig.load(path)
+
+
+_ALLOW_FIELD = re.compile(r"^allow\.(?P<key>[a-z0-9][a-z0-9_.\-]{0,63})\[(?P<i>\d+)\]: ")
+
+
+def _load(cls: type[EvidenceConfig], path: str | Path) -> LoadedEvidence:
+    """Read, hash and validate the file. ValueError naming the file, and for each problem
+    its line and field path (``allow.rollback-checkout[1]``), on anything wrong, including
+    a key given twice in one mapping (PyYAML would keep only the last)."""
+    from selfheal.whitelist.loader import _construct, _dotted, _locate
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the evidence configuration: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    if root is None:
+        value: Any = {}
+    else:
+        duplicates: list = []
+        value = _construct(root, (), duplicates)
+        if duplicates:
+            raise ValueError("\n".join(f"{path}:{p.line}: {p.field}: {p.message}" for p in duplicates))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    try:
+        config = cls.model_validate(value)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if loc and loc[-1] == "[key]":  # a mapping's key: an id
+                loc, msg = loc[:-1], f"not a valid id: ids match {ID_PATTERN}"
+            line, _ = _locate(root, loc) if root is not None else (0, ())
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not part of the evidence configuration)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            field = _dotted(loc) or "<top>"
+            for text in msg.splitlines():
+                named = _ALLOW_FIELD.match(text) if not loc else None
+                if named:  # the model's own check names its field, one problem a line
+                    line, _ = _locate(root, ("allow", named["key"], int(named["i"])))
+                    problems.append(f"{path}:{line}: {text}")
+                else:
+                    problems.append(f"{path}:{line}: {field}: {text}")
+        raise ValueError(f"{path}: invalid evidence configuration:\n" + "\n".join(problems)) from None
+    return LoadedEvidence(config, str(path), hashlib.sha256(data).hexdigest())
+
+
