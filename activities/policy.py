@@ -17,8 +17,9 @@ from selfheal.workflows.ledger import LedgerState, RemediationLedgerWorkflow, Re
 
 class PolicyActivities:
     def __init__(self, loaded: LoadedWhitelist, settings: IncidentSettings, client: Client, task_queue: str,
-                 search_attributes: bool = False):
+                 search_attributes: bool = False, evidence=None):
         self._search_attributes = search_attributes
+        self._evidence = evidence  # EvidenceCatalog, when the worker has an evidence configuration
         self._loaded = loaded
         self._settings = settings
         self._client = client
@@ -30,7 +31,7 @@ class PolicyActivities:
     async def load_policy(self) -> PolicySnapshot:
         return PolicySnapshot(
             whitelist=self._loaded.whitelist, sha256=self._loaded.sha256, source=self._loaded.path, settings=self._settings,
-            search_attributes=self._search_attributes,
+            search_attributes=self._search_attributes, evidence=self._evidence,
         )
 
     @activity.defn(name="read_executions")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import shlex
 import signal
@@ -74,6 +75,7 @@ class DevOptions:
     aws_port: int = 5566
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
+    evidence: str = "deploy/demo/evidence.yaml"
     token: str | None = None
 
 
@@ -184,7 +186,11 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         await search.available(client, "default", create=True)  # a database from an older version may lack some
         await set_retention(client, "default", RETENTION)
         whitelist, keys = demo_approvers(opts.whitelist, opts.data_dir)
-        worker_settings = WorkerSettings(address=address, whitelist=str(whitelist), diagnosis=opts.diagnosis)
+        # The diagnoser and model come from the same variables as the worker's; nothing else
+        # from the environment (a TEMPORAL_* profile must never point the demo elsewhere).
+        model_env = {k: v for k, v in os.environ.items() if k == "SELFHEAL_DIAGNOSER" or k.startswith("SELFHEAL_LLM_")}
+        worker_settings = WorkerSettings.from_mapping(model_env, address=address, whitelist=str(whitelist),
+                                                      diagnosis=opts.diagnosis, evidence=opts.evidence)
         ingress_settings = IngressSettings(
             ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
         )

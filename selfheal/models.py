@@ -7,7 +7,8 @@ here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -45,6 +46,30 @@ class IncidentInput(Model):
 class Evidence(Model):
     source: str  # e.g. "journal:api.service", "file:/var/log/api.log", "labels"
     lines: list[str] = []
+
+
+EXCERPT = 1_000  # characters of one evidence item
+
+
+class EvidenceItem(BaseModel):
+    """One thing a diagnosis read and can cite: a log line, a deployment, a metric series.
+
+    Produced by the read-only evidence sources (``activities/evidence_sources.py``,
+    ``activities/aws_evidence.py``), redacted, and bounded in size.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str                       # stable: the same event read twice has the same id
+    source: str                   # ecs:demo/checkout, prom:error-rate, file:checkout-log ...
+    query: str                    # what was asked, with the effective (capped) window and limit
+    excerpt: str = Field(max_length=EXCERPT)
+    timestamp: datetime | None = None
+    truncated: bool = False       # on the last item: the reader stopped before reading everything
+
+    def to_evidence(self) -> "Evidence":
+        when = self.timestamp.isoformat() if self.timestamp else "-"
+        return Evidence(source=self.source, lines=[f"[{self.id}] {when} {self.excerpt}" + (" [truncated]" * self.truncated)])
 
 
 class Hypothesis(Model):
@@ -218,7 +243,10 @@ class AuditRecord(Model):
     resolved: bool = False
     # concluded
     matched_entries: list[str] = []
-    diagnosis: Diagnosis | None = None
+    diagnosis: Diagnosis | None = None   # the one that counts: the rules', or the model's
+    rules_diagnosis: Diagnosis | None = None  # beside the model's, when a model diagnosed
+    agent: "AgentResult | None" = None       # how the model's diagnosis went (turns, reads, refusals)
+    evidence_sha256: str | None = None       # the evidence configuration the diagnosis read under
     proposal_note: str = ""
     # decided
     request: ActionRequest | None = None
@@ -236,3 +264,114 @@ class AuditRecord(Model):
     notifications: list[NotificationRecord] = []
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
+
+
+# --- the diagnosis agent's conversation (provider-neutral; activities/llm.py maps it to
+# --- the OpenAI and Anthropic wire formats) ------------------------------------------
+
+class ToolCall(Model):
+    """A tool the model asked for. ``arguments`` is the parsed JSON object; a call whose
+    arguments were not a JSON object keeps them as text in ``raw`` and an empty dict."""
+
+    id: Annotated[str, Field(max_length=256)]
+    name: Annotated[str, Field(max_length=256)]
+    arguments: dict[str, Any] = {}
+    raw: Annotated[str, Field(max_length=16_384)] = ""
+
+
+class ChatMessage(Model):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = []      # assistant turns
+    tool_call_id: str | None = None      # tool results answer this call
+
+
+class ToolSpec(Model):
+    name: str
+    description: str
+    parameters: dict[str, Any]           # a JSON schema object
+
+
+class ModelTurnInput(Model):
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = []
+    max_tokens: int = Field(default=2048, ge=1, le=32_768)
+
+
+class ModelTurn(Model):
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+    stop_reason: str = ""                # as the provider said it (stop, tool_calls, end_turn, tool_use, length...)
+    usage: dict[str, int] = {}
+
+
+class EvidenceRead(Model):
+    """One read of a configured evidence source (``read_evidence``), by its reference."""
+
+    ref: Annotated[str, Field(max_length=80)]        # file:ID, journal:ID, prom:ID, aws
+    entry_id: str | None = None                      # the candidate entry (for aws)
+    alerts: list[Alert]
+    since: AwareDatetime
+    until: AwareDatetime
+
+
+class Candidate(Model):
+    """A whitelist entry the alerts matched, as the model sees it: no target, no host."""
+
+    id: str
+    kind: str
+    description: str = ""
+    params: dict[str, str] = {}   # parameter name -> its type, as the entry's kind defines it
+
+
+class SourceInfo(Model):
+    """An evidence source the model may read, by id only (never a path, URL or query)."""
+
+    ref: str
+    kind: str
+    description: str = ""
+
+
+class EvidenceCatalog(Model):
+    """The reviewed evidence configuration as an incident records it: its hash, and which
+    sources (by id and description only) each entry or signature may read."""
+
+    sha256: str
+    source: str = ""
+    sources: list[SourceInfo] = []
+    allow: dict[str, list[str]] = {}
+
+    def allowed(self, ids) -> list[SourceInfo]:
+        refs = {ref for i in ids for ref in self.allow.get(i, [])}
+        return [s for s in self.sources if s.ref in refs]
+
+
+class AgentBounds(Model):
+    max_steps: int = Field(default=8, ge=1, le=32)             # model turns
+    max_read_bytes: int = Field(default=16_384, ge=256, le=65_536)  # per evidence read, as sent to the model
+    max_transcript_bytes: int = Field(default=262_144, ge=4_096, le=1_048_576)
+    time_budget_seconds: float = Field(default=300, gt=0, le=3600)
+    max_invalid_answers: int = Field(default=2, ge=0, le=8)    # malformed or out-of-candidate answers retried
+
+
+class AgentInput(Model):
+    incident_id: str
+    alerts: list[Alert]
+    candidates: list[Candidate]
+    sources: list[SourceInfo]
+    rules: Diagnosis                  # the rules diagnoser's result, shown to the model and kept beside its own
+    aws_entry: str | None = None      # the candidate whose AWS evidence the "aws" source reads
+    since: AwareDatetime
+    bounds: AgentBounds = AgentBounds()
+
+
+class AgentResult(Model):
+    diagnosis: Diagnosis | None = None   # None: no valid answer within the bounds; people decide
+    note: str = ""                       # why it ended
+    steps: int = 0
+    reads: list[str] = []                # evidence source refs read, in order
+    refused: list[str] = []              # answers and tool calls refused, and why
+    transcript_bytes: int = 0
+
+
+AuditRecord.model_rebuild()

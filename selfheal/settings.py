@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import shlex
 from datetime import timedelta
-from typing import Mapping
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from typing import Literal
+
+from selfheal.models import AgentBounds, EvidenceCatalog
 from selfheal.whitelist.durations import PositiveDuration
 from selfheal.whitelist.models import Whitelist
 
@@ -35,6 +38,10 @@ class IncidentSettings(BaseModel):
     # (HEARTBEAT_THROTTLE), so a live worker has seconds of margin.
     remediation_heartbeat: PositiveDuration = timedelta(seconds=5)
     heartbeat_timeout: PositiveDuration = timedelta(seconds=5)
+    # Who diagnoses: the rules alone, or a language model beside them (the model's proposal
+    # then counts). Recorded with the incident; older incidents replay as "rules".
+    diagnoser: Literal["rules", "llm"] = "rules"
+    agent: AgentBounds = AgentBounds()
 
     @model_validator(mode="after")
     def _in_order(self) -> "IncidentSettings":
@@ -55,6 +62,9 @@ class PolicySnapshot(BaseModel):
     # Whether the namespace has selfheal's search attributes; histories recorded without
     # this field replay with False, so adding attributes never breaks old incidents.
     search_attributes: bool = False
+    # The evidence configuration (hash, sources by id, what each entry may read), when the
+    # worker has one; a model diagnosis reads only what it allows.
+    evidence: EvidenceCatalog | None = None
 
 
 class WorkerSettings(BaseModel):
@@ -73,6 +83,11 @@ class WorkerSettings(BaseModel):
     runners: str | None = None
     # More redaction patterns (selfheal.redact.RedactionConfig), on top of the built-in ones.
     redact_patterns: str | None = None
+    # The reviewed evidence configuration (selfheal.evidence_config): which sources a
+    # diagnosis may read, per entry or signature.
+    evidence: str | None = None
+    # The language model for SELFHEAL_DIAGNOSER=llm (activities.llm.LlmConfig, from SELFHEAL_LLM_*).
+    llm: Any = None
     incident: IncidentSettings = IncidentSettings()
     # Slack: approval requests with buttons (the ingress answers the clicks).
     slack_token: str | None = None
@@ -101,6 +116,7 @@ class WorkerSettings(BaseModel):
             ("notify_url", "SELFHEAL_NOTIFY_URL"),
             ("runners", "SELFHEAL_RUNNERS"),
             ("redact_patterns", "SELFHEAL_REDACT_PATTERNS"),
+            ("evidence", "SELFHEAL_EVIDENCE"),
         ]:
             if env.get(key):
                 values[field] = env[key]
@@ -117,5 +133,11 @@ class WorkerSettings(BaseModel):
             if env.get(f"SELFHEAL_{name.upper()}")
         }
         values["incident"] = IncidentSettings(**timers)
+        from selfheal.activities.llm import LlmConfig  # noqa: PLC0415 - only the worker needs it
+
+        values["llm"] = LlmConfig.from_env(env)
+        if values["incident"].diagnoser == "llm" and values["llm"] is None:
+            raise ValueError("SELFHEAL_DIAGNOSER=llm needs a model: set SELFHEAL_LLM_PROVIDER, SELFHEAL_LLM_MODEL "
+                             "(and SELFHEAL_LLM_BASE_URL, SELFHEAL_LLM_API_KEY or SELFHEAL_LLM_API_KEY_FILE)")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

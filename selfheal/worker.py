@@ -38,12 +38,13 @@ from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.incident import IncidentWorkflow
+from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
 from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.ledger import RemediationLedgerWorkflow
 
 log = logging.getLogger("selfheal.worker")
 # The ledger stays registered for incidents that began before the governor replaced it.
-WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow]
+WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow, DiagnosisAgentWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a
@@ -74,12 +75,22 @@ def build_activities(
     settings: WorkerSettings, loaded: LoadedWhitelist, rules: DiagnosisRules, client: Client, runner: CommandRunner,
     http: httpx.AsyncClient, search_attributes: bool = False, aws: AwsClients | None = None,
 ) -> list:
-    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes)
-    governor = GovernorActivities(loaded, client, settings.task_queue)
-    evidence = EvidenceReader(runner, loaded)
     aws = aws or AwsClients(settings.aws_endpoint_url)
     redactor = _redactor(settings)
+    sources, catalog = _evidence(settings, runner, http, AwsEvidence(aws, loaded), redactor)
+    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes, catalog)
+    governor = GovernorActivities(loaded, client, settings.task_queue)
+    evidence = EvidenceReader(runner, loaded)
+    agent = []
+    if settings.llm is not None:
+        from selfheal.activities.agent import ModelTurns
+        from selfheal.activities.llm import client_for
+
+        agent.append(ModelTurns(client_for(settings.llm, http), redactor).model_turn)
+    if sources is not None:
+        agent.append(sources.read_evidence)
     return [
+        *agent,
         policy.load_policy,
         policy.read_executions,
         policy.reserve_execution,
@@ -106,6 +117,10 @@ async def run_worker(
     aws = aws or AwsClients(settings.aws_endpoint_url)
     runner = runner or _runner(settings, loaded, aws)  # and a broken runners file
     _redactor(settings)  # and broken redaction patterns
+    if settings.evidence:  # and a broken evidence configuration
+        from selfheal.evidence_config import EvidenceConfig
+
+        EvidenceConfig.load(settings.evidence)
     client = await connect(settings)
     attributes = await search.available(client, settings.namespace)
     if not attributes:
@@ -140,6 +155,23 @@ async def run_worker(
             configured.add_done_callback(_report_configured)
             await stop.wait()
             log.info("stopping: finishing running activities")
+
+
+def _evidence(settings: WorkerSettings, runner, http, aws_evidence, redactor):
+    """The evidence sources and the catalog incidents record, or (None, None) without a config."""
+    if not settings.evidence:
+        return None, None
+    from selfheal.activities.evidence_sources import EvidenceSources
+    from selfheal.evidence_config import EvidenceConfig
+    from selfheal.models import EvidenceCatalog, SourceInfo
+
+    loaded = EvidenceConfig.load(settings.evidence)
+    refs = sorted({ref for refs in loaded.config.allow.values() for ref in refs})
+    catalog = EvidenceCatalog(sha256=loaded.sha256, source=str(loaded.path),
+                              sources=[SourceInfo(**{k: v for k, v in item.items() if k in SourceInfo.model_fields})
+                                       for item in loaded.config.catalog(refs)],
+                              allow={k: list(v) for k, v in loaded.config.allow.items()})
+    return EvidenceSources(loaded, runner, http, aws_evidence, redactor), catalog
 
 
 def _redactor(settings: WorkerSettings) -> Redactor:

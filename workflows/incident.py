@@ -38,12 +38,15 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         EvidenceView,
         Viewing,
+        AgentInput,
+        AgentResult,
+        Candidate,
     )
     from selfheal import attest, search
     from selfheal.settings import IncidentSettings, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries, target_of
     from selfheal.whitelist.durations import format_duration
-    from selfheal.workflows import approvals, requests
+    from selfheal.workflows import agent_answer, approvals, requests
     from selfheal.workflows.governor import Assess, Outcome, Reserve, Reserved
     from selfheal.workflows.ledger import Reservation, ReservationResult
 
@@ -219,8 +222,38 @@ class IncidentWorkflow:
             result_type=Diagnosis,
             summary="diagnose: read evidence, form hypotheses",
         )
+        if self._settings.diagnoser == "llm":
+            diagnosis = await self._model_diagnosis(diagnosis)
         self._audit.diagnosis = diagnosis
         return diagnosis
+
+    async def _model_diagnosis(self, rules: Diagnosis) -> Diagnosis:
+        """The language model's diagnosis, in a child workflow whose history holds its
+        turns and reads. The rules' diagnosis stays beside it in the audit; without a
+        valid answer, people decide, with the evidence and the rules' diagnosis."""
+        self._audit.rules_diagnosis = rules
+        whitelist, catalog = self._snapshot.whitelist, self._snapshot.evidence
+        candidates = [Candidate(id=e.id, kind=e.kind, description=e.description,
+                                params=dict(agent_answer.KIND_PARAMS.get(e.kind, {})))
+                      for e in (whitelist.entry(i) for i in self._audit.matched_entries)]
+        sources = catalog.allowed([c.id for c in candidates] + [h.id for h in rules.hypotheses]) if catalog else []
+        self._audit.evidence_sha256 = catalog.sha256 if catalog else None
+        firing = [a for a in self._audit.alerts if a.status == "firing"] or self._audit.alerts
+        agent: AgentResult = await workflow.execute_child_workflow(
+            "DiagnosisAgentWorkflow",
+            AgentInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts[:20], candidates=candidates,
+                       sources=sources, rules=rules, since=min(a.starts_at for a in firing) - timedelta(minutes=15),
+                       aws_entry=next((c.id for c in candidates if catalog and "aws" in catalog.allow.get(c.id, [])), None),
+                       bounds=self._settings.agent),
+            id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
+            execution_timeout=timedelta(seconds=self._settings.agent.time_budget_seconds) + READ_TIMEOUT * 3,
+        )
+        self._audit.agent = agent.model_copy(update={"diagnosis": None})  # the diagnosis is recorded once, below
+        if agent.diagnosis is not None:
+            return agent.diagnosis
+        return Diagnosis(hypotheses=rules.hypotheses, proposal=None,
+                         rationale=(f"the model gave no valid answer ({agent.note}); people decide. The rules "
+                                    f"proposed {rules.proposal or 'nothing'}: {rules.rationale}"))
 
     def _accepted_proposal(self, diagnosis: Diagnosis):
         """The proposed entry, only if the alerts matched it; anything else is recorded and dropped."""
@@ -264,6 +297,11 @@ class IncidentWorkflow:
                 result_type=list[Execution], summary=f"read recent executions of {entry.id}",
             )
             decision = decide(self._snapshot.whitelist, request, history, workflow.now())
+        if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None and decision.kind != "deny":
+            # Whatever the model says, authority does not move: a proposal that differs from
+            # the rules', or parameters it chose, need at least one person whatever the tier.
+            decision = agent_answer.raised(decision, self._snapshot.whitelist,
+                                           agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis))
         self._audit.request, self._audit.decision = request, decision
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
@@ -568,6 +606,8 @@ class IncidentWorkflow:
             "tier": f"{d.tier} ({d.approvals} approval(s))" + (f", raised from {d.declared_tier}" if d.raised_by else ""),
             "raised_by": "; ".join(d.raised_by),
             "approvers": ", ".join(d.approvers),
+            **({"rules": f"the rules proposed {a.rules_diagnosis.proposal or 'nothing'}: {a.rules_diagnosis.rationale}"[:500]}
+               if a.rules_diagnosis is not None else {}),
             "evidence": "\n".join(evidence)[:2500],
             "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
         }

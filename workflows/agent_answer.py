@@ -1,0 +1,137 @@
+"""The model's final answer: its schema, and the checks that keep it inside the candidates.
+
+Pure (the agent workflow imports it). The model may propose only one of the candidate
+entry ids, or none; it may give only the parameters the entry's kind defines, with their
+types (bounds are the policy's job, and a model-chosen parameter always needs a person);
+its hypotheses must cite evidence it actually read. Everything else about the answer is
+text for people, bounded in size. Free text never becomes a target, host, file, URL,
+command or parameter: nothing here reads one out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from selfheal.models import Candidate, Diagnosis, Evidence, EvidenceItem, Hypothesis
+
+SUBMIT = "submit_diagnosis"
+READ = "read_evidence"
+# What each kind lets a diagnosis choose. Rollbacks and restarts take nothing: the target
+# is the entry's; reboots take instances from the alerts, never from a diagnosis.
+KIND_PARAMS = MappingProxyType({"asg.scale": MappingProxyType({"desired_capacity": "integer"})})
+
+
+class _Hypothesis(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    summary: Annotated[str, Field(min_length=1, max_length=500)]
+    evidence_ids: list[Annotated[str, Field(max_length=300)]] = Field(default=[], max_length=20)
+
+
+class ModelAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hypotheses: list[_Hypothesis] = Field(default=[], max_length=5)
+    proposal: Annotated[str, Field(max_length=80)] | None = None
+    params: dict[Annotated[str, Field(max_length=64)], StrictInt] = {}
+    rationale: Annotated[str, Field(max_length=2_000)] = ""
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+def tool_schemas(candidates: list[Candidate], refs: list[str]) -> list[dict[str, Any]]:
+    """The two tools, as JSON schemas: read one configured source by id; submit the answer."""
+    return [
+        {"name": READ, "description": "Read one evidence source (read-only, bounded). Sources are named by id only.",
+         "parameters": {"type": "object", "additionalProperties": False, "required": ["source"],
+                        "properties": {"source": {"type": "string", "enum": refs or ["none"]}}}},
+        {"name": SUBMIT, "description": "Give the final diagnosis. proposal is one candidate entry id, or null.",
+         "parameters": {"type": "object", "additionalProperties": False, "required": ["hypotheses", "proposal", "rationale", "confidence"],
+                        "properties": {
+                            "hypotheses": {"type": "array", "maxItems": 5, "items": {
+                                "type": "object", "additionalProperties": False, "required": ["summary", "evidence_ids"],
+                                "properties": {"summary": {"type": "string"},
+                                               "evidence_ids": {"type": "array", "items": {"type": "string"}}}}},
+                            "proposal": {"type": ["string", "null"], "enum": [c.id for c in candidates] + [None]},
+                            "params": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "rationale": {"type": "string"},
+                            "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}},
+    ]
+
+
+def parse_text_answer(text: str) -> dict[str, Any] | None:
+    """A final answer given as text: one JSON object, perhaps in a ```json fence."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`")
+        body = body[4:] if body.lower().startswith("json") else body
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def validate(raw: Any, candidates: list[Candidate], evidence: dict[str, EvidenceItem]) -> tuple[ModelAnswer | None, str]:
+    """The answer, or why it was refused (said back to the model, and recorded)."""
+    if not isinstance(raw, dict):
+        return None, "the answer is not a JSON object"
+    try:
+        answer = ModelAnswer.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5])
+        return None, f"the answer does not fit the schema: {problems}"
+    by_id = {c.id: c for c in candidates}
+    if answer.proposal is not None and answer.proposal not in by_id:
+        return None, (f"proposal {answer.proposal[:80]!r} is not one of the candidates "
+                      f"({', '.join(by_id) or 'none'}); propose one of them or null")
+    allowed = dict(KIND_PARAMS.get(by_id[answer.proposal].kind, {})) if answer.proposal else {}
+    extra = sorted(set(answer.params) - set(allowed))
+    if extra:
+        return None, f"parameters {extra} are not defined for {answer.proposal or 'no proposal'} (it takes {sorted(allowed) or 'none'})"
+    unknown = sorted({i for h in answer.hypotheses for i in h.evidence_ids} - set(evidence))
+    if unknown:
+        return None, f"cited evidence ids that were never read: {unknown[:5]}"
+    return answer, ""
+
+
+def to_diagnosis(answer: ModelAnswer, evidence: dict[str, EvidenceItem]) -> Diagnosis:
+    # The model's text was redacted by the model_turn activity before it entered history.
+    hypotheses = []
+    for i, h in enumerate(answer.hypotheses):
+        cited = [evidence[e] for e in h.evidence_ids]
+        lines = [f"[{item.id}] {item.excerpt}" for item in cited]
+        sources = sorted({item.source for item in cited}) or ["model"]
+        hypotheses.append(Hypothesis(id=f"model-{i + 1}", summary=h.summary,
+                                     evidence=[Evidence(source="+".join(sources)[:200], lines=lines)],
+                                     proposal=answer.proposal))
+    return Diagnosis(hypotheses=hypotheses, proposal=answer.proposal, params=dict(answer.params),
+                     rationale=answer.rationale, confidence=answer.confidence)
+
+
+def model_reasons(rules: Diagnosis, model: Diagnosis) -> list[str]:
+    """Why a model's proposal needs at least one approver whatever the tier: it differs
+    from the rules' proposal, or it carries parameters the model chose (parameters fixed
+    by a reviewed signature for the same proposal do not count)."""
+    reasons = []
+    if model.proposal != rules.proposal:
+        reasons.append(f"the model proposed {model.proposal or 'nothing'}; the rules proposed {rules.proposal or 'nothing'}")
+    if model.params and (model.proposal != rules.proposal or model.params != rules.params):
+        chosen = ", ".join(f"{k}={v}" for k, v in sorted(model.params.items()))
+        reasons.append(f"parameters chosen by the model ({chosen})")
+    return reasons
+
+
+def raised(decision, whitelist, reasons: list[str]):
+    """``decision`` needing at least the whitelist's approving tier, for ``reasons``."""
+    from selfheal.models import Decision
+
+    if not reasons:
+        return decision
+    if decision.kind == "needs_approval":
+        return decision.model_copy(update={"raised_by": [*decision.raised_by, *reasons]})
+    tier = whitelist.approving_tier()
+    return Decision.needs_approval(decision.entry_id, tier, whitelist.tiers[tier].approvals,
+                                   whitelist.allowed_approvers(decision.entry_id), declared_tier=decision.declared_tier,
+                                   raised_by=[*decision.raised_by, *reasons], targets=decision.targets)
