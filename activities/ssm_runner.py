@@ -60,6 +60,7 @@ def action_for(unit: str, argv: tuple[str, ...]) -> str | None:
     cmds = commands(unit)
     journal = cmds["journal"]
     if (len(argv) == len(journal) and argv[:9] == tuple(journal[:9]) and argv[10] == "--lines"
+            and argv[12:] == tuple(journal[12:])
             and re.fullmatch(r"@\d{1,12}", argv[9]) and re.fullmatch(r"\d{1,7}", argv[11])):
         return "journal"  # what journal_lines sends: --since @TS --lines N
     return next((action for action, expected in cmds.items() if argv == tuple(expected)), None)
@@ -68,8 +69,9 @@ def action_for(unit: str, argv: tuple[str, ...]) -> str | None:
 def narrow_journal(argv: tuple[str, ...], stdout: str) -> str:
     """The document reads fixed bounds; keep what the caller asked for (since, last N)."""
     since_us, limit = int(argv[9][1:]) * 1_000_000, int(argv[11])
+    # Newest first (--reverse), as journal_lines asked: the first ``limit`` are the newest.
     kept = [line for line in stdout.splitlines() if _stamp(line) >= since_us]
-    return "".join(f"{line}\n" for line in kept[-limit:] if limit)
+    return "".join(f"{line}\n" for line in kept[:limit] if limit)
 
 
 def _stamp(line: str) -> int:

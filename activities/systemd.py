@@ -60,12 +60,14 @@ async def unit_state(runner: CommandRunner, host: str, scope: Scope, unit: str) 
 async def journal_lines(
     runner: CommandRunner, host: str, scope: Scope, unit: str, since: datetime, limit: int
 ) -> list[str]:
-    """The unit's log messages since ``since``, oldest first, at most ``limit`` of them."""
+    """The unit's most recent log messages since ``since``, oldest first, at most ``limit`` of them."""
     unit_flag = "--user-unit" if scope == "user" else "--unit"
     argv = [
         # Only the message (journald adds its timestamps and cursor): less to read and carry.
         "journalctl", unit_flag, unit, "--output", "json", "--output-fields", "MESSAGE", "--no-pager",
-        "--since", f"@{since.timestamp():.0f}", "--lines", str(limit),
+        # --reverse: with --since, journalctl starts at the window's beginning and --lines
+        # would keep the OLDEST entries (systemd 252); read from the end to keep the newest.
+        "--since", f"@{since.timestamp():.0f}", "--lines", str(limit), "--reverse",
     ]
     result = await runner.run(host, argv, timeout=60)
     if not result.ok:
@@ -80,4 +82,5 @@ async def journal_lines(
             message = bytes(message).decode(errors="replace")
         if isinstance(message, str):
             lines.append(message)
+    lines.reverse()  # oldest first, as callers read a log
     return lines

@@ -43,7 +43,7 @@ def commands(unit: str) -> dict[str, list[str]]:
         "show": systemctl("system", "show", "-p", ",".join(_PROPS), unit),
         "restart": systemctl("system", "restart", unit),
         "journal": ["journalctl", "--unit", unit, "--output", "json", "--output-fields", "MESSAGE", "--no-pager",
-                    "--since", JOURNAL_SINCE, "--lines", str(JOURNAL_LINES)],
+                    "--since", JOURNAL_SINCE, "--lines", str(JOURNAL_LINES), "--reverse"],
     }
 
 

@@ -53,3 +53,21 @@ async def test_signatures_for_other_alerts_stay_silent(tmp_path):
         DiagnoseInput(incident_id="i", alerts=[alert(alertname="DiskFull")], candidates=[]),
     )
     assert diagnosis.hypotheses == [] and diagnosis.proposal is None
+
+
+async def test_journal_lines_keeps_the_newest_lines_of_a_busy_unit(systemd_user, runner):
+    """With --since, journalctl starts at the window's beginning: without --reverse, --lines
+    would keep the oldest entries, and a diagnosis would miss what happened last."""
+    import uuid
+
+    from selfheal.activities.systemd import journal_lines
+
+    sd, unit = systemd_user, f"busy-{uuid.uuid4().hex[:8]}.service"
+    sd.install_unit(unit, sd.simple_service("i=0; while [ $i -lt 60 ]; do echo line $i; i=$((i+1)); done; sleep 300"))
+    try:
+        sd.wait_until(lambda: sd.journal_entries(unit, grep="line 59"), timeout=30)
+        lines = await journal_lines(runner, "localhost", "user", unit, datetime.now(timezone.utc) - timedelta(minutes=5), 5)
+    finally:
+        sd.systemctl("stop", unit, check=False)
+        (sd.unit_dir / unit).unlink(missing_ok=True)
+    assert lines == [f"line {i}" for i in range(55, 60)]

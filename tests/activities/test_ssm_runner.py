@@ -181,9 +181,10 @@ async def test_a_retry_resends_only_when_the_earlier_restart_ended_without_succe
 
 def test_journal_output_is_narrowed_to_what_the_caller_asked_for():
     lines = [json.dumps({"__REALTIME_TIMESTAMP": str(t * 1_000_000), "MESSAGE": f"m{t}"}) for t in (100, 200, 300, 400)]
-    stdout = "\n".join(lines) + '\n{"__REALTIME_TIMESTAMP": "5000000'  # cut off at 24,000 characters
-    argv = tuple(commands("nginx.service")["journal"][:9]) + ("@200", "--lines", "2")
-    assert narrow_journal(argv, stdout) == f"{lines[2]}\n{lines[3]}\n"
+    # Newest first, as the document's --reverse reads them.
+    stdout = "\n".join(reversed(lines)) + '\n{"__REALTIME_TIMESTAMP": "5000000'  # cut off at 24,000 characters
+    argv = tuple(commands("nginx.service")["journal"][:9]) + ("@200", "--lines", "2", "--reverse")
+    assert narrow_journal(argv, stdout) == f"{lines[3]}\n{lines[2]}\n"
 
 
 def test_target_is_strict():

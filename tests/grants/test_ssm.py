@@ -137,7 +137,7 @@ async def test_each_action_runs_exactly_what_systemd_py_sends(tmp_path):
         assert tuple(done.stdout.splitlines()) == expected
     # The journal differs from what journal_lines sends only in its fixed bounds.
     assert [i for i, (a, b) in enumerate(zip(journal, commands(unit)["journal"])) if a != b] == [9, 11]
-    assert commands(unit)["journal"][8:] == ["--since", "-15min", "--lines", "50"]
+    assert commands(unit)["journal"][8:] == ["--since", "-15min", "--lines", "50", "--reverse"]
 
 
 @pytest.mark.parametrize("word", ["stop", "start", "SHOW", "show ", " restart", "restart2", "", "daemon-reload", "*"])
