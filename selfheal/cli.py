@@ -74,6 +74,9 @@ def worker_command(
     notify_url: str = typer.Option(None, envvar="SELFHEAL_NOTIFY_URL", help="webhook for approval requests and escalations"),
     runners: Path = typer.Option(None, envvar="SELFHEAL_RUNNERS", help="which runner (local, ssh, ssm) reaches which host"),
     aws_endpoint_url: str = typer.Option(None, envvar="SELFHEAL_AWS_ENDPOINT_URL", help="send every AWS call here (a local simulation)"),
+    diagnoser: str = typer.Option(None, envvar="SELFHEAL_DIAGNOSER", help="rules (default) or llm (SELFHEAL_LLM_* name the model)"),
+    evidence: Path = typer.Option(None, envvar="SELFHEAL_EVIDENCE", help="the reviewed evidence configuration"),
+    redact_patterns: Path = typer.Option(None, envvar="SELFHEAL_REDACT_PATTERNS", help="more redaction patterns (YAML)"),
 ) -> None:
     """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
     import os
@@ -86,6 +89,7 @@ def worker_command(
         ("TEMPORAL_ADDRESS", address), ("TEMPORAL_NAMESPACE", namespace), ("SELFHEAL_TASK_QUEUE", task_queue),
         ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
         ("SELFHEAL_RUNNERS", runners), ("SELFHEAL_AWS_ENDPOINT_URL", aws_endpoint_url),
+        ("SELFHEAL_DIAGNOSER", diagnoser), ("SELFHEAL_EVIDENCE", evidence), ("SELFHEAL_REDACT_PATTERNS", redact_patterns),
     ]:
         if value is not None:
             env[key] = str(value)
