@@ -65,3 +65,19 @@ async def test_replay_compares_then_and_now_on_the_record_and_acts_on_nothing(te
     # Nothing acted: no new events in the incident or its agent, no AWS writes.
     assert {i: await history_length(client, i) for i in lengths} == lengths
     assert aws_world.writes() == writes
+
+
+async def test_replay_prints_then_now_and_people_for_a_person(temporal_env, client, task_queue, tmp_path, aws_world):
+    record, _ = await run(client, task_queue, tmp_path, aws_world, [submit(None, rationale="nothing fits")])
+    cli = Path(sys.executable).parent / "selfheal"
+    env = {"SELFHEAL_WHITELIST": str(tmp_path / "wl.yaml"), "SELFHEAL_DIAGNOSIS": str(tmp_path / "rules.yaml"),
+           "SELFHEAL_DIAGNOSER": "rules"}
+    done = subprocess.run([str(cli), "diagnose-replay", "--since", "400d", "--address",
+                           temporal_env.client.service_client.config.target_host],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **env}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    block = done.stdout.split(record.incident_id, 1)[1].split("\n\n")[0]
+    assert "then:   nothing (rules: scale-queue-workers {'desired_capacity': 4})" in block
+    assert "now:    scale-queue-workers {'desired_capacity': 4}  [rules]  CHANGED" in block
+    assert "people: escalated to people" in block
+    assert "asks for more than it keeps" in done.stdout  # 400 days is past the namespace's retention
