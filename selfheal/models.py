@@ -206,6 +206,7 @@ class ApprovalEvent(Model):
     verified: bool = False            # the channel proved the person
     after_seconds: float | None = None  # since the approval was requested
     evidence_viewed: bool = False     # the person opened the evidence (verified) before this
+    fast: bool = False                # approved sooner than the tier's min_review after the request
 
 
 class NotificationRecord(Model):

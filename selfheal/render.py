@@ -41,7 +41,8 @@ def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:
     approved = [
         f"{e.at.isoformat()} {e.kind} by {e.approver} via {e.via}"
         + f" [{e.channel}, {'verified' if e.verified else 'not verified'}"
-        + (f", {e.after_seconds:.0f}s after the request]" if e.after_seconds is not None else "]")
+        + (f", {e.after_seconds:.0f}s after the request" if e.after_seconds is not None else "")
+        + (", FAST: sooner than the tier's min_review]" if e.fast else "]")
         + (f": {e.note}" if e.note else "") for e in r.approvals
     ] or ["no approvals"]
 

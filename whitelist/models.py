@@ -58,6 +58,9 @@ class Tier(Strict):
     channels: list[Literal["ssh", "slack", "token", "unverified"]] = Field(
         default_factory=lambda: list(VERIFIED_CHANNELS), min_length=1)
     confirm: bool = Field(default=False, description="an approval must repeat the exact target")
+    # An approval given sooner than this after the request is flagged as fast in the audit
+    # (it still counts): the signal that people approve without reading.
+    min_review: NonNegativeDuration = timedelta(0)
 
 
 def _ssh_public_key(text: str) -> str:

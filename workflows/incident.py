@@ -431,6 +431,7 @@ class IncidentWorkflow:
             self._upsert(search.OUTCOME.value_set(outcome))
             self._set_status("done")
         answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
+                            + (f" (fast: {e.after_seconds:.0f}s after the request)" if e.fast else "")
                             for e in self._audit.approvals)
         await self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
         self._audit.ended_at = workflow.now()
@@ -570,9 +571,14 @@ class IncidentWorkflow:
             return
         after = (workflow.now() - self._asked_at).total_seconds() if self._asked_at else None
         viewed = any(v.person == who and v.verified for v in self._audit.evidence_views)
+        # A rubber-stamp signal, recorded and counted in review: it never blocks the approval.
+        decision = self._audit.decision
+        tier = self._snapshot.whitelist.tiers.get(decision.tier) if decision and decision.tier and self._snapshot else None
+        fast = (kind == "approved" and after is not None and tier is not None
+                and after < tier.min_review.total_seconds())
         self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note,
                                                    channel=channel, verified=verified, after_seconds=after,
-                                                   evidence_viewed=viewed))
+                                                   evidence_viewed=viewed, fast=fast))
 
     def _approval_settled(self) -> bool:
         return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals
