@@ -34,6 +34,8 @@ class AwsRemediator:
         entry = self._loaded.whitelist.entry(request.entry_id)
         if not isinstance(entry, ENTRY_TYPES) or (kind is not None and entry.kind != kind):
             raise out_of_policy(f"entry {request.entry_id!r} is not {kind or 'an AWS'} entry of this worker's whitelist")
+        if entry.mode == "shadow" and with_params:  # reading the world is fine; acting is not
+            raise out_of_policy(f"entry {entry.id!r} is in shadow mode: it is decided, never executed")
         refusal = check_request(entry, request) if with_params else check_target(entry, request.target)
         if refusal:
             raise out_of_policy(f"[{refusal[0]}] {refusal[1]}")

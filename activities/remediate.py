@@ -42,6 +42,8 @@ class SystemdRemediator:
         entry = self._loaded.whitelist.entry(inp.request.entry_id)
         if not isinstance(entry, SystemdRestartEntry):
             raise out_of_policy(f"entry {inp.request.entry_id!r} is not a systemd.restart entry of this worker's whitelist")
+        if entry.mode == "shadow":
+            raise out_of_policy(f"entry {entry.id!r} is in shadow mode: it is decided, never executed")
         refusal = check_request(entry, inp.request)
         if refusal:
             raise out_of_policy(f"[{refusal[0]}] {refusal[1]}")

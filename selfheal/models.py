@@ -224,6 +224,7 @@ Outcome = Literal[
     "expired",               # nobody approved in time
     "resolved_without_action",
     "world_changed",         # the target changed between the decision and the act: nothing ran, people decide
+    "shadowed",              # a shadow entry: decided, recorded what would have run, never executed
     "no_remedy",             # no whitelisted action was proposed
     "failed",                # an activity failed for good
 ]

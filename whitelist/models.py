@@ -163,6 +163,9 @@ class _EntryBase(Strict):
     autonomy: Autonomy = Autonomy()
     failure_memory: FailureMemory = FailureMemory()
     breaker: Breaker = Breaker()
+    # shadow: diagnosed and decided as usual, never executed; the incident ends "shadowed"
+    # with what would have run and whose approval it would have needed.
+    mode: Literal["active", "shadow"] = "active"
 
     @field_validator("match")
     @classmethod

@@ -181,6 +181,8 @@ class IncidentWorkflow:
             await self._escalate(f"no whitelisted remedy: {self._audit.proposal_note}")
             return await self._finish("no_remedy", self._audit.proposal_note)
 
+        if entry.mode == "shadow":
+            return await self._shadow(entry, diagnosis)
         decision = await self._decide(entry, diagnosis)
         if decision.kind == "deny":
             await self._escalate(f"the policy refused {entry.id}: {decision.reason}")
@@ -305,6 +307,33 @@ class IncidentWorkflow:
         self._audit.request, self._audit.decision = request, decision
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
+
+    async def _shadow(self, entry, diagnosis: Diagnosis) -> None:
+        """A shadow entry: decide with the pure policy (the declared tier, target and bounds;
+        the governor is not asked, so nothing is claimed or reserved), record what would
+        have run and whose approval it needed, page nobody, execute nothing."""
+        self._set_status("deciding")
+        request, nothing = build_request(entry, self._audit.alerts, diagnosis), None
+        if entry.kind in requests.READS_FIRST:  # read-only, as for an active entry
+            request = requests.first_request(entry, self._audit.alerts, diagnosis)
+            self._audit.observed = await workflow.execute_activity(
+                "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+                heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
+                summary=f"read {entry.kind} target before deciding")
+            request, nothing = requests.completed_request(entry, request, self._audit.observed)
+        decision = (Decision.deny(entry.id, "target", nothing) if nothing
+                    else decide(self._snapshot.whitelist, request, [], workflow.now()))
+        self._audit.request, self._audit.decision = request, decision
+        if decision.kind == "deny":
+            would = f"would have been denied: [{decision.rule}] {decision.reason}"
+        elif decision.kind == "auto":
+            would = f"would have run {entry.id} on {attest.confirmation_text(request)} by itself ({decision.tier} tier)"
+        else:
+            would = (f"would have run {entry.id} on {attest.confirmation_text(request)} after {decision.approvals} "
+                     f"approval(s) from {', '.join(decision.approvers)} ({decision.tier} tier)")
+        self._audit.outcome, self._audit.outcome_detail = "shadowed", f"shadow entry: {would}; nothing was executed"
+        self._set_status("done", search.OUTCOME.value_set("shadowed"))
+        self._audit.ended_at = workflow.now()
 
     async def _wait_for_approval(self) -> str:
         # Patched: incidents that waited before approvals were verified keep counting typed names.

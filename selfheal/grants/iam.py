@@ -163,7 +163,7 @@ def policy_document(loaded: LoadedWhitelist, extra_statements: Sequence[dict] = 
     """The policy for every AWS entry of ``loaded``, in file order, then ``extra_statements``."""
     statements: list[dict] = []
     used: set[str] = set()
-    for entry in loaded.whitelist.entries:
+    for entry in (e for e in loaded.whitelist.entries if e.mode != "shadow"):  # shadow entries never act
         if entry.kind not in AWS_KINDS:
             continue
         name, n = _camel(entry.id), 1

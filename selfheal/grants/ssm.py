@@ -49,7 +49,8 @@ def commands(unit: str) -> dict[str, list[str]]:
 
 def system_entries(loaded: LoadedWhitelist) -> list[SystemdRestartEntry]:
     return sorted((e for e in loaded.whitelist.entries
-                   if isinstance(e, SystemdRestartEntry) and e.target.scope == "system"), key=lambda e: e.id)
+                   if isinstance(e, SystemdRestartEntry) and e.target.scope == "system" and e.mode != "shadow"),
+                  key=lambda e: e.id)
 
 
 def document_name(entry: SystemdRestartEntry, prefix: str = PREFIX) -> str:

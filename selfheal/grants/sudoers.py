@@ -77,7 +77,7 @@ def sudoers_text(loaded: LoadedWhitelist, host: str, user: str = "selfheal",
                  systemctl: str = "/usr/bin/systemctl") -> str:
     _check(host, user, systemctl)
     entries = sorted((e for e in loaded.whitelist.entries
-                      if isinstance(e, SystemdRestartEntry) and fnmatchcase(host, e.target.host)),
+                      if isinstance(e, SystemdRestartEntry) and e.mode != "shadow" and fnmatchcase(host, e.target.host)),
                      key=lambda e: e.id)
     system = [e for e in entries if e.target.scope == "system"]
     user_scope = [e for e in entries if e.target.scope == "user"]
