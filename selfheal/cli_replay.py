@@ -31,7 +31,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     import httpx
     from pydantic import TypeAdapter
 
-    from selfheal.models import AuditRecord, EvidenceCatalog, SourceInfo
+    from selfheal.models import AuditRecord
     from selfheal.replay import replay_one
     from selfheal.settings import WorkerSettings
 
@@ -48,11 +48,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     if settings.evidence:
         from selfheal.evidence_config import EvidenceConfig
 
-        loaded = EvidenceConfig.load(settings.evidence)
-        refs = sorted({r for rs in loaded.config.allow.values() for r in rs})
-        catalog = EvidenceCatalog(sha256=loaded.sha256, sources=[SourceInfo(**{k: v for k, v in i.items() if k in SourceInfo.model_fields})
-                                                                 for i in loaded.config.catalog(refs)],
-                                  allow={k: list(v) for k, v in loaded.config.allow.items()})
+        catalog = EvidenceConfig.load(settings.evidence).record()
     records = []
     async with httpx.AsyncClient() as http:
         turns = None

@@ -375,6 +375,17 @@ class LoadedEvidence:
     path: str
     sha256: str  # of the file's bytes, like the whitelist's: any edit changes it
 
+    def record(self):
+        """The ``EvidenceCatalog`` an incident records: the hash, every allowed source as the
+        model may see it (id, kind, description, bounds), and what each id may read."""
+        from selfheal.models import EvidenceCatalog, SourceInfo
+
+        refs = sorted({ref for refs in self.config.allow.values() for ref in refs})
+        return EvidenceCatalog(sha256=self.sha256, source=str(self.path),
+                               sources=[SourceInfo(**{k: v for k, v in item.items() if k in SourceInfo.model_fields})
+                                        for item in self.config.catalog(refs)],
+                               allow={k: list(v) for k, v in self.config.allow.items()})
+
 
 def load(path: str | Path) -> LoadedEvidence:
     return EvidenceConfig.load(path)

@@ -11,7 +11,7 @@ sends no signal or update; the activities run in-process (``ActivityEnvironment`
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnose import RuleDiagnoser, load_rules
 from selfheal.activities.runner import CommandResult
-from selfheal.models import (AgentInput, AuditRecord, Candidate, DiagnoseInput, Diagnosis, EvidenceItem, EvidenceRead,
+from selfheal.models import (AuditRecord, DiagnoseInput, Diagnosis, EvidenceItem, EvidenceRead,
                              ModelTurn, ModelTurnInput, SourceInfo)
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
@@ -121,16 +121,10 @@ async def replay_one(client, audit: AuditRecord, settings: WorkerSettings, turns
     now, note = rules, "rules"
     if settings.incident.diagnoser == "llm" and turns is not None:
         whitelist = load_whitelist(settings.whitelist).whitelist
-        candidates = [Candidate(id=e.id, kind=e.kind, description=e.description,
-                                params=dict(agent_answer.KIND_PARAMS.get(e.kind, {})))
-                      for e in (whitelist.entry(i) for i in audit.matched_entries) if e is not None]
-        sources = catalog.allowed([c.id for c in candidates] + [h.id for h in rules.hypotheses]) if catalog else []
-        sources += [SourceInfo(ref=ref, kind=ref.split(":")[0]) for ref in reads if ref not in {s.ref for s in sources}]
-        firing = [a for a in audit.alerts if a.status == "firing"] or audit.alerts
-        result = await OfflineLoop(turns, reads).run(AgentInput(
-            incident_id=audit.incident_id, alerts=audit.alerts[:20], candidates=candidates, sources=sources, rules=rules,
-            since=min(a.starts_at for a in firing) - timedelta(minutes=15),
-            aws_entry=next((c.id for c in candidates if catalog and "aws" in catalog.allow.get(c.id, [])), None)))
+        inp = agent_answer.agent_input(audit.incident_id, audit.alerts, whitelist, audit.matched_entries, rules, catalog)
+        # Sources this incident read stay on offer even if today's configuration dropped them.
+        extra = [SourceInfo(ref=ref, kind=ref.split(":")[0]) for ref in reads if ref not in {s.ref for s in inp.sources}]
+        result = await OfflineLoop(turns, reads).run(inp.model_copy(update={"sources": [*inp.sources, *extra]}))
         now = result.diagnosis
         note = f"llm: {result.note}; read {', '.join(result.reads) or 'nothing'}"
     then, later = _proposal(audit.diagnosis), _proposal(now)

@@ -77,7 +77,8 @@ def build_activities(
 ) -> list:
     aws = aws or AwsClients(settings.aws_endpoint_url)
     redactor = _redactor(settings)
-    sources, catalog = _evidence(settings, runner, http, AwsEvidence(aws, loaded), redactor)
+    aws_evidence = AwsEvidence(aws, loaded)
+    sources, catalog = _evidence(settings, runner, http, aws_evidence, redactor)
     policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes, catalog)
     governor = GovernorActivities(loaded, client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
@@ -97,11 +98,11 @@ def build_activities(
         governor.assess_action,
         governor.reserve_action,
         governor.record_outcome,
-        RuleDiagnoser(rules, runner, AwsEvidence(aws, loaded), redactor).diagnose,
+        RuleDiagnoser(rules, runner, aws_evidence, redactor).diagnose,
         evidence.read_unit_state,
         SystemdRemediator(runner, loaded).restart_unit,
         *AwsRemediator(aws, loaded).activities(),
-        AwsEvidence(aws, loaded).read_aws_evidence,
+        aws_evidence.read_aws_evidence,
         Verifier(runner, http, loaded, aws).verify_remediation,
         Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel, redactor).notify,
     ]
@@ -163,14 +164,9 @@ def _evidence(settings: WorkerSettings, runner, http, aws_evidence, redactor):
         return None, None
     from selfheal.activities.evidence_sources import EvidenceSources
     from selfheal.evidence_config import EvidenceConfig
-    from selfheal.models import EvidenceCatalog, SourceInfo
 
     loaded = EvidenceConfig.load(settings.evidence)
-    refs = sorted({ref for refs in loaded.config.allow.values() for ref in refs})
-    catalog = EvidenceCatalog(sha256=loaded.sha256, source=str(loaded.path),
-                              sources=[SourceInfo(**{k: v for k, v in item.items() if k in SourceInfo.model_fields})
-                                       for item in loaded.config.catalog(refs)],
-                              allow={k: list(v) for k, v in loaded.config.allow.items()})
+    catalog = loaded.record()
     return EvidenceSources(loaded, runner, http, aws_evidence, redactor), catalog
 
 

@@ -11,12 +11,13 @@ command or parameter: nothing here reads one out of it.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from selfheal.models import Candidate, Diagnosis, Evidence, EvidenceItem, Hypothesis
+from selfheal.models import AgentBounds, AgentInput, Alert, Candidate, Diagnosis, Evidence, EvidenceItem, Hypothesis
 
 SUBMIT = "submit_diagnosis"
 READ = "read_evidence"
@@ -127,7 +128,7 @@ def raised(decision, whitelist, reasons: list[str]):
     """``decision`` needing at least the whitelist's approving tier, for ``reasons``."""
     from selfheal.models import Decision
 
-    if not reasons:
+    if not reasons or decision.kind == "deny":  # a refusal stays a refusal: raising never allows
         return decision
     if decision.kind == "needs_approval":
         return decision.model_copy(update={"raised_by": [*decision.raised_by, *reasons]})
@@ -135,3 +136,20 @@ def raised(decision, whitelist, reasons: list[str]):
     return Decision.needs_approval(decision.entry_id, tier, whitelist.tiers[tier].approvals,
                                    whitelist.allowed_approvers(decision.entry_id), declared_tier=decision.declared_tier,
                                    raised_by=[*decision.raised_by, *reasons], targets=decision.targets)
+
+
+EVIDENCE_LOOKBACK = timedelta(minutes=15)  # evidence from this long before the first firing alert
+
+
+def agent_input(incident_id: str, alerts: list[Alert], whitelist, matched: list[str], rules: Diagnosis, catalog,
+                bounds: AgentBounds = AgentBounds()) -> AgentInput:
+    """What the agent is given, for the incident workflow and for diagnosis replay alike:
+    the matched entries as candidates (no targets), the sources the evidence catalog allows
+    for them and for the rules' signatures, and the candidate whose AWS evidence "aws" reads."""
+    candidates = [Candidate(id=e.id, kind=e.kind, description=e.description, params=dict(KIND_PARAMS.get(e.kind, {})))
+                  for e in (whitelist.entry(i) for i in matched) if e is not None]
+    sources = catalog.allowed([c.id for c in candidates] + [h.id for h in rules.hypotheses]) if catalog else []
+    firing = [a for a in alerts if a.status == "firing"] or alerts
+    return AgentInput(incident_id=incident_id, alerts=alerts[:20], candidates=candidates, sources=sources, rules=rules,
+                      since=min(a.starts_at for a in firing) - EVIDENCE_LOOKBACK, bounds=bounds,
+                      aws_entry=next((c.id for c in candidates if catalog and "aws" in catalog.allow.get(c.id, [])), None))

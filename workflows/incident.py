@@ -38,9 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         EvidenceView,
         Viewing,
-        AgentInput,
         AgentResult,
-        Candidate,
     )
     from selfheal import attest, search
     from selfheal.settings import IncidentSettings, PolicySnapshot
@@ -234,19 +232,12 @@ class IncidentWorkflow:
         turns and reads. The rules' diagnosis stays beside it in the audit; without a
         valid answer, people decide, with the evidence and the rules' diagnosis."""
         self._audit.rules_diagnosis = rules
-        whitelist, catalog = self._snapshot.whitelist, self._snapshot.evidence
-        candidates = [Candidate(id=e.id, kind=e.kind, description=e.description,
-                                params=dict(agent_answer.KIND_PARAMS.get(e.kind, {})))
-                      for e in (whitelist.entry(i) for i in self._audit.matched_entries)]
-        sources = catalog.allowed([c.id for c in candidates] + [h.id for h in rules.hypotheses]) if catalog else []
+        catalog = self._snapshot.evidence
         self._audit.evidence_sha256 = catalog.sha256 if catalog else None
-        firing = [a for a in self._audit.alerts if a.status == "firing"] or self._audit.alerts
         agent: AgentResult = await workflow.execute_child_workflow(
             "DiagnosisAgentWorkflow",
-            AgentInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts[:20], candidates=candidates,
-                       sources=sources, rules=rules, since=min(a.starts_at for a in firing) - timedelta(minutes=15),
-                       aws_entry=next((c.id for c in candidates if catalog and "aws" in catalog.allow.get(c.id, [])), None),
-                       bounds=self._settings.agent),
+            agent_answer.agent_input(self._audit.incident_id, self._audit.alerts, self._snapshot.whitelist,
+                                     self._audit.matched_entries, rules, catalog, self._settings.agent),
             id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
             execution_timeout=timedelta(seconds=self._settings.agent.time_budget_seconds) + READ_TIMEOUT * 3,
         )
@@ -276,13 +267,7 @@ class IncidentWorkflow:
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
         if entry.kind in requests.READS_FIRST and workflow.patched(AWS):
-            request = requests.first_request(entry, self._audit.alerts, diagnosis)
-            self._audit.observed = await workflow.execute_activity(
-                "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
-                heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
-                summary=f"read {entry.kind} target before deciding",
-            )
-            request, nothing = requests.completed_request(entry, request, self._audit.observed)
+            request, nothing = await self._read_first(entry, diagnosis)
             if nothing:  # nothing to ask the policy: recorded as a denial by the target rule
                 self._audit.request, self._audit.decision = request, Decision.deny(entry.id, "target", nothing)
                 return self._audit.decision
@@ -299,7 +284,7 @@ class IncidentWorkflow:
                 result_type=list[Execution], summary=f"read recent executions of {entry.id}",
             )
             decision = decide(self._snapshot.whitelist, request, history, workflow.now())
-        if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None and decision.kind != "deny":
+        if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None:
             # Whatever the model says, authority does not move: a proposal that differs from
             # the rules', or parameters it chose, need at least one person whatever the tier.
             decision = agent_answer.raised(decision, self._snapshot.whitelist,
@@ -308,6 +293,17 @@ class IncidentWorkflow:
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
 
+    async def _read_first(self, entry, diagnosis: Diagnosis):
+        """The request for a kind whose parameters the workflow reads itself (the capacity,
+        the instances' tags), and why there is nothing to ask when the read says so."""
+        request = requests.first_request(entry, self._audit.alerts, diagnosis)
+        self._audit.observed = await workflow.execute_activity(
+            "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+            heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
+            summary=f"read {entry.kind} target before deciding",
+        )
+        return requests.completed_request(entry, request, self._audit.observed)
+
     async def _shadow(self, entry, diagnosis: Diagnosis) -> None:
         """A shadow entry: decide with the pure policy (the declared tier, target and bounds;
         the governor is not asked, so nothing is claimed or reserved), record what would
@@ -315,12 +311,7 @@ class IncidentWorkflow:
         self._set_status("deciding")
         request, nothing = build_request(entry, self._audit.alerts, diagnosis), None
         if entry.kind in requests.READS_FIRST:  # read-only, as for an active entry
-            request = requests.first_request(entry, self._audit.alerts, diagnosis)
-            self._audit.observed = await workflow.execute_activity(
-                "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
-                heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
-                summary=f"read {entry.kind} target before deciding")
-            request, nothing = requests.completed_request(entry, request, self._audit.observed)
+            request, nothing = await self._read_first(entry, diagnosis)
         decision = (Decision.deny(entry.id, "target", nothing) if nothing
                     else decide(self._snapshot.whitelist, request, [], workflow.now()))
         self._audit.request, self._audit.decision = request, decision
