@@ -79,7 +79,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         async def run():
             client = await _client(address, namespace)
-            query = 'WorkflowType = "IncidentWorkflow"' + (' AND ExecutionStatus = "Running"' if open_only else "")
+            # Drills are listed as incidents are: on the list, a drill looks like any request.
+            query = 'WorkflowType IN ("IncidentWorkflow", "DrillWorkflow")' + (' AND ExecutionStatus = "Running"' if open_only else "")
             rows = []
             async for wf in client.list_workflows(query, limit=limit):
                 attrs = wf.typed_search_attributes

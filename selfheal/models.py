@@ -227,7 +227,21 @@ Outcome = Literal[
     "shadowed",              # a shadow entry: decided, recorded what would have run, never executed
     "no_remedy",             # no whitelisted action was proposed
     "failed",                # an activity failed for good
+    # drills (DrillWorkflow): a deliberately wrong proposal that can never execute
+    "drill_caught",          # someone rejected it
+    "drill_missed",          # it got the approvals it asked for
+    "drill_unanswered",      # nobody answered before it expired
 ]
+
+
+class DrillRecord(Model):
+    """What made a drill a drill, filled in only when it ends (the request looks like any other
+    while it waits). Per approver: an approval of a drill is ``missed``, a rejection ``caught``."""
+
+    of_incident: str               # the real incident whose approval request it accompanied
+    proposal: str                  # the deliberately wrong entry it proposed
+    why_wrong: str                 # in plain words, what a careful reader should have noticed
+    verdicts: dict[str, Literal["caught", "missed"]] = {}
 
 
 class AuditRecord(Model):
@@ -266,6 +280,8 @@ class AuditRecord(Model):
     notifications: list[NotificationRecord] = []
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
+    # set when a drill ends (a DrillWorkflow's record); None for every real incident
+    drill: DrillRecord | None = None
 
 
 # --- the diagnosis agent's conversation (provider-neutral; activities/llm.py maps it to

@@ -39,12 +39,13 @@ from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.incident import IncidentWorkflow
 from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
+from selfheal.workflows.drill import DrillWorkflow
 from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.ledger import RemediationLedgerWorkflow
 
 log = logging.getLogger("selfheal.worker")
 # The ledger stays registered for incidents that began before the governor replaced it.
-WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow, DiagnosisAgentWorkflow]
+WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow, DiagnosisAgentWorkflow, DrillWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a

@@ -151,6 +151,16 @@ class Breaker(Strict):
     window: PositiveDuration = timedelta(hours=1)
 
 
+class Drills(Strict):
+    """Approval drills, off by default. With ``rate`` above 0, that share of approval
+    requests is accompanied by a drill: a deliberately wrong proposal, presented like any
+    other, that can never execute (``DrillWorkflow`` has no act stage). Approving it is
+    recorded as missed, rejecting it as caught, and the approver is told afterwards."""
+
+    # 1 brings a drill with every request: for a training exercise, and for tests.
+    rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of approval requests that bring a drill")
+
+
 class _EntryBase(Strict):
     id: EntryId
     description: str = ""
@@ -298,6 +308,7 @@ class Whitelist(Strict):
     people: dict[Person, Identity] = {}
     # The ingress's public keys: Slack and token approvals carry its signature.
     attestation_keys: list[SshKey] = []
+    drills: Drills = Drills()
     entries: list[Entry] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import timedelta
-from fnmatch import fnmatchcase
 from types import MappingProxyType
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import (
-        ActionRequest,
         Alert,
         AlertBatch,
-        Approval,
-        ApprovalEvent,
         AuditRecord,
         DiagnoseInput,
         Diagnosis,
         Execution,
         IncidentInput,
-        Notification,
-        NotificationRecord,
-        Rejection,
         RemediationInput,
         RemediationResult,
         UnitState,
@@ -36,17 +27,18 @@ with workflow.unsafe.imports_passed_through():
         WorldState,
         Check,
         Decision,
-        EvidenceView,
-        Viewing,
         AgentResult,
     )
     from selfheal import attest, search
-    from selfheal.settings import IncidentSettings, PolicySnapshot
-    from selfheal.whitelist import decide, matching_entries, target_of
+    from selfheal.settings import PolicySnapshot
+    from selfheal.whitelist import decide, matching_entries
     from selfheal.whitelist.durations import format_duration
-    from selfheal.workflows import agent_answer, approvals, requests
+    from selfheal.workflows import agent_answer, metrics, requests
+    from selfheal.workflows.requests import build_request
+    from selfheal.workflows import drill
     from selfheal.workflows.governor import Assess, Outcome, Reserve, Reserved
     from selfheal.workflows.ledger import Reservation, ReservationResult
+    from selfheal.workflows.approval_desk import FEWER_UPSERTS, ApprovalDesk, _cause
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
 # Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
@@ -56,14 +48,12 @@ POLICY_HEARTBEAT = timedelta(seconds=5)  # before the settings are known
 # The reservation waits out a busy ledger (Temporal admits 10 updates in flight per workflow).
 RESERVE_TIMEOUT = timedelta(minutes=30)
 READ_TIMEOUT = timedelta(seconds=60)
-NOTIFY_TIMEOUT = timedelta(seconds=30)
 VERIFY_MARGIN = timedelta(seconds=30)
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=1))
 # Reading the world right before acting: a host that stays unreachable fails the incident
 # with the reason instead of retrying forever.
 WORLD_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5,
                                non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"])
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 REMEDIATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_attempts=3,
@@ -81,44 +71,15 @@ AWS_EXECUTORS = MappingProxyType({
 })
 AWS = "aws-executors"
 
-GLOB_CHARS = frozenset("*?[")
-# SelfhealStatus is written at the stages people filter incidents by. The others last
-# seconds, and the `status` query and the current details show them; each write is a
-# command and a visibility update, 12% of an approved incident's time from approval to
-# outcome (bench/approve_many.py). Incidents that began before this replay unchanged.
-FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
-FEWER_UPSERTS = "status-upserts-where-filtered"
 # Decisions and reservations at the governor instead of the per-entry ledger.
 GOVERNED = "governor"
 RAISED = object()  # _act's answer when the tier rose and people must decide again
-# Approvals count only through a channel that proves the person (selfheal.attest).
-VERIFIED_APPROVALS = "verified-approvals"
-SLACK_MESSAGE = re.compile(r"slack:([^\s:;]+:[0-9.]+)")
 MAX_RECORDED_ALERTS = 200
-MAX_RECORDED_REFUSALS = 100
-
-
-def host_for(selector: str, labels: dict[str, str]) -> str:
-    """The concrete host a request names: the selector itself, or the alert's host label.
-
-    The policy checks the result against the selector, so an odd label cannot widen it.
-    """
-    if not GLOB_CHARS & set(selector):
-        return selector
-    host = labels.get("host") or labels.get("instance", "").rsplit(":", 1)[0]
-    return host if fnmatchcase(host, selector) else ""
-
-
-def build_request(entry, alerts: list[Alert], diagnosis: Diagnosis) -> ActionRequest:
-    target = target_of(entry)
-    if entry.kind == "systemd.restart":
-        labels = next((a.labels for a in alerts if a.status == "firing"), alerts[0].labels)
-        target["host"] = host_for(target["host"], labels)
-    return ActionRequest(entry_id=entry.id, target=target, params=diagnosis.params)
+DRILLS = "drills"
 
 
 @workflow.defn
-class IncidentWorkflow:
+class IncidentWorkflow(ApprovalDesk):
     """One incident, from first alert to audit record.
 
     Stages: observe -> diagnose -> decide -> wait (for people, if the tier says so) ->
@@ -136,15 +97,9 @@ class IncidentWorkflow:
 
     @workflow.init
     def __init__(self, inp: IncidentInput) -> None:
-        self._audit = AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now())
+        self._open_desk(AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now()))
         self._statuses: dict[str, str] = {}
-        self._snapshot: PolicySnapshot | None = None
-        self._rejected = False
-        self._approved_by: list[str] = []
         self._governed = False
-        self._verified = False  # approvals must prove the person (set when approval is first asked)
-        self._nonces: set[str] = set()  # signed statements already used here
-        self._asked_at = None
         self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
         self._observe(inp.alerts)
 
@@ -187,6 +142,8 @@ class IncidentWorkflow:
             return await self._finish("denied", f"[{decision.rule}] {decision.reason}")
         while True:  # again whenever the governor raises the tier between decision and act
             if self._audit.decision.kind == "needs_approval":
+                if not self._audit.earlier_decisions:  # once, with the first request
+                    await self._maybe_drill()
                 verdict = await self._wait_for_approval()
                 if verdict != "approved":
                     detail = {
@@ -270,6 +227,7 @@ class IncidentWorkflow:
             request, nothing = await self._read_first(entry, diagnosis)
             if nothing:  # nothing to ask the policy: recorded as a denial by the target rule
                 self._audit.request, self._audit.decision = request, Decision.deny(entry.id, "target", nothing)
+                metrics.decided(self._audit, workflow.now())
                 return self._audit.decision
         # Patched, and remembered: an incident decided before the governor existed keeps the
         # per-entry ledger to the end, even on a worker that has the governor.
@@ -290,6 +248,7 @@ class IncidentWorkflow:
             decision = agent_answer.raised(decision, self._snapshot.whitelist,
                                            agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis))
         self._audit.request, self._audit.decision = request, decision
+        metrics.decided(self._audit, workflow.now())
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
 
@@ -325,33 +284,34 @@ class IncidentWorkflow:
         self._audit.outcome, self._audit.outcome_detail = "shadowed", f"shadow entry: {would}; nothing was executed"
         self._set_status("done", search.OUTCOME.value_set("shadowed"))
         self._audit.ended_at = workflow.now()
+        metrics.ended(self._audit)
 
-    async def _wait_for_approval(self) -> str:
-        # Patched: incidents that waited before approvals were verified keep counting typed names.
-        self._verified = self._verified or workflow.patched(VERIFIED_APPROVALS)
-        self._asked_at = workflow.now()
-        self._set_status("awaiting_approval")
-        decision = self._audit.decision
-        await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}",
-                           self._request_details())
-        began = workflow.now()
-        s = self._settings
-        for after, notice in ((s.remind_after, "reminder"), (s.escalate_after, "escalation"), (s.expire_after, None)):
-            remaining = (began + after - workflow.now()).total_seconds()
-            try:
-                if remaining <= 0:
-                    raise asyncio.TimeoutError
-                await workflow.wait_condition(self._approval_settled, timeout=remaining)
-                break
-            except asyncio.TimeoutError:
-                if notice is None:
-                    return "expired"
-                await self._notify(notice, f"{decision.entry_id} still waits for approval ({notice})")
-        if self._rejected:
-            return "rejected"
-        if len(self._approved_by) >= decision.approvals:
-            return "approved"
-        return "resolved"
+    async def _maybe_drill(self) -> None:
+        """At the whitelist's drill rate, start a drill beside this approval request.
+
+        The drill is a workflow of its own (``workflows/drill.py``) that outlives this one;
+        nothing about it changes what this incident does. Whitelists without ``drills``
+        never get here, so incidents recorded before drills replay unchanged."""
+        rate = self._snapshot.whitelist.drills.rate
+        if rate <= 0 or not workflow.patched(DRILLS) or workflow.random().random() >= rate:
+            return
+        a = self._audit
+        chosen = drill.wrong_proposal(self._snapshot, a.alerts, a.matched_entries, workflow.random().random(), workflow.now())
+        if chosen is None:
+            return
+        request, decision, why = chosen
+        try:
+            await workflow.start_child_workflow(
+                drill.DRILL_WORKFLOW,
+                drill.DrillInput(of_incident=a.incident_id, alerts=a.alerts, matched_entries=a.matched_entries,
+                                 diagnosis=a.diagnosis, rules_diagnosis=a.rules_diagnosis, snapshot=self._snapshot,
+                                 request=request, decision=decision, why_wrong=why),
+                id=drill.drill_id(a.incident_id, workflow.uuid4().hex),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=search.summary_of(a.alerts[0].labels, a.alerts[0].annotations),
+            )
+        except Exception as exc:  # a drill that cannot start must never hold up the incident
+            workflow.logger.warning("drill not started: %s", exc)
 
     async def _act(self, entry) -> RemediationResult | None:
         self._set_status("acting")
@@ -455,27 +415,7 @@ class IncidentWorkflow:
                             for e in self._audit.approvals)
         await self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
         self._audit.ended_at = workflow.now()
-
-    async def _escalate(self, summary: str) -> None:
-        await self._notify("escalation", summary)
-
-    async def _notify(self, kind: str, summary: str, details: dict[str, str] | None = None) -> None:
-        if kind == "outcome":
-            # The Slack message of the approval request, to update with the outcome.
-            posted = [m for n in self._audit.notifications if n.kind == "approval_requested"
-                      for m in SLACK_MESSAGE.findall(n.detail)]
-            details = {**(details or {}), **({"slack_message": posted[-1]} if posted else {})}
-        note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary, details=details or {})
-        try:
-            detail = await workflow.execute_activity(
-                "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-                retry_policy=NOTIFY_RETRY,
-                result_type=str, summary=f"notify: {kind}",
-            )
-            delivered = True
-        except ActivityError as exc:
-            detail, delivered = f"not delivered: {_cause(exc)}", False
-        self._audit.notifications.append(NotificationRecord(kind=kind, at=workflow.now(), delivered=delivered, detail=detail))
+        metrics.ended(self._audit)
 
     # --- observe ----------------------------------------------------------------------
 
@@ -509,135 +449,6 @@ class IncidentWorkflow:
     def resolved(self) -> None:
         self._audit.resolved = True
 
-    # --- approvals ----------------------------------------------------------------------
-    # Temporal keeps no trace of an update its validator rejects, and every refused
-    # approval must be in the audit trail. So the validator only turns away updates when
-    # nothing is waiting for approval; who may approve is checked in the handler, which
-    # records the refusal and fails the update with the reason.
-
-    @workflow.update
-    def approve(self, raw: Any = None) -> str:
-        return self._answer(raw, rejecting=False, via="update")
-
-    @approve.validator
-    def _approve_while_waiting(self, raw: Any = None) -> None:
-        self._require_waiting()
-
-    @workflow.update
-    def reject(self, raw: Any = None) -> str:
-        return self._answer(raw, rejecting=True, via="update")
-
-    @reject.validator
-    def _reject_while_waiting(self, raw: Any = None) -> None:
-        self._require_waiting()
-
-    @workflow.signal
-    def approve_signal(self, raw: Any = None) -> None:
-        self._answer(raw, rejecting=False, via="signal")
-
-    @workflow.signal
-    def reject_signal(self, raw: Any = None) -> None:
-        self._answer(raw, rejecting=True, via="signal")
-
-    def _answer(self, raw: Any, rejecting: bool, via: str) -> str:
-        """Judge an approval or rejection, record it, and count it if it counts.
-
-        An update that does not count fails with the reason (the caller learns it); a
-        signal cannot answer, so its refusal is only recorded.
-        """
-        message, who, malformed = approvals.decode(raw, Rejection if rejecting else Approval)
-        what = "rejection" if rejecting else "approval"
-        if malformed is None and self._verified:
-            j = approvals.judge(message, rejecting, self._audit, self._snapshot.whitelist, self._approved_by,
-                                workflow.now(), self._nonces)
-        else:  # incidents that waited before approvals were verified: a typed name counts
-            refused = malformed or approvals.refusal(self._audit, self._approved_by, message.approver, rejecting)
-            kind = "refused" if refused else ("rejected" if rejecting else "approved")
-            said = message.reason if rejecting and message else (message.comment if message else "")
-            j = approvals.Judgement(refused is None, kind, "unverified", False, refused or said)
-        if not j.counts:
-            note = f"{what} refused: {j.note}" if j.kind == "refused" else j.note
-            self._record(j.kind, who, via, note, j.channel, j.verified)
-            if via == "update":
-                kind = "ApprovalRefused" if j.kind == "refused" else "ApprovalUnverified"
-                raise ApplicationError(j.note, type=kind, non_retryable=True)
-            return j.note
-        self._record(j.kind, message.approver, via, j.note, j.channel, j.verified)
-        if rejecting:
-            self._rejected = True
-            return f"rejected by {message.approver}"
-        self._approved_by.append(message.approver)
-        return f"approved by {message.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
-
-    @workflow.signal
-    def evidence_viewed(self, raw: Any = None) -> None:
-        """Someone opened the evidence; recorded, and noted on their later approval."""
-        message, who, malformed = approvals.decode(raw, Viewing, who_field="person")
-        if malformed or len(self._audit.evidence_views) >= MAX_RECORDED_REFUSALS or self._snapshot is None:
-            return
-        verified = approvals.viewing_proven(message, self._audit, self._snapshot.whitelist, workflow.now())
-        self._audit.evidence_views.append(EvidenceView(person=message.person, at=workflow.now(),
-                                                       channel=message.channel or "unverified", verified=verified))
-
-    def _require_waiting(self) -> None:
-        if self._audit.status != "awaiting_approval":
-            raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
-
-    def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False) -> None:
-        if kind in ("refused", "unverified") and sum(e.kind in ("refused", "unverified") for e in self._audit.approvals) >= MAX_RECORDED_REFUSALS:
-            # Anyone who can reach the namespace can send refusals; the history keeps them
-            # all, the audit record keeps the first ones and a count.
-            self._audit.refusals_not_recorded += 1
-            return
-        after = (workflow.now() - self._asked_at).total_seconds() if self._asked_at else None
-        viewed = any(v.person == who and v.verified for v in self._audit.evidence_views)
-        # A rubber-stamp signal, recorded and counted in review: it never blocks the approval.
-        decision = self._audit.decision
-        tier = self._snapshot.whitelist.tiers.get(decision.tier) if decision and decision.tier and self._snapshot else None
-        fast = (kind == "approved" and after is not None and tier is not None
-                and after < tier.min_review.total_seconds())
-        self._audit.approvals.append(ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note,
-                                                   channel=channel, verified=verified, after_seconds=after,
-                                                   evidence_viewed=viewed, fast=fast))
-
-    def _approval_settled(self) -> bool:
-        return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals
-
-    # --- queries and helpers ---------------------------------------------------------------
-
-    @workflow.query
-    def audit(self) -> AuditRecord:
-        return self._audit
-
-    @workflow.query
-    def status(self) -> str:
-        return self._audit.status
-
-    def _request_details(self) -> dict[str, str]:
-        """What people need to judge an approval request, for chat and webhooks."""
-        a, d = self._audit, self._audit.decision
-        entry = self._snapshot.whitelist.entry(d.entry_id)
-        evidence = []
-        if a.diagnosis:
-            evidence.append(a.diagnosis.rationale)
-            for h in a.diagnosis.hypotheses[:3]:
-                lines = [line for ev in h.evidence for line in ev.lines][-3:]
-                evidence.append(f"- {h.summary}" + "".join(f"\n    {line[:200]}" for line in lines))
-        first = a.alerts[0] if a.alerts else None
-        return {
-            "entry": d.entry_id,
-            "action": f"{entry.kind} ({entry.description or entry.id})" if entry else d.entry_id,
-            "target": attest.confirmation_text(a.request),
-            "params": ", ".join(f"{k}={v}" for k, v in sorted(a.request.params.items())) if a.request else "",
-            "tier": f"{d.tier} ({d.approvals} approval(s))" + (f", raised from {d.declared_tier}" if d.raised_by else ""),
-            "raised_by": "; ".join(d.raised_by),
-            "approvers": ", ".join(d.approvers),
-            **({"rules": f"the rules proposed {a.rules_diagnosis.proposal or 'nothing'}: {a.rules_diagnosis.rationale}"[:500]}
-               if a.rules_diagnosis is not None else {}),
-            "evidence": "\n".join(evidence)[:2500],
-            "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
-        }
-
     def _assessment(self, request, model, **extra):
         return model(whitelist=self._snapshot.whitelist, whitelist_sha256=self._snapshot.sha256, request=request,
                      incident_id=self._audit.incident_id, **extra)
@@ -647,40 +458,6 @@ class IncidentWorkflow:
             activity, arg, start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
             retry_policy=LEDGER_RETRY, result_type=result_type, summary=summary,
         )
-
-    @property
-    def _settings(self) -> IncidentSettings:
-        # Before the policy is loaded (an incident that fails that early), the defaults.
-        return self._snapshot.settings if self._snapshot is not None else IncidentSettings()
-
-    def _set_status(self, status: str, *also) -> None:
-        self._audit.status = status
-        if status in FILTERED_STATUSES or not workflow.patched(FEWER_UPSERTS):
-            self._upsert(search.STATUS.value_set(status), *also)
-        a = self._audit
-        lines = [f"**{status}**", f"alerts: {len(a.alerts)} ({'resolved' if a.resolved else 'firing'})"]
-        if a.diagnosis:
-            lines.append(f"diagnosis: {a.diagnosis.rationale} (confidence {a.diagnosis.confidence:.0%}, for people only)")
-        if a.decision:
-            lines.append(f"decision: {a.decision}")
-        if a.approvals:
-            lines.append("approvals: " + ", ".join(f"{e.kind} by {e.approver}" for e in a.approvals))
-        if a.remediation:
-            lines.append(f"done: {a.remediation.detail}")
-        if a.outcome:
-            lines.append(f"outcome: {a.outcome}: {a.outcome_detail}")
-        workflow.set_current_details("\n\n".join(lines))
-
-    def _upsert(self, *updates) -> None:
-        if self._snapshot is not None and self._snapshot.search_attributes:
-            workflow.upsert_search_attributes(list(updates))
-
-
-def _cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc)
-
 
 def _activity_name(exc: ActivityError) -> str:
     return getattr(exc, "activity_type", None) or "an activity"

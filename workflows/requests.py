@@ -1,4 +1,4 @@
-"""What an AWS request names, built by the workflow from alerts and from what it read.
+"""What a request names, built by the workflow from the entry, the alerts and what it read.
 
 Pure functions (the workflow imports them). The diagnosis never names a target: for
 ``asg.scale`` it supplies only the desired capacity, and the workflow fills in the current
@@ -9,6 +9,7 @@ ids that the read found carrying every tag of the selector.
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 
 from selfheal.models import ActionRequest, Alert, Diagnosis, WorldState
 from selfheal.whitelist import target_of
@@ -16,6 +17,7 @@ from selfheal.whitelist import target_of
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 MAX_CANDIDATES = 100
 READS_FIRST = ("asg.scale", "ec2.reboot")  # kinds whose request needs a read of the world
+GLOB_CHARS = frozenset("*?[")
 
 
 def instance_ids_in(labels: dict[str, str]) -> list[str]:
@@ -55,3 +57,22 @@ def completed_request(entry, request: ActionRequest, world: WorldState) -> tuple
                              f"{entry.id}'s selector")
         params = {"instance_ids": eligible}
     return request.model_copy(update={"params": params}), None
+
+
+def host_for(selector: str, labels: dict[str, str]) -> str:
+    """The concrete host a request names: the selector itself, or the alert's host label.
+
+    The policy checks the result against the selector, so an odd label cannot widen it.
+    """
+    if not GLOB_CHARS & set(selector):
+        return selector
+    host = labels.get("host") or labels.get("instance", "").rsplit(":", 1)[0]
+    return host if fnmatchcase(host, selector) else ""
+
+
+def build_request(entry, alerts: list[Alert], diagnosis: Diagnosis) -> ActionRequest:
+    target = target_of(entry)
+    if entry.kind == "systemd.restart":
+        labels = next((a.labels for a in alerts if a.status == "firing"), alerts[0].labels)
+        target["host"] = host_for(target["host"], labels)
+    return ActionRequest(entry_id=entry.id, target=target, params=diagnosis.params)

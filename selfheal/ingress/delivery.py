@@ -203,12 +203,13 @@ class Delivery:
             start_signal="alerts",
             start_signal_args=[AlertBatch(alerts=alerts)],
             search_attributes=attributes,
-            static_summary=_summary(firing),
+            static_summary=search.summary_of(firing.labels, firing.annotations),
         )
 
     async def _running(self, key: str) -> str | None:
         """The key's newest running incident, if any (keys are ``parsers.safe``: no quoting needed)."""
-        query = f'WorkflowId STARTS_WITH "{key}~" AND ExecutionStatus = "Running"'
+        # Drills share the key's id prefix (they look like incidents) but take no alerts.
+        query = f'WorkflowId STARTS_WITH "{key}~" AND ExecutionStatus = "Running" AND WorkflowType = "IncidentWorkflow"'
         newest = None
         async for execution in self._client.list_workflows(query, limit=10):
             if newest is None or execution.start_time > newest.start_time:
@@ -229,13 +230,6 @@ def _bound(lru: OrderedDict, size: int) -> None:
 
 def _digest(alert: Alert) -> str:
     return hashlib.sha256(alert.model_dump_json().encode()).hexdigest()
-
-
-def _summary(alert: Alert) -> str:
-    name = alert.labels.get("alertname", "alert")
-    where = alert.labels.get("service") or alert.labels.get("instance") or alert.labels.get("job") or ""
-    text = alert.annotations.get("summary", "")
-    return " ".join(part for part in (name, f"on {where}" if where else "", f"— {text}" if text else "") if part)[:200]
 
 
 def _reason(exc: BaseException) -> str:

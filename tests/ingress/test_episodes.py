@@ -23,7 +23,7 @@ from selfheal.settings import IncidentSettings, WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES, TOKEN, WHITELIST, settings
 from tests.ingress.payloads import alertmanager, body, incident, incidents_for, prom_alert
-from tests.workflows.helpers import FAST, running_worker, wait_status
+from tests.workflows.helpers import FAST, running_worker, wait_for, wait_status
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 # Short approval timers, so that "expired" is an outcome a test can reach.
@@ -103,7 +103,9 @@ async def test_resolved_then_firing_again_is_a_new_episode_and_a_new_incident(cl
         [second] = await post_am(http, {**alert, "startsAt": later.isoformat()})
     assert second["state"] == "delivered"
     assert second["id"] == incident(f"am-{fingerprint}", later) != first["id"]
-    assert await incidents_for(client, f"am-{fingerprint}") == sorted([first["id"], second["id"]])
+    both = sorted([first["id"], second["id"]])
+    # Visibility is eventually consistent: the second start may take a moment to be listed.
+    assert await wait_for(lambda: _listed(client, f"am-{fingerprint}", both)) == both
     await wait_status(client.get_workflow_handle(second["id"]), "awaiting_approval")
 
 
@@ -142,3 +144,8 @@ async def test_resends_beyond_temporals_signal_limit_still_get_202(tmp_path):
     assert states[:50] == ["delivered"] * 50
     assert states[50:] == ["saturated"] * 10
     assert resolved["state"] == "saturated"
+
+
+async def _listed(client, key: str, expected: list[str]) -> list[str] | None:
+    found = await incidents_for(client, key)
+    return found if len(found) >= len(expected) else None

@@ -1,0 +1,68 @@
+"""What the incident and drill workflows count, through ``workflow.metric_meter()``.
+
+The SDK's workflow meter skips replays, so a worker that rebuilds an incident from its
+history after a restart does not count it twice. The worker exports these (with the
+SDK's own metrics) at ``/metrics`` (``selfheal.metrics``). Names and labels are an
+interface: deploy/ dashboards and alert rules use them. Label values come from the
+whitelist (entry ids, tiers) or from fixed vocabularies (outcomes, actions), never from
+alert text, so a storm of odd alerts cannot blow up the number of series.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import workflow
+
+from selfheal.models import ApprovalEvent, AuditRecord
+
+INCIDENTS = "selfheal_incidents"                       # counter {outcome, entry}
+DECISION_SECONDS = "selfheal_decision_seconds"         # histogram {decision}: incident start -> decision
+APPROVAL_SECONDS = "selfheal_approval_seconds"         # histogram {tier}: approval requested -> approval given
+ACTIONS = "selfheal_actions"                           # counter {entry, result}
+VERIFICATION_FAILURES = "selfheal_verification_failures"  # counter {entry}
+DRILLS = "selfheal_drills"                             # counter {verdict}: caught, missed, unanswered
+FAST_APPROVALS = "selfheal_fast_approvals"             # counter {tier}: sooner than the tier's min_review
+NONE = "none"
+
+
+def _entry(audit: AuditRecord) -> str:
+    if audit.decision is not None:
+        return audit.decision.entry_id
+    if audit.diagnosis is not None and audit.diagnosis.proposal:
+        return audit.diagnosis.proposal
+    return NONE
+
+
+def decided(audit: AuditRecord, now: datetime) -> None:
+    """The policy decided (auto, needs_approval or deny)."""
+    if audit.decision is None or audit.started_at is None:
+        return
+    workflow.metric_meter().create_histogram_float(
+        DECISION_SECONDS, "seconds from the first alert's incident start to the policy's decision", "s",
+    ).record(max(0.0, (now - audit.started_at).total_seconds()), {"decision": audit.decision.kind})
+
+
+def answered(event: ApprovalEvent, tier: str | None) -> None:
+    """An approval that counted: how long after the request, and whether it was fast."""
+    if event.kind != "approved" or event.after_seconds is None:
+        return
+    meter, labels = workflow.metric_meter(), {"tier": tier or NONE}
+    meter.create_histogram_float(APPROVAL_SECONDS, "seconds from the approval request to an approval", "s").record(
+        max(0.0, event.after_seconds), labels)
+    if event.fast:
+        meter.create_counter(FAST_APPROVALS, "approvals given sooner than the tier's min_review").add(1, labels)
+
+
+def ended(audit: AuditRecord) -> None:
+    """The incident (or drill) ended: its outcome, what ran, whether it verified."""
+    meter, entry = workflow.metric_meter(), _entry(audit)
+    meter.create_counter(INCIDENTS, "incidents by outcome").add(1, {"outcome": audit.outcome or NONE, "entry": entry})
+    if audit.remediation is not None:
+        meter.create_counter(ACTIONS, "remediation actions by entry and result").add(
+            1, {"entry": audit.remediation.entry_id, "result": audit.remediation.action})
+    if audit.outcome == "verification_failed":
+        meter.create_counter(VERIFICATION_FAILURES, "actions that ran but did not clear the symptom").add(1, {"entry": entry})
+    if audit.drill is not None:
+        verdict = audit.outcome.removeprefix("drill_") if audit.outcome else NONE
+        meter.create_counter(DRILLS, "approval drills by verdict").add(1, {"verdict": verdict})
