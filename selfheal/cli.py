@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal import cli_governor, cli_grants, cli_whitelist_diff, cli_incidents, cli_replay
+from selfheal import cli_governor, cli_grants, cli_whitelist_diff, cli_incidents, cli_replay, cli_review
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
 whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
@@ -166,6 +166,7 @@ cli_grants.register(whitelist_app, _load_or_exit, out, err)
 cli_whitelist_diff.register(whitelist_app, out, err)
 cli_governor.register(app, out, err)
 cli_replay.register(app, out, err)
+cli_review.register(app, out, err)
 
 
 def main() -> None:

@@ -11,12 +11,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import typer
 
 from selfheal.cli_incidents import AddressOption, NamespaceOption, _client
 from selfheal.whitelist.durations import PositiveDuration
+
+
+def parse_since(text: str) -> timedelta:
+    """``--since`` as reviewers write durations (30d, 12h, 90m); a ValueError names the value."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(PositiveDuration).validate_python(text)
+
+
+def window_query(since: timedelta, types: tuple[str, ...] = ("IncidentWorkflow",), closed_only: bool = True) -> str:
+    """The visibility query for workflows of ``types`` that started within ``since``."""
+    start = (datetime.now(timezone.utc) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kinds = " OR ".join(f"WorkflowType = '{t}'" for t in types)
+    return f"({kinds})" + (" AND ExecutionStatus != 'Running'" if closed_only else "") + f" AND StartTime > '{start}'"
 
 
 async def retention_days(client, namespace: str) -> float | None:
@@ -29,21 +43,19 @@ async def retention_days(client, namespace: str) -> float | None:
 
 async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[dict], str]:
     import httpx
-    from pydantic import TypeAdapter
 
     from selfheal.models import AuditRecord
     from selfheal.replay import replay_one
     from selfheal.settings import WorkerSettings
 
-    since = TypeAdapter(PositiveDuration).validate_python(since_text)
+    since = parse_since(since_text)
     settings = WorkerSettings.from_mapping(dict(os.environ))
     client = await _client(address, namespace)
     days = await retention_days(client, client.namespace)
     reach = (f"history reaches back {days:g} days (the namespace's retention)" if days else "the namespace keeps history forever")
     if days and since.total_seconds() > days * 86400:
         reach += f"; --since {since_text} asks for more than it keeps"
-    start = (datetime.now(timezone.utc) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
-    query = f"WorkflowType = 'IncidentWorkflow' AND ExecutionStatus != 'Running' AND StartTime > '{start}'"
+    query = window_query(since)
     catalog = None
     if settings.evidence:
         from selfheal.evidence_config import EvidenceConfig
