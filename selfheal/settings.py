@@ -10,7 +10,7 @@ import shlex
 from datetime import timedelta
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from typing import Literal
 
@@ -102,6 +102,17 @@ class WorkerSettings(BaseModel):
     # with 1,000 incidents waiting, 600 cached held the worker at 235 MB peak against
     # 300 MB for 1,000, at the same speed relative to the baseline (bench/approve_many.py).
     max_cached_workflows: int = Field(default=600, ge=0)
+    # HOST:PORT to serve Prometheus metrics at /metrics (selfheal.metrics); None: no metrics.
+    metrics_address: str | None = None
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from selfheal.metrics import parse_address  # noqa: PLC0415 - prometheus-client only when asked for
+
+            parse_address(value)
+        return value
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], **overrides) -> "WorkerSettings":
@@ -122,7 +133,8 @@ class WorkerSettings(BaseModel):
                 values[field] = env[key]
         for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS"),
                            ("slack_token", "SELFHEAL_SLACK_TOKEN"), ("slack_channel", "SELFHEAL_SLACK_CHANNEL"),
-                           ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("aws_endpoint_url", "SELFHEAL_AWS_ENDPOINT_URL")]:
+                           ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("aws_endpoint_url", "SELFHEAL_AWS_ENDPOINT_URL"),
+                           ("metrics_address", "SELFHEAL_METRICS_ADDRESS")]:
             if env.get(key):
                 values[field] = env[key]
         if env.get("SELFHEAL_COMMAND_PREFIX"):

@@ -2,7 +2,8 @@
 
 Run it as ``selfheal worker`` (or ``python worker.py`` from a checkout). It refuses to start with an
 invalid whitelist, and on SIGTERM or SIGINT it stops polling, lets running activities
-finish (up to the graceful shutdown timeout) and exits.
+finish (up to the graceful shutdown timeout) and exits. With ``metrics_address`` it serves
+Prometheus metrics at ``http://HOST:PORT/metrics`` (``selfheal.metrics``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Sequence
 
 import httpx
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -33,6 +35,7 @@ from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.activities.verify import Verifier
 from selfheal import search
+from selfheal.metrics import GovernorCollector, SdkMetrics, serve
 from selfheal.redact import RedactionConfig, Redactor
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
@@ -40,7 +43,7 @@ from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.incident import IncidentWorkflow
 from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
 from selfheal.workflows.drill import DrillWorkflow
-from selfheal.workflows.governor import GovernorWorkflow
+from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow, governor_id
 from selfheal.workflows.ledger import RemediationLedgerWorkflow
 
 log = logging.getLogger("selfheal.worker")
@@ -62,8 +65,10 @@ STRICT_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "sshsig"))
 
 
-async def connect(settings: WorkerSettings) -> Client:
-    return await Client.connect(settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter)
+async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
+    """A client; ``runtime`` (one per process) is where its workers' metrics go, else the SDK's default."""
+    return await Client.connect(settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter,
+                                runtime=runtime)
 
 
 def _slack(settings: WorkerSettings, http: httpx.AsyncClient):
@@ -111,7 +116,7 @@ def build_activities(
 
 async def run_worker(
     settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None,
-    workflows: Sequence[type] = WORKFLOWS, aws: AwsClients | None = None,
+    workflows: Sequence[type] = WORKFLOWS, aws: AwsClients | None = None, metrics: SdkMetrics | None = None,
 ) -> None:
     loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
@@ -123,7 +128,9 @@ async def run_worker(
         from selfheal.evidence_config import EvidenceConfig
 
         EvidenceConfig.load(settings.evidence)
-    client = await connect(settings)
+    if settings.metrics_address and metrics is None:
+        metrics = SdkMetrics()  # the process's one metrics runtime: run_worker runs once per process
+    client = await connect(settings, metrics.runtime if metrics else None)
     attributes = await search.available(client, settings.namespace)
     if not attributes:
         log.warning("search attributes %s are not registered in %s; incidents will not be filterable by them",
@@ -131,6 +138,8 @@ async def run_worker(
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient())
+        if metrics is not None:
+            await _export(stack, metrics, client, settings)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -157,6 +166,33 @@ async def run_worker(
             configured.add_done_callback(_report_configured)
             await stop.wait()
             log.info("stopping: finishing running activities")
+
+
+async def _export(stack: AsyncExitStack, metrics: SdkMetrics, client: Client, settings: WorkerSettings) -> None:
+    """Drain the SDK's metrics every second, read the governor at scrape time, serve /metrics."""
+
+    async def governor_status() -> GovernorStatus:
+        handle = client.get_workflow_handle(governor_id(settings.task_queue))
+        return await handle.query(GovernorWorkflow.status, result_type=GovernorStatus)
+
+    governor = GovernorCollector(governor_status, asyncio.get_running_loop())
+    metrics.registry.register(governor)
+    stack.callback(metrics.registry.unregister, governor)
+    drain = asyncio.create_task(metrics.run())
+    stack.push_async_callback(_cancelled, drain)
+    if settings.metrics_address:
+        server, _ = serve(metrics.registry, settings.metrics_address)  # ValueError (port in use) stops the start
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        log.info("metrics at http://%s:%d/metrics", server.server_address[0], server.server_address[1])
+
+
+async def _cancelled(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _evidence(settings: WorkerSettings, runner, http, aws_evidence, redactor):

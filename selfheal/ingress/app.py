@@ -3,18 +3,20 @@
 Answers: 202 once Temporal has every alert of the request (with the incident ids and
 their Temporal UI links); 400/401/413/415/422 with the reason for bad input, and then
 nothing starts; 503 when Temporal did not take the alerts, so the sender retries and no
-alert is lost. No policy lives here.
+alert is lost. No policy lives here. ``GET /metrics`` (unauthenticated; off with
+``SELFHEAL_INGRESS_METRICS=false``) counts alerts by source and answer, and requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,11 +28,13 @@ from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavail
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.slack import SlackInteractions, register as register_slack
 from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
+from selfheal.metrics import IngressMetrics
 
 
 class Problem(Exception):
-    def __init__(self, status: int, reason: str):
-        self.status, self.reason = status, reason
+    def __init__(self, status: int, reason: str, alerts: int = 1):
+        # alerts: how many alerts the refusal answers, for /metrics (1 when they were not read)
+        self.status, self.reason, self.alerts = status, reason, alerts
 
 
 _LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also admits "²"
@@ -54,12 +58,35 @@ class ApprovalPost(BaseModel):
 
 def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier | None = None,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               approver: Approver | None = None, slack: SlackInteractions | None = None) -> FastAPI:
+               approver: Approver | None = None, slack: SlackInteractions | None = None,
+               metrics: IngressMetrics | None = None) -> FastAPI:
     app = FastAPI(
         title="selfheal ingress",
         version="1",
         description="Alert webhooks in; one durable Temporal workflow per incident out.",
     )
+    metrics = (metrics or IngressMetrics()) if settings.metrics else None
+    app.state.metrics = metrics
+
+    def answered(source: str, answer: str, alerts: int = 1) -> None:
+        if metrics is not None:
+            metrics.answered(source, answer, alerts)
+
+    def counted(source: str):
+        """An alert route whose refusals (4xx) are counted as ``rejected``."""
+
+        def wrap(endpoint):
+            @functools.wraps(endpoint)
+            async def route(request: Request) -> JSONResponse:
+                try:
+                    return await endpoint(request)
+                except Problem as exc:
+                    answered(source, "rejected", exc.alerts)
+                    raise
+
+            return route
+
+        return wrap
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -103,7 +130,7 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         except auth.Unauthorized as exc:
             raise Problem(401, str(exc)) from None
 
-    async def accept(routed: list[parsers.Routed]) -> JSONResponse:
+    async def accept(source: str, routed: list[parsers.Routed]) -> JSONResponse:
         by_episode: dict[tuple[str, str | None], list] = {}
         for r in routed:
             by_episode.setdefault((r.key, r.episode), []).append(r.alert)
@@ -115,12 +142,15 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         # which is safe because delivery is idempotent per episode.
         for outcome in outcomes:
             if isinstance(outcome, TemporalUnavailable):
+                answered(source, "unavailable", len(routed))
                 return JSONResponse({"error": str(outcome), "retry": True}, status_code=503, headers={"Retry-After": "5"})
         for outcome in outcomes:
             if isinstance(outcome, TemporalRefused):
-                raise Problem(422, str(outcome))
+                raise Problem(422, str(outcome), alerts=len(routed))
             if isinstance(outcome, BaseException):
                 raise outcome
+        for r in outcomes:
+            answered(source, r.state, r.alerts)
         incidents = [
             {"id": r.id, "alerts": r.alerts, "state": r.state, "url": settings.incident_url(r.id)} for r in outcomes
         ]
@@ -130,27 +160,31 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
 
     @app.post("/v1/alerts/alertmanager", status_code=202, responses=responses,
               openapi_extra=_body(parsers.AlertmanagerPayload), summary="Prometheus Alertmanager webhook (version 4)")
+    @counted("alertmanager")
     async def alertmanager(request: Request) -> JSONResponse:
         body = await body_of(request)
         authenticate("alertmanager", request, body)
         payload = parse(parsers.AlertmanagerPayload, body, request)
-        return await accept(parsers.from_alertmanager(payload, settings.alertmanager_key))
+        return await accept("alertmanager", parsers.from_alertmanager(payload, settings.alertmanager_key))
 
     @app.post("/v1/alerts/grafana", status_code=202, responses=responses,
               openapi_extra=_body(parsers.GrafanaPayload), summary="Grafana alerting webhook")
+    @counted("grafana")
     async def grafana(request: Request) -> JSONResponse:
         body = await body_of(request)
         authenticate("grafana", request, body)
-        return await accept(parsers.from_grafana(parse(parsers.GrafanaPayload, body, request)))
+        return await accept("grafana", parsers.from_grafana(parse(parsers.GrafanaPayload, body, request)))
 
     @app.post("/v1/alerts/generic", status_code=202, responses=responses,
               openapi_extra=_body(parsers.GenericPayload), summary="selfheal's own alert shape")
+    @counted("generic")
     async def generic(request: Request) -> JSONResponse:
         body = await body_of(request)
         authenticate("generic", request, body)
-        return await accept(parsers.from_generic(parse(parsers.GenericPayload, body, request), now()))
+        return await accept("generic", parsers.from_generic(parse(parsers.GenericPayload, body, request), now()))
 
     @app.post("/v1/alerts/sns", status_code=202, responses=responses, summary="CloudWatch alarms via Amazon SNS (HTTP/S)")
+    @counted("sns")
     async def sns_endpoint(request: Request) -> JSONResponse:
         body = await body_of(request)
         message = parse(dict, body, request)  # SNS posts JSON as text/plain
@@ -172,7 +206,7 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
             raise Problem(422, str(exc)) from None
         if fields is None:
             return JSONResponse({"ignored": "alarm state INSUFFICIENT_DATA is not an alert"}, status_code=200)
-        return await accept(parsers.from_sns_alarm(fields))
+        return await accept("sns", parsers.from_sns_alarm(fields))
 
     @app.post("/v1/approvals", responses={200: {}, 401: {}, 403: {}, 404: {}, 409: {}, 422: {}, 503: {}},
               openapi_extra=_body(ApprovalPost), summary="Approve or reject an incident, as the person a token names")
@@ -197,6 +231,15 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    if metrics is not None:
+        app.add_middleware(metrics.middleware)
+
+        @app.get("/metrics", summary="Prometheus metrics (no authentication: counts only, no alert text)",
+                 response_class=Response)
+        async def metrics_endpoint(request: Request) -> Response:
+            body, content_type = metrics.exposition(request.headers.get("accept"))
+            return Response(body, media_type=content_type)
 
     return app
 

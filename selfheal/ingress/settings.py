@@ -32,6 +32,9 @@ class IngressSettings(BaseModel):
     slack_signing_secret: str | None = None
     slack_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # GET /metrics for Prometheus, unauthenticated (counts by fixed labels, no alert text):
+    # turn it off where the ingress's port is reachable by people who should not see traffic.
+    metrics: bool = True
 
     def auth_for(self, source: str) -> SourceAuth:
         return self.sources.get(source, SourceAuth())
@@ -55,7 +58,7 @@ class IngressSettings(BaseModel):
             ("sns_subscribe_url_pattern", "SELFHEAL_INGRESS_SNS_SUBSCRIBE_URL_PATTERN"),
             ("whitelist", "SELFHEAL_WHITELIST"), ("attestation_key", "SELFHEAL_INGRESS_ATTESTATION_KEY"),
             ("slack_signing_secret", "SELFHEAL_SLACK_SIGNING_SECRET"), ("slack_token", "SELFHEAL_SLACK_TOKEN"),
-            ("slack_api_url", "SELFHEAL_SLACK_API_URL"),
+            ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("metrics", "SELFHEAL_INGRESS_METRICS"),
         ]:
             if env.get(key):
                 values[field] = env[key]

@@ -26,7 +26,9 @@ API
     per_second)`` (a counter that rises with wall time from its value when called),
     ``scrapes`` (how many times /metrics was served).
 ``Prometheus(target_address, scrape_interval="1s", start_timeout=30, stop_timeout=10,
-binary=None)``: context manager (``start()``/``stop()``; ``stop()`` is idempotent).
+binary=None, jobs=None)``: context manager (``start()``/``stop()``; ``stop()`` is idempotent).
+    ``target_address`` is scraped as job ``app`` (None: no such job); ``jobs`` maps more job
+    names to their addresses, e.g. ``{"worker": ["127.0.0.1:9464"], "ingress": [...]}``.
     ``start()`` writes ``prometheus.yml`` into a fresh temp dir, runs the binary with
     ``--config.file``, ``--storage.tsdb.path`` (temp), ``--web.listen-address=
     127.0.0.1:<free port>``, polls ``/-/ready`` until 200 (retrying on a port clash).
@@ -63,7 +65,7 @@ import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import pytest
 import yaml
@@ -182,9 +184,13 @@ class MetricsTarget(LoopbackHTTP):
 # --- the server --------------------------------------------------------------------------
 
 class Prometheus:
-    def __init__(self, target_address: str, scrape_interval: str = "1s", start_timeout: float = 30.0,
-                 stop_timeout: float = 10.0, binary: str | None = None) -> None:
+    def __init__(self, target_address: str | None, scrape_interval: str = "1s", start_timeout: float = 30.0,
+                 stop_timeout: float = 10.0, binary: str | None = None,
+                 jobs: Mapping[str, Sequence[str]] | None = None) -> None:
         self.target_address = target_address
+        self.jobs = {**({"app": [target_address]} if target_address else {}), **{k: list(v) for k, v in (jobs or {}).items()}}
+        if not self.jobs:
+            raise ValueError("nothing to scrape: give a target_address or jobs")
         self.scrape_interval = scrape_interval
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -206,7 +212,8 @@ class Prometheus:
         return {
             "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
                        "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [{"job_name": "app", "static_configs": [{"targets": [self.target_address]}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                               for job, targets in self.jobs.items()],
         }
 
     def __enter__(self) -> "Prometheus":
