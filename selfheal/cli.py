@@ -20,6 +20,33 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+# How to reach Temporal, named as the temporal CLI names them; each sets the TEMPORAL_*
+# variable the SDK's environment configuration reads (selfheal.connection), so a flag
+# overrides the variable, which overrides the profile.
+CONNECTION_FLAGS = {
+    "profile": ("TEMPORAL_PROFILE", "--profile", "profile in the Temporal config file (default: default)"),
+    "config_file": ("TEMPORAL_CONFIG_FILE", "--config-file", "Temporal config file (TOML, as the temporal CLI's)"),
+    "tls_cert_path": ("TEMPORAL_TLS_CLIENT_CERT_PATH", "--tls-cert-path", "client certificate (PEM) for mutual TLS"),
+    "tls_key_path": ("TEMPORAL_TLS_CLIENT_KEY_PATH", "--tls-key-path", "client key (PEM) for mutual TLS"),
+    "tls_ca_path": ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "--tls-ca-path", "CA certificate (PEM) the server's must chain to"),
+    "tls_server_name": ("TEMPORAL_TLS_SERVER_NAME", "--tls-server-name", "server name to verify (SNI)"),
+    "api_key_file": ("TEMPORAL_API_KEY_FILE", "--api-key-file", "file holding the API key (Temporal Cloud)"),
+}
+
+
+def connection_option(name: str):
+    variable, flag, text = CONNECTION_FLAGS[name]
+    return typer.Option(None, flag, envvar=variable, help=text)
+
+
+def connection_env(env: dict[str, str], **given) -> dict[str, str]:
+    """``env`` with the connection flags that were given set as their TEMPORAL_* variables."""
+    for name, value in given.items():
+        if value is not None:
+            env[CONNECTION_FLAGS[name][0]] = str(value)
+    return env
+
+
 def _load_or_exit(path: Path):
     from selfheal.whitelist import WhitelistError, load_whitelist
 
@@ -79,6 +106,13 @@ def worker_command(
     redact_patterns: Path = typer.Option(None, envvar="SELFHEAL_REDACT_PATTERNS", help="more redaction patterns (YAML)"),
     metrics_address: str = typer.Option(None, "--metrics-address", envvar="SELFHEAL_METRICS_ADDRESS",
                                         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"),
+    profile: str = connection_option("profile"),
+    config_file: Path = connection_option("config_file"),
+    tls_cert_path: Path = connection_option("tls_cert_path"),
+    tls_key_path: Path = connection_option("tls_key_path"),
+    tls_ca_path: Path = connection_option("tls_ca_path"),
+    tls_server_name: str = connection_option("tls_server_name"),
+    api_key_file: Path = connection_option("api_key_file"),
 ) -> None:
     """Run a worker: load and check the whitelist, then execute incidents until SIGTERM."""
     import os
@@ -86,7 +120,9 @@ def worker_command(
     from selfheal import worker
     from selfheal.whitelist import WhitelistError
 
-    env = dict(os.environ)
+    env = connection_env(dict(os.environ), profile=profile, config_file=config_file, tls_cert_path=tls_cert_path,
+                         tls_key_path=tls_key_path, tls_ca_path=tls_ca_path, tls_server_name=tls_server_name,
+                         api_key_file=api_key_file)
     for key, value in [
         ("TEMPORAL_ADDRESS", address), ("TEMPORAL_NAMESPACE", namespace), ("SELFHEAL_TASK_QUEUE", task_queue),
         ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
@@ -119,13 +155,18 @@ def dev_command(
     whitelist: Path = typer.Option(Path("deploy/demo/whitelist.yaml"), help="whitelist file"),
     diagnosis: Path = typer.Option(Path("deploy/demo/diagnosis.yaml"), help="diagnosis rules"),
     token: str = typer.Option(None, envvar="SELFHEAL_DEV_TOKEN", help="bearer token for the ingress (default: random)"),
+    temporal_profile: str = typer.Option(
+        None, "--temporal-profile",
+        help="run the demo against this profile of the Temporal config file instead of the embedded server "
+             "(without it, dev reads no TEMPORAL_* variable or profile)"),
 ) -> None:
     """Run the embedded stack: Temporal dev server + Web UI, a worker, and the ingress."""
     from selfheal import dev
     from selfheal.whitelist import WhitelistError
 
     opts = dev.DevOptions(data_dir=data_dir, host=host, temporal_port=temporal_port, ui_port=ui_port,
-                          ingress_port=ingress_port, aws_port=aws_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token)
+                          ingress_port=ingress_port, aws_port=aws_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token,
+                          temporal_profile=temporal_profile)
     try:
         dev.main(opts)
     except WhitelistError as exc:
@@ -138,24 +179,41 @@ def dev_command(
 def ingress_command(
     host: str = typer.Option("127.0.0.1", envvar="SELFHEAL_INGRESS_HOST"),
     port: int = typer.Option(8080, envvar="SELFHEAL_INGRESS_PORT"),
-    address: str = typer.Option("localhost:7233", envvar="TEMPORAL_ADDRESS"),
+    address: str = typer.Option(None, envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port (default localhost:7233)"),
+    namespace: str = typer.Option(None, envvar="TEMPORAL_NAMESPACE", help="Temporal namespace (default: default)"),
     task_queue: str = typer.Option("selfheal", envvar="SELFHEAL_TASK_QUEUE"),
+    profile: str = connection_option("profile"),
+    config_file: Path = connection_option("config_file"),
+    tls_cert_path: Path = connection_option("tls_cert_path"),
+    tls_key_path: Path = connection_option("tls_key_path"),
+    tls_ca_path: Path = connection_option("tls_ca_path"),
+    tls_server_name: str = connection_option("tls_server_name"),
+    api_key_file: Path = connection_option("api_key_file"),
 ) -> None:
-    """Serve the webhook ingress (credentials from SELFHEAL_INGRESS_<SOURCE>_TOKEN / _HMAC_SECRET)."""
+    """Serve the webhook ingress (credentials from SELFHEAL_INGRESS_<SOURCE>_TOKEN / _HMAC_SECRET, or their _FILE)."""
     import asyncio
     import os
     import signal
 
     import httpx
 
+    from selfheal.connection import Overrides, connect_config
     from selfheal.ingress.server import build, server
     from selfheal.ingress.settings import IngressSettings
 
-    settings = IngressSettings.from_mapping(dict(os.environ))
+    env = connection_env(dict(os.environ), profile=profile, config_file=config_file, tls_cert_path=tls_cert_path,
+                         tls_key_path=tls_key_path, tls_ca_path=tls_ca_path, tls_server_name=tls_server_name,
+                         api_key_file=api_key_file)
+    try:
+        temporal = connect_config(env, Overrides(address=address, namespace=namespace))
+        settings = IngressSettings.from_mapping(env, namespace=temporal["namespace"])
+    except ValueError as exc:
+        err.print(f"refusing to start: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
     async def serve() -> None:
         async with httpx.AsyncClient() as http:
-            srv = server(await build(settings, address, task_queue, http), host, port)
+            srv = server(await build(settings, temporal, task_queue, http), host, port)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: setattr(srv, "should_exit", True))

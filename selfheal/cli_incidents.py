@@ -19,14 +19,11 @@ NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE",
 
 
 async def _client(address: str | None, namespace: str | None):
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    """A client as the temporal CLI would connect: its profile and TEMPORAL_* variables
+    (TLS, API key; selfheal.connection), with --address and --namespace on top."""
+    from selfheal.connection import Overrides, connect, connect_config
 
-    return await Client.connect(
-        address or os.environ.get("TEMPORAL_ADDRESS") or "localhost:7233",
-        namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
-        data_converter=pydantic_data_converter,
-    )
+    return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
 
 
 def _age(start: datetime | None) -> str:

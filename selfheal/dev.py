@@ -32,8 +32,7 @@ from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
 
-from selfheal import worker
-from selfheal import search
+from selfheal import connection, search, worker
 from selfheal.activities.aws_clients import AwsClients
 from selfheal.aws_sim import DEMO_CREDENTIALS, MotoServer, seed_demo_world
 from selfheal.ingress.auth import SourceAuth
@@ -77,6 +76,10 @@ class DevOptions:
     aws_port: int = 5566
     # The worker's /metrics, next to Temporal's 7233 and 8233; taken: the demo runs without it.
     metrics_port: int = 9233
+    # A profile of the Temporal config file (as the temporal CLI's) to run the demo worker
+    # and ingress against instead of the embedded server. Without it, dev reads no TEMPORAL_*
+    # variable and no profile: a user's default profile never points the demo elsewhere.
+    temporal_profile: str | None = None
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
     evidence: str = "deploy/demo/evidence.yaml"
@@ -185,6 +188,9 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     address = f"{opts.host}:{opts.temporal_port}"
     ui_url = f"http://{opts.host}:{opts.ui_port}"
     ingress_url = f"http://{opts.host}:{opts.ingress_port}"
+    profile = opts.temporal_profile
+    temporal = (connection.connect_config(dict(os.environ), connection.Overrides(profile=profile)) if profile
+                else connection.from_address(address))
     argv = [
         str(temporal_binary()), "server", "start-dev",
         "--db-filename", str(opts.data_dir / "temporal.db"),
@@ -192,27 +198,31 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         "--log-level", "warn", *search.dev_server_flags(),
     ]
     log_file = (opts.data_dir / "temporal.log").open("ab")
-    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = None if profile else subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     stop = stop or asyncio.Event()
     sim = None
     try:
         sim, aws = simulated_aws(opts)
-        client = await _wait_for_server(address, proc)
-        await search.available(client, "default", create=True)  # a database from an older version may lack some
-        await set_retention(client, "default", RETENTION)
+        if proc is None:  # someone's cluster: create nothing there, change no retention
+            client = await connection.connect(temporal)
+            await search.available(client, temporal["namespace"])
+        else:
+            client = await _wait_for_server(address, proc)
+            await search.available(client, "default", create=True)  # a database from an older version may lack some
+            await set_retention(client, "default", RETENTION)
         whitelist, keys = demo_approvers(opts.whitelist, opts.data_dir)
         # The diagnoser and model come from the same variables as the worker's; nothing else
         # from the environment (a TEMPORAL_* profile must never point the demo elsewhere).
         model_env = {k: v for k, v in os.environ.items() if k == "SELFHEAL_DIAGNOSER" or k.startswith("SELFHEAL_LLM_")}
         metrics_free = _free(opts.host, opts.metrics_port)
         worker_settings = WorkerSettings.from_mapping(
-            model_env, address=address, whitelist=str(whitelist), diagnosis=opts.diagnosis, evidence=opts.evidence,
+            model_env, temporal=temporal, whitelist=str(whitelist), diagnosis=opts.diagnosis, evidence=opts.evidence,
             metrics_address=f"{opts.host}:{opts.metrics_port}" if metrics_free else None)
         ingress_settings = IngressSettings(
-            ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
+            namespace=temporal["namespace"], ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
         )
         async with httpx.AsyncClient() as http:
-            app = await build(ingress_settings, address, worker_settings.task_queue, http)
+            app = await build(ingress_settings, temporal, worker_settings.task_queue, http)
             ingress = server(app, opts.host, opts.ingress_port)
             worker_stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run_worker(worker_settings, stop=worker_stop, aws=aws))
@@ -227,21 +237,23 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             systemd_demo = (
                 f"This machine has a user systemd manager: the systemd demo works too (README, 'The demo API').\n"
                 f"  {curl_line(ingress_url, token, SYSTEMD_ALERT)}\n" if has_user_manager() else "")
+            where = f"--profile {profile}" if profile else f"--address {address}"
             worker_metrics = (f"http://{opts.host}:{opts.metrics_port}/metrics (worker)" if metrics_free
                               else f"worker metrics off: port {opts.metrics_port} is in use")
+            temporal_lines = (f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n  Temporal:     {address}\n" if proc
+                              else f"  Temporal:     {connection.describe(temporal)} (profile {profile})\n")
             print(
                 f"selfheal dev is running (data in {opts.data_dir})\n"
-                f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n"
-                f"  Temporal:     {address}\n"
+                f"{temporal_lines}"
                 f"  Ingress:      {ingress_url}  (bearer token {token})\n"
                 f"  AWS:          {sim.url}  LOCAL SIMULATION (moto), not AWS: the demo's ECS service,\n"
                 f"                Auto Scaling group, EC2 instances and Lambda alias live only here\n"
                 f"  Metrics:      {worker_metrics}, {ingress_url}/metrics (ingress)\n"
                 f"Fire a sample alert (checkout errors after a bad deploy, in the simulation):\n"
                 f"  {curl_line(ingress_url, token)}\n"
-                f"Then: selfheal incidents --address {address}\n"
+                f"Then: selfheal incidents {where}\n"
                 f"Approve one that waits (signed with a demo key, as alice; bob's is beside it):\n"
-                f"  selfheal approve INCIDENT_ID --as alice --key {keys['alice']} --address {address}\n"
+                f"  selfheal approve INCIDENT_ID --as alice --key {keys['alice']} {where}\n"
                 f"{systemd_demo}"
                 "Ctrl-C stops everything.",
                 flush=True,
@@ -260,12 +272,13 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     finally:
         if sim is not None:
             sim.stop()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log_file.close()
 
 

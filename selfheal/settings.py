@@ -70,8 +70,11 @@ class PolicySnapshot(BaseModel):
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Where the worker connects, for logs and for code that needs the namespace; the
+    # connection itself (TLS, API key, profile) is ``temporal`` (selfheal.connection).
     address: str = "localhost:7233"
     namespace: str = "default"
+    temporal: Any = None  # keyword arguments for Client.connect; None: address and namespace, plain
     task_queue: str = TASK_QUEUE
     whitelist: str = "deploy/demo/whitelist.yaml"
     diagnosis: str = "deploy/demo/diagnosis.yaml"
@@ -116,11 +119,19 @@ class WorkerSettings(BaseModel):
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], **overrides) -> "WorkerSettings":
-        """Read ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE`` (as the temporal CLI does) and ``SELFHEAL_*``."""
-        values: dict = {}
+        """Read the Temporal connection as the temporal CLI does (``TEMPORAL_CONFIG_FILE``,
+        ``TEMPORAL_PROFILE``, ``TEMPORAL_*``), then ``SELFHEAL_*``; every secret may come from
+        ``NAME_FILE`` (``selfheal.secrets``)."""
+        from selfheal.connection import Overrides, connect_config  # noqa: PLC0415
+        from selfheal.secrets import read_secret_files  # noqa: PLC0415
+
+        env = read_secret_files(env)
+        # How to reach Temporal, as the temporal CLI reads it (profile, TEMPORAL_*), unless
+        # the caller says (selfheal dev: its own server, never a user's profile).
+        temporal = overrides.pop("temporal", None) or connect_config(
+            env, Overrides(address=overrides.pop("address", None), namespace=overrides.pop("namespace", None)))
+        values: dict = {"temporal": temporal, "address": temporal["target_host"], "namespace": temporal["namespace"]}
         for field, key in [
-            ("address", "TEMPORAL_ADDRESS"),
-            ("namespace", "TEMPORAL_NAMESPACE"),
             ("task_queue", "SELFHEAL_TASK_QUEUE"),
             ("whitelist", "SELFHEAL_WHITELIST"),
             ("diagnosis", "SELFHEAL_DIAGNOSIS"),

@@ -19,7 +19,6 @@ from typing import Sequence
 import httpx
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -34,7 +33,7 @@ from selfheal.activities.policy import PolicyActivities
 from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.activities.verify import Verifier
-from selfheal import search
+from selfheal import connection, search
 from selfheal.metrics import GovernorCollector, SdkMetrics, serve
 from selfheal.redact import RedactionConfig, Redactor
 from selfheal.settings import WorkerSettings
@@ -66,9 +65,12 @@ STRICT_RUNNER = SandboxedWorkflowRunner(
 
 
 async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
-    """A client; ``runtime`` (one per process) is where its workers' metrics go, else the SDK's default."""
-    return await Client.connect(settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter,
-                                runtime=runtime)
+    """A client; ``runtime`` (one per process) is where its workers' metrics go, else the SDK's default.
+    A connection that cannot work (no client certificate, a refused key) raises
+    ``ConnectionProblem`` saying where it tried and why."""
+    config = settings.temporal or connection.from_address(settings.address, settings.namespace)
+    log.info("connecting to Temporal at %s", connection.describe(config))
+    return await connection.connect(config, **({"runtime": runtime} if runtime else {}))
 
 
 def _slack(settings: WorkerSettings, http: httpx.AsyncClient):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any, Mapping
+
 import httpx
 import uvicorn
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
-from selfheal import search
+from selfheal import connection, search
 from selfheal.attest import load_attestation_key
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver
@@ -28,10 +28,11 @@ log = logging.getLogger("selfheal.ingress")
 RETRY = RetryConfig(initial_interval_millis=100, max_interval_millis=1000, max_elapsed_time_millis=3000, max_retries=10)
 
 
-async def build(settings: IngressSettings, address: str, task_queue: str, http: httpx.AsyncClient):
-    client = await Client.connect(
-        address, namespace=settings.namespace, data_converter=pydantic_data_converter, lazy=True, retry_config=RETRY,
-    )
+async def build(settings: IngressSettings, temporal: str | Mapping[str, Any], task_queue: str, http: httpx.AsyncClient):
+    """The app, on a lazy client: ``temporal`` is an address (plain), or the keyword arguments
+    ``selfheal.connection.connect_config`` made (TLS, API key, profile)."""
+    config = connection.from_address(temporal, settings.namespace) if isinstance(temporal, str) else temporal
+    client = await connection.connect(config, lazy=True, retry_config=RETRY)
     try:
         attributes = await search.available(client, settings.namespace)
     except Exception as exc:  # Temporal down at start: serve anyway, answer 503 until it is back

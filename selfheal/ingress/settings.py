@@ -44,7 +44,11 @@ class IngressSettings(BaseModel):
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], **overrides) -> "IngressSettings":
-        """``SELFHEAL_INGRESS_<SOURCE>_TOKEN`` / ``_HMAC_SECRET`` per source, and the rest by name."""
+        """``SELFHEAL_INGRESS_<SOURCE>_TOKEN`` / ``_HMAC_SECRET`` per source, and the rest by name;
+        every secret may come from ``NAME_FILE`` instead (``selfheal.secrets``)."""
+        from selfheal.secrets import read_secret_files  # noqa: PLC0415
+
+        env = read_secret_files(env)
         sources = {
             s: SourceAuth(token=env.get(f"SELFHEAL_INGRESS_{s.upper()}_TOKEN") or None,
                           hmac_secret=env.get(f"SELFHEAL_INGRESS_{s.upper()}_HMAC_SECRET") or None)
