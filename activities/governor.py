@@ -2,7 +2,8 @@
 
 Workflows cannot send updates, so these activities do, with update-with-start: the first
 caller starts the governor. They carry the incident's own whitelist snapshot (the one in
-its history), so the decision is the one its audit names.
+its history), so the decision is the one its audit names; the reservation right before
+acting carries the worker's current whitelist instead (it may have been reloaded).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class GovernorActivities:
     @activity.defn(name="reserve_action")
     @heartbeating
     async def reserve_action(self, inp: Reserve) -> Reserved:
+        # Right before acting, decide again under the whitelist the worker holds now (it may
+        # have been reloaded since the incident decided): an entry removed, a target or
+        # bound narrowed, a tier raised, and nothing runs until people decide.
+        if inp.whitelist_sha256 != self._loaded.sha256:
+            activity.logger.warning("%s decided under whitelist %s; reserving under %s", inp.incident_id,
+                                    inp.whitelist_sha256[:12], self._loaded.sha256[:12])
+            inp = inp.model_copy(update={"whitelist": self._loaded.whitelist, "whitelist_sha256": self._loaded.sha256})
         return await self._call(GovernorWorkflow.reserve, inp)
 
     @activity.defn(name="record_outcome")

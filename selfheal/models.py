@@ -269,6 +269,9 @@ class AuditRecord(Model):
     observed: WorldState | None = None  # what the workflow read to fill in the request (capacity, instances)
     decision: Decision | None = None
     earlier_decisions: list[Decision] = []  # superseded when the tier rose before acting
+    # The whitelist the reservation right before acting decided under: the worker's current
+    # one, which differs from whitelist_sha256 when it was reloaded while this incident ran.
+    reserved_under_sha256: str | None = None
     # approved
     approvals: list[ApprovalEvent] = []
     refusals_not_recorded: int = 0  # refusals past the record's cap; the history has them all

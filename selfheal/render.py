@@ -30,6 +30,8 @@ def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:
         concluded.append(r.proposal_note)
 
     decided = [f"whitelist {r.whitelist_source} sha256 {r.whitelist_sha256}"] if r.whitelist_sha256 else []
+    if r.reserved_under_sha256 and r.reserved_under_sha256 != r.whitelist_sha256:
+        decided.append(f"decided again right before acting under the reloaded whitelist sha256 {r.reserved_under_sha256}")
     if r.request:
         target = ", ".join(f"{k}={v}" for k, v in r.request.target.items())
         params = ", ".join(f"{k}={v}" for k, v in r.request.params.items()) or "none"

@@ -34,6 +34,7 @@ from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.activities.verify import Verifier
 from selfheal import connection, search
+from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.metrics import GovernorCollector, SdkMetrics, serve
 from selfheal.redact import RedactionConfig, Redactor
 from selfheal.settings import WorkerSettings
@@ -119,8 +120,11 @@ def build_activities(
 async def run_worker(
     settings: WorkerSettings, runner: CommandRunner | None = None, stop: asyncio.Event | None = None,
     workflows: Sequence[type] = WORKFLOWS, aws: AwsClients | None = None, metrics: SdkMetrics | None = None,
+    reload: asyncio.Event | None = None,
 ) -> None:
-    loaded = load_whitelist(settings.whitelist)  # raises WhitelistError: never start on a bad whitelist
+    """Run until ``stop`` is set; each time ``reload`` is set (SIGHUP), load the whitelist again."""
+    # Raises WhitelistError: never start on a bad whitelist. SIGHUP (``reload``) loads it again.
+    loaded = CurrentWhitelist(load_whitelist(settings.whitelist))
     log.info("whitelist %s sha256 %s: %d entries", loaded.path, loaded.sha256, len(loaded.whitelist.entries))
     rules = load_rules(settings.diagnosis)  # likewise: broken diagnosis rules stop the start
     aws = aws or AwsClients(settings.aws_endpoint_url)
@@ -164,9 +168,16 @@ async def run_worker(
         async with worker:
             log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)
             # After polling starts: the governor's update runs on this worker's task queue.
-            configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded))
+            configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded.get()))
             configured.add_done_callback(_report_configured)
-            await stop.wait()
+            reload = reload or asyncio.Event()
+            while not stop.is_set():
+                await _first(stop, reload)
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    if loaded.reload():  # pause and resume check people against the new one too
+                        configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded.get()))
+                        configured.add_done_callback(_report_configured)
             log.info("stopping: finishing running activities")
 
 
@@ -223,6 +234,16 @@ def _runner(settings: WorkerSettings, loaded: LoadedWhitelist, aws: AwsClients) 
     return build_runner(RunnersConfig.load(settings.runners), loaded, aws)
 
 
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 def _report_configured(task: asyncio.Task) -> None:
     if task.cancelled() or task.exception() is None:
         return
@@ -236,11 +257,12 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
     settings = WorkerSettings.from_mapping(env if env is not None else dict(os.environ))
 
     async def serve() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop=stop)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        await run_worker(settings, stop=stop, reload=reload)
 
     asyncio.run(serve())
 

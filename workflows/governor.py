@@ -69,6 +69,7 @@ class Reserved(_Model):
     granted: bool
     decision: Decision  # the decision made right before acting; when not granted, why
     execution: Execution | None = None
+    whitelist_sha256: str | None = None  # the whitelist that decision was made under (None: older governors)
 
 
 class Outcome(_Model):
@@ -195,14 +196,15 @@ class GovernorWorkflow:
         earlier = self._state.reservations.get(inp.idempotency_key)
         decision = self._decide(inp)
         if earlier is not None:
-            return Reserved(granted=True, decision=decision, execution=earlier)  # the same execution, not a second
+            return Reserved(granted=True, decision=decision, execution=earlier,  # the same execution, not a second
+                            whitelist_sha256=inp.whitelist_sha256)
         approved = set(inp.approved_by) & set(decision.approvers)
         if decision.kind == "deny" or len(approved) < decision.approvals:
             # Denied, or the tier rose and people decide again: this incident no longer
             # acts alone, so its claim stops counting against other targets.
             ledger = self._ledger(inp.request.entry_id)
             ledger.autonomous = [a for a in ledger.autonomous if a.incident_id != inp.incident_id]
-            return Reserved(granted=False, decision=decision)
+            return Reserved(granted=False, decision=decision, whitelist_sha256=inp.whitelist_sha256)
         now = workflow.now()
         execution = Execution(entry_id=inp.request.entry_id, started_at=now, incident_id=inp.incident_id,
                               targets=decision.targets, autonomous=not approved)
@@ -211,7 +213,7 @@ class GovernorWorkflow:
         if execution.autonomous and not any(a.incident_id == inp.incident_id for a in ledger.autonomous):
             ledger.autonomous.append(Act(targets=decision.targets, at=now, incident_id=inp.incident_id))
         self._state.reservations[inp.idempotency_key] = execution
-        return Reserved(granted=True, decision=decision, execution=execution)
+        return Reserved(granted=True, decision=decision, execution=execution, whitelist_sha256=inp.whitelist_sha256)
 
     @workflow.update
     def record_outcome(self, outcome: Outcome) -> str:

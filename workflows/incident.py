@@ -325,6 +325,7 @@ class IncidentWorkflow(ApprovalDesk):
                 "reserve_action", self._assessment(self._audit.request, Reserve, idempotency_key=key,
                                                    approved_by=list(self._approved_by)),
                 Reserved, f"decide {entry.id} again and reserve it at the governor")
+            self._audit.reserved_under_sha256 = reserved.whitelist_sha256
             if not reserved.granted and reserved.decision.kind == "needs_approval":
                 # The tier rose since the decision (a pause, a breaker, other targets acted
                 # on): people decide again; the approvals already given still count.

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from selfheal import worker as worker_module
 from selfheal.activities.diagnose import load_rules
 from selfheal import search
+from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.models import Alert, IncidentInput
 from selfheal.settings import IncidentSettings, WorkerSettings
@@ -200,7 +201,8 @@ def offline_aws():
 
 @asynccontextmanager
 async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None, aws=None):
-    loaded = load_whitelist(settings.whitelist)
+    """A worker in this process; yields its CurrentWhitelist (``reload()`` as SIGHUP would)."""
+    loaded = CurrentWhitelist(load_whitelist(settings.whitelist))
     attributes = await search.available(client, settings.namespace)
     async with httpx.AsyncClient() as http:
         activities = worker_module.build_activities(
@@ -209,7 +211,7 @@ async def running_worker(client: Client, settings: WorkerSettings, runner: Comma
         )
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
                           workflow_runner=worker_module.WORKFLOW_RUNNER):
-            yield
+            yield loaded
 
 
 # (test name, handle) of every incident started, for ``pytest --record-histories``.
