@@ -130,9 +130,12 @@ def raised(decision, whitelist, reasons: list[str]):
 
     if not reasons or decision.kind == "deny":  # a refusal stays a refusal: raising never allows
         return decision
-    if decision.kind == "needs_approval":
-        return decision.model_copy(update={"raised_by": [*decision.raised_by, *reasons]})
+    if decision.kind == "needs_approval":  # idempotent: the governor may have raised it already
+        return decision.model_copy(update={"raised_by": [*decision.raised_by, *(r for r in reasons if r not in decision.raised_by)]})
     tier = whitelist.approving_tier()
+    if tier is None:  # no tier asks anyone: nobody could approve, so what the model chose does not run
+        return Decision.deny(decision.entry_id, "model", "a model's proposal needs a person, and no tier of this "
+                             "whitelist asks for one: " + "; ".join(reasons))
     return Decision.needs_approval(decision.entry_id, tier, whitelist.tiers[tier].approvals,
                                    whitelist.allowed_approvers(decision.entry_id), declared_tier=decision.declared_tier,
                                    raised_by=[*decision.raised_by, *reasons], targets=decision.targets)

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist, decide
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act, GovernorView, Hold
+    from selfheal.workflows import agent_answer
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
 UPDATES_PER_RUN = 500        # Temporal refuses more than 2,000 updates per run
@@ -58,6 +59,10 @@ class Assess(_Model):
     whitelist_sha256: str
     request: ActionRequest
     incident_id: str
+    # Why the incident needs at least one person whatever the tier (a model's proposal or
+    # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
+    # people never claims autonomy first.
+    raised_by: list[str] = []
 
 
 class Reserve(Assess):
@@ -339,7 +344,7 @@ class GovernorWorkflow:
             paused=[h for h in (self._state.pause_all, self._state.pauses.get(entry_id)) if h and h.active(now)],
         )
         executions = [e for e in ledger.executions if e.incident_id != inp.incident_id]
-        return decide(inp.whitelist, inp.request, executions, now, view)
+        return agent_answer.raised(decide(inp.whitelist, inp.request, executions, now, view), inp.whitelist, inp.raised_by)
 
     def _ledger(self, entry_id: str) -> EntryLedger:
         return self._state.entries.setdefault(entry_id, EntryLedger())

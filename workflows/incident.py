@@ -100,6 +100,7 @@ class IncidentWorkflow(ApprovalDesk):
         self._open_desk(AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now()))
         self._statuses: dict[str, str] = {}
         self._governed = False
+        self._raised_by: list[str] = []  # why a model's diagnosis needs people (agent_answer.model_reasons)
         self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
         self._observe(inp.alerts)
 
@@ -232,8 +233,13 @@ class IncidentWorkflow(ApprovalDesk):
         # Patched, and remembered: an incident decided before the governor existed keeps the
         # per-entry ledger to the end, even on a worker that has the governor.
         self._governed = workflow.patched(GOVERNED)
+        # Whatever the model says, authority does not move: a proposal that differs from the
+        # rules', or parameters it chose, need at least one person whatever the tier. The
+        # governor is told, so such a request never claims autonomy on its way to people.
+        reasons = self._raised_by = (agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis)
+                                     if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None else [])
         if self._governed:
-            decision = await self._governor("assess_action", self._assessment(request, Assess), Decision,
+            decision = await self._governor("assess_action", self._assessment(request, Assess, raised_by=reasons), Decision,
                                             f"decide {entry.id} at the governor (tier, limits, autonomy)")
         else:
             history = await workflow.execute_activity(
@@ -242,11 +248,8 @@ class IncidentWorkflow(ApprovalDesk):
                 result_type=list[Execution], summary=f"read recent executions of {entry.id}",
             )
             decision = decide(self._snapshot.whitelist, request, history, workflow.now())
-        if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None:
-            # Whatever the model says, authority does not move: a proposal that differs from
-            # the rules', or parameters it chose, need at least one person whatever the tier.
-            decision = agent_answer.raised(decision, self._snapshot.whitelist,
-                                           agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis))
+        # Again here: a governor that predates raised_by, and the per-entry ledger, do not raise.
+        decision = agent_answer.raised(decision, self._snapshot.whitelist, reasons)
         self._audit.request, self._audit.decision = request, decision
         metrics.decided(self._audit, workflow.now())
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
@@ -323,7 +326,7 @@ class IncidentWorkflow(ApprovalDesk):
         if self._governed:
             reserved = await self._governor(
                 "reserve_action", self._assessment(self._audit.request, Reserve, idempotency_key=key,
-                                                   approved_by=list(self._approved_by)),
+                                                   approved_by=list(self._approved_by), raised_by=self._raised_by),
                 Reserved, f"decide {entry.id} again and reserve it at the governor")
             self._audit.reserved_under_sha256 = reserved.whitelist_sha256
             if not reserved.granted and reserved.decision.kind == "needs_approval":

@@ -10,6 +10,7 @@ import pytest
 from selfheal.activities.llm import LlmConfig
 from selfheal.models import AgentBounds, Approval, AuditRecord, Rejection
 from selfheal.settings import WorkerSettings
+from selfheal.workflows.governor import GovernorWorkflow, governor_id
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.fake_llm import FakeLLM, delay, status, text, tool_call
 from tests.workflows.helpers import STARTED, FAST, TYPED_NAMES_COUNT, alert, running_worker, start_incident, wait_status
@@ -90,7 +91,7 @@ def submit(proposal, params=None, evidence_ids=(), rationale="backlog", confiden
                                           "confidence": confidence})
 
 
-async def run(client, task_queue, tmp_path, aws_world, script, provider="openai", approve=(), bounds=None):
+async def run(client, task_queue, tmp_path, aws_world, script, provider="openai", approve=(), bounds=None, inspect=None):
     with FakeLLM(provider, script, api_key="sk-test") as llm:
         async with running_worker(client, settings(tmp_path, task_queue, llm, bounds), aws=aws_world.clients()):
             handle = await start_incident(client, task_queue, alert("CheckoutSlow", service="checkout"))
@@ -100,6 +101,8 @@ async def run(client, task_queue, tmp_path, aws_world, script, provider="openai"
                 for person in approve:
                     await handle.execute_update(IncidentWorkflow.approve, Approval(approver=person))
             record: AuditRecord = await handle.result()
+            if inspect is not None:  # while the worker (and so the governor) still runs
+                await inspect()
             # The agent's own history too, for the replay test (pytest --record-histories).
             test = STARTED[-1][0]
             STARTED.append((f"{test}-agent", client.get_workflow_handle(f"{handle.id}/diagnosis")))
@@ -113,7 +116,12 @@ async def test_a_correct_diagnosis_after_two_reads_counts_and_its_parameters_nee
     # The scripted model cannot know the evidence ids before it reads: it cites none.
     script = [tool_call("read_evidence", {"source": "file:checkout-log"}), tool_call("read_evidence", {"source": "aws"}),
               submit("scale-queue-workers", {"desired_capacity": 3})]
-    record, llm = await run(client, task_queue, tmp_path, aws_world, script, provider, approve=["alice"])
+    governor = []
+
+    async def inspect():
+        governor.append(await client.get_workflow_handle(governor_id(task_queue)).query(GovernorWorkflow.status))
+
+    record, llm = await run(client, task_queue, tmp_path, aws_world, script, provider, approve=["alice"], inspect=inspect)
     assert record.outcome == "remediated", record.outcome_detail
     assert record.agent.reads == ["file:checkout-log", "aws"] and record.agent.steps == 3
     assert record.diagnosis.proposal == "scale-queue-workers" and record.diagnosis.params == {"desired_capacity": 3}
@@ -121,6 +129,11 @@ async def test_a_correct_diagnosis_after_two_reads_counts_and_its_parameters_nee
     # Instance tier (automatic), but the model chose the capacity: a person approved it.
     assert record.decision.declared_tier == "instance" and record.decision.kind == "needs_approval"
     assert any("parameters chosen by the model" in r for r in record.decision.raised_by)
+    assert len(record.decision.raised_by) == len(set(record.decision.raised_by))  # raised once, not twice
+    # The governor heard why: a request on its way to people claimed no autonomy, so other
+    # incidents' autonomous actions are not held back by it.
+    [scale] = [e for e in governor[0].entries if e.entry_id == "scale-queue-workers"]
+    assert scale.autonomous_targets == [] and scale.executions_in_rate_window == 1
     assert record.evidence_sha256 and len(record.evidence_sha256) == 64
     sent = json.dumps([r.body for r in llm.requests])
     assert "backlog 18000 jobs" in sent  # the model was shown the log it asked for
