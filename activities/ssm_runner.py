@@ -57,20 +57,38 @@ class NotWhitelistedCommand(UnreachableHost):  # as_activity_errors: non-retryab
 
 def action_for(unit: str, argv: tuple[str, ...]) -> str | None:
     """Which document action ``argv`` is for ``unit``, or None. Equality, never a prefix."""
-    cmds = commands(unit)
-    journal = cmds["journal"]
-    if (len(argv) == len(journal) and argv[:9] == tuple(journal[:9]) and argv[10] == "--lines"
-            and argv[12:] == tuple(journal[12:])
-            and re.fullmatch(r"@\d{1,12}", argv[9]) and re.fullmatch(r"\d{1,7}", argv[11])):
-        return "journal"  # what journal_lines sends: --since @TS --lines N
-    return next((action for action, expected in cmds.items() if argv == tuple(expected)), None)
+    if journal_window(unit, argv) is not None:
+        return "journal"
+    return next((action for action, expected in commands(unit).items() if argv == tuple(expected)), None)
 
 
-def narrow_journal(argv: tuple[str, ...], stdout: str) -> str:
-    """The document reads fixed bounds; keep what the caller asked for (since, last N)."""
-    since_us, limit = int(argv[9][1:]) * 1_000_000, int(argv[11])
-    # Newest first (--reverse), as journal_lines asked: the first ``limit`` are the newest.
-    kept = [line for line in stdout.splitlines() if _stamp(line) >= since_us]
+def journal_window(unit: str, argv: tuple[str, ...]) -> tuple[int, int | None, int] | None:
+    """``(since, until, lines)`` when ``argv`` reads the unit's journal the way selfheal does:
+    ``journal_lines`` (``--since @TS --lines N``) or the evidence reader (``--since @TS
+    --until @TS --lines N``), both ``--reverse``; None for anything else. The document runs
+    its own fixed read; this window is applied to its output (``narrow_journal``)."""
+    journal = commands(unit)["journal"]
+    if argv[:9] != tuple(journal[:9]) or argv[-1:] != tuple(journal[12:]):
+        return None
+    middle = argv[9:-1]
+    if len(middle) == 3 and middle[1] == "--lines":
+        since, until, lines = middle[0], None, middle[2]
+    elif len(middle) == 5 and middle[1] == "--until" and middle[3] == "--lines":
+        since, until, lines = middle[0], middle[2], middle[4]
+    else:
+        return None
+    stamp = re.compile(r"@\d{1,12}")
+    if not stamp.fullmatch(since) or (until is not None and not stamp.fullmatch(until)) or not re.fullmatch(r"\d{1,7}", lines):
+        return None
+    return int(since[1:]), int(until[1:]) if until is not None else None, int(lines)
+
+
+def narrow_journal(window: tuple[int, int | None, int], stdout: str) -> str:
+    """The document reads fixed bounds; keep what the caller asked for (its window, last N)."""
+    since, until, limit = window
+    low, high = since * 1_000_000, (until * 1_000_000 if until is not None else None)
+    # Newest first (--reverse), as the caller asked: the first ``limit`` are the newest.
+    kept = [line for line in stdout.splitlines() if _stamp(line) >= low and (high is None or _stamp(line) <= high)]
     return "".join(f"{line}\n" for line in kept[:limit] if limit)
 
 
@@ -105,8 +123,8 @@ class SsmRunner:
             command_id = await self._command(host, document, action, timeout)
             invocation = await self._wait(command_id, host)
         stdout, stderr = invocation.get("StandardOutputContent", ""), invocation.get("StandardErrorContent", "")
-        if action == "journal" and argv[9].startswith("@"):
-            stdout = narrow_journal(argv, stdout)
+        if action == "journal":
+            stdout = narrow_journal(journal_window(entry.target.unit, argv), stdout)
         if invocation["Status"] == "Success":
             return CommandResult(argv, 0, stdout, stderr)
         # -1 means the script never ran (undeliverable, delivery timed out): not a command's exit code.

@@ -21,7 +21,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.runner import UnreachableHost
-from selfheal.activities.ssm_runner import NotWhitelistedCommand, SsmRunner, SsmTarget, narrow_journal
+from selfheal.activities.evidence_sources import recent_journal
+from selfheal.activities.ssm_runner import NotWhitelistedCommand, SsmRunner, SsmTarget, journal_window, narrow_journal
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
 from selfheal.aws_sim import DEMO_ACCOUNT, DEMO_REGION
 from selfheal.grants.ssm import commands
@@ -75,9 +76,12 @@ async def test_systemd_py_reads_and_the_restart_go_through_their_documents(runne
     state = await unit_state(runner, host, "system", "nginx.service")  # moto's empty output: an empty state
     assert state.invocation_id == "" and state.active_state == ""
     assert await journal_lines(runner, host, "system", "nginx.service", datetime(2026, 1, 1, tzinfo=timezone.utc), 20) == []
+    # The evidence reader's journal read (a window with an end) goes through the same document.
+    assert await recent_journal(runner, host, "system", "nginx.service", datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                datetime(2026, 1, 2, tzinfo=timezone.utc), 20) == []
     assert (await runner.run(host, RESTART, timeout=10, privileged=True)).ok
     assert [(c["DocumentName"], c["Parameters"]) for c in sent(aws_world)] == [
-        ("selfheal-restart-restart-nginx", {"action": [a]}) for a in ("show", "journal", "restart")]
+        ("selfheal-restart-restart-nginx", {"action": [a]}) for a in ("show", "journal", "journal", "restart")]
 
 
 REFUSED = [
@@ -183,8 +187,17 @@ def test_journal_output_is_narrowed_to_what_the_caller_asked_for():
     lines = [json.dumps({"__REALTIME_TIMESTAMP": str(t * 1_000_000), "MESSAGE": f"m{t}"}) for t in (100, 200, 300, 400)]
     # Newest first, as the document's --reverse reads them.
     stdout = "\n".join(reversed(lines)) + '\n{"__REALTIME_TIMESTAMP": "5000000'  # cut off at 24,000 characters
-    argv = tuple(commands("nginx.service")["journal"][:9]) + ("@200", "--lines", "2", "--reverse")
-    assert narrow_journal(argv, stdout) == f"{lines[3]}\n{lines[2]}\n"
+    head = tuple(commands("nginx.service")["journal"][:9])
+    argv = head + ("@200", "--lines", "2", "--reverse")
+    assert narrow_journal(journal_window("nginx.service", argv), stdout) == f"{lines[3]}\n{lines[2]}\n"
+    # The evidence reader's window: since and until, then the newest N within it.
+    argv = head + ("@200", "--until", "@300", "--lines", "5", "--reverse")
+    assert narrow_journal(journal_window("nginx.service", argv), stdout) == f"{lines[2]}\n{lines[1]}\n"
+    for bad in (head + ("@200", "--until", "300", "--lines", "5", "--reverse"),      # not a timestamp
+                head + ("@200", "--until", "@300", "--lines", "5"),                   # not --reverse
+                head + ("@200", "--lines", "5", "--until", "@300", "--reverse"),      # another order
+                head + ("@200", "--until", "@300", "--until", "@400", "--lines", "5", "--reverse")):
+        assert journal_window("nginx.service", bad) is None
 
 
 def test_target_is_strict():
