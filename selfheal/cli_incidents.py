@@ -21,9 +21,13 @@ NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE",
 async def _client(address: str | None, namespace: str | None):
     """A client as the temporal CLI would connect: its profile and TEMPORAL_* variables
     (TLS, API key; selfheal.connection), with --address and --namespace on top."""
-    from selfheal.connection import Overrides, connect, connect_config
+    from selfheal.connection import ConnectionProblem, Overrides, connect, connect_config
 
-    return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
+    try:
+        return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
+    except ConnectionProblem as exc:  # one line that says where and why, not a traceback
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _age(start: datetime | None) -> str:

@@ -65,7 +65,10 @@ def connect_config(env: Mapping[str, str] | None, flags: Overrides = Overrides()
                         ("TEMPORAL_API_KEY", flags.api_key)):
         if value:
             variables[name] = value
-    for name in ("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_PATH"):
+    # The SDK's loader treats a config file that is not there as no file at all, and would
+    # fall back to localhost: a named file that is missing is a mistake, so say so.
+    for name in ("TEMPORAL_CONFIG_FILE", "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH",
+                 "TEMPORAL_TLS_SERVER_CA_CERT_PATH"):
         if variables.get(name) and not Path(variables[name]).is_file():
             raise ConnectionProblem(f"{name}: no such file: {variables[name]}")
     try:

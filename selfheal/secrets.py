@@ -36,11 +36,12 @@ def read_secret_files(env: Mapping[str, str], names: Iterable[str] = SECRETS) ->
         if out.get(name):
             raise SecretFileError(f"both {name} and {name}_FILE are set: keep one")
         try:
-            data = Path(path).read_bytes()
+            with Path(path).open("rb") as file:
+                data = file.read(MAX_SECRET_BYTES + 1)  # bounded: /dev/zero named by mistake must not fill memory
         except OSError as exc:
             raise SecretFileError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
         if len(data) > MAX_SECRET_BYTES:
-            raise SecretFileError(f"{name}_FILE: {path} is {len(data)} bytes, more than a secret ({MAX_SECRET_BYTES})")
+            raise SecretFileError(f"{name}_FILE: {path} is more than {MAX_SECRET_BYTES} bytes, too large for a secret")
         try:
             value = data.decode("utf-8").strip()
         except UnicodeDecodeError:

@@ -54,7 +54,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -70,7 +69,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytest
 import yaml
 
-from tests.conftest import require
+from tests.support.binaries import find_binary, free_port, require_binary
 from tests.support.waiting import wait_until
 from tests.workflows.helpers import LoopbackHTTP
 
@@ -83,29 +82,14 @@ class PrometheusError(RuntimeError):
 
 
 def find_prometheus() -> tuple[str | None, str | None]:
-    override = os.environ.get(ENV_BINARY, "").strip()
-    if override:
-        path = shutil.which(override) or override
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path, None
-        return None, f"${ENV_BINARY}={override!r} is not an executable file"
-    path = shutil.which("prometheus") or (DEBIAN_BINARY if os.access(DEBIAN_BINARY, os.X_OK) else None)
-    if path:
-        return path, None
-    return None, f"{DEBIAN_BINARY} missing (apt-get install prometheus, or set ${ENV_BINARY})"
+    return find_binary("prometheus", DEBIAN_BINARY, ENV_BINARY, "prometheus")
 
 
 def require_prometheus() -> str:
-    path, problem = find_prometheus()
-    require("prometheus", problem)
-    assert path is not None
-    return path
+    return require_binary("prometheus", DEBIAN_BINARY, ENV_BINARY, "prometheus")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port
 
 
 def _escape(value: str) -> str:
