@@ -6,6 +6,11 @@ import os
 import uuid
 from pathlib import Path
 
+# Imported now rather than by pytest's hypothesis plugin at the final summary: on CPython
+# 3.11.7 a garbage collection during that late import can log an unread asyncio future's
+# exception into a half-imported logging state (gh-106905, fixed in 3.11.8) and turn a
+# green run into pytest's internal error (exit 3).
+import hypothesis  # noqa: F401
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
