@@ -68,10 +68,14 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
         [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data), "--aws-port", str(aws),
          "--temporal-port", str(temporal), "--ui-port", str(ui), "--ingress-port", str(ingress)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "dev.err").open("w"),
+        # A user's Temporal settings pointing elsewhere: dev must ignore every one of them.
+        env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", "TEMPORAL_NAMESPACE": "production",
+             "TEMPORAL_API_KEY": "not-for-the-demo", "TEMPORAL_PROFILE": "prod"},
     )
     try:
         lines = read_until(proc, "Ctrl-C stops everything.")
         assert any(f"127.0.0.1:{aws}  LOCAL SIMULATION (moto), not AWS" in line for line in lines), lines
+        assert any(line.strip() == f"Temporal:     127.0.0.1:{temporal}" for line in lines), lines
         curl = lines[next(i for i, line in enumerate(lines) if line.startswith("Fire a sample alert")) + 1].strip()
         approve = next(line.strip() for line in lines if line.strip().startswith("selfheal approve INCIDENT_ID --as alice"))
         key = approve.split("--key ")[1].split()[0]
@@ -134,3 +138,42 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
     assert (data / "temporal.db").exists()
     assert processes_mentioning(str(data)) == []  # the dev server is gone too
     assert processes_mentioning(f"moto_server -H 127.0.0.1 -p {aws}") == []  # and the AWS simulation
+
+
+async def test_selfheal_dev_with_a_temporal_profile_runs_against_that_cluster_and_starts_no_server(temporal_env, tmp_path):
+    from selfheal.aws_sim import moto_binary
+
+    require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
+    require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
+    address = temporal_env.client.service_client.config.target_host
+    config = tmp_path / "temporal.toml"
+    config.write_text(f'[profile.shared]\naddress = "{address}"\nnamespace = "default"\n')
+    ingress, aws, data = free_port(), free_port(), tmp_path / "devdata"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data), "--aws-port", str(aws),
+         "--ingress-port", str(ingress), "--temporal-profile", "shared"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "dev.err").open("w"),
+        env={**os.environ, "TEMPORAL_CONFIG_FILE": str(config)},
+    )
+    try:
+        lines = read_until(proc, "Ctrl-C stops everything.")
+        assert any(line.strip() == f"Temporal:     {address} namespace default (profile shared)" for line in lines), lines
+        assert not any("Temporal UI:" in line for line in lines)
+        curl = lines[next(i for i, line in enumerate(lines) if line.startswith("Fire a sample alert")) + 1].strip()
+        fired = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)
+        assert fired.returncode == 0, fired.stderr
+        [incident] = json.loads(fired.stdout)["incidents"]
+        # The incident lives on the profile's cluster: the test's own dev server.
+        described = await temporal_env.client.get_workflow_handle(incident["id"]).describe()
+        assert described.workflow_type == "IncidentWorkflow"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
+    assert not (data / "temporal.db").exists()  # no server of its own
+    assert processes_mentioning(str(data / "temporal.db")) == []
