@@ -9,6 +9,7 @@ Prometheus metrics at ``http://HOST:PORT/metrics`` (``selfheal.metrics``).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -253,6 +254,9 @@ def _report_configured(task: asyncio.Task) -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> None:
+    # A fatal signal (SIGSEGV, SIGABRT from a native library) leaves every thread's Python
+    # stack in the log instead of a bare exit code.
+    faulthandler.enable()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = WorkerSettings.from_mapping(env if env is not None else dict(os.environ))
 
