@@ -108,7 +108,7 @@ async def test_a_worker_process_reloads_on_sighup(temporal_env, task_queue, tmp_
         assert await wait_for(recorded, timeout=60) == second  # new incidents record the new hash
         with contextlib.suppress(RPCError):  # it may already have ended (the unit does not exist)
             await handle.terminate("test over")
-        assert stop(proc) == 0
+        assert stop(proc) == 0, log.read_text()[-4000:]
     finally:
         stop(proc)
     text = log.read_text()

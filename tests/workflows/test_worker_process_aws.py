@@ -9,11 +9,9 @@ the incident: it must not act a second time.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import httpx
 import pytest
@@ -91,7 +89,7 @@ async def test_a_worker_killed_mid_aws_write_acts_once(kind, temporal_env, task_
             proxy.release.set()  # the held write reaches AWS after all
             second = worker_process(*args)
             record: AuditRecord = await handle.result()
-            assert stop(second) == 0
+            assert stop(second) == 0, log.read_text()[-4000:]
         finally:
             proxy.release.set()
             stop(first)
