@@ -256,7 +256,10 @@ def _report_configured(task: asyncio.Task) -> None:
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> None:
     # A fatal signal (SIGSEGV, SIGABRT from a native library) leaves every thread's Python
     # stack in the log instead of a bare exit code.
-    faulthandler.enable()
+    try:
+        faulthandler.enable()
+    except (ValueError, OSError):  # stderr without a file descriptor (an in-process CLI runner)
+        pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = WorkerSettings.from_mapping(env if env is not None else dict(os.environ))
 
