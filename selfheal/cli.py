@@ -134,6 +134,7 @@ def worker_command(
             env[key] = str(value)
     try:
         worker.main(env=env)
+        _leave()
     except WhitelistError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -169,6 +170,7 @@ def dev_command(
                           temporal_profile=temporal_profile)
     try:
         dev.main(opts)
+        _leave()
     except WhitelistError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -220,6 +222,7 @@ def ingress_command(
             await srv.serve()
 
     asyncio.run(serve())
+    _leave()
 
 
 cli_incidents.register(app, out, err)
@@ -230,7 +233,35 @@ cli_replay.register(app, out, err)
 cli_review.register(app, out, err)
 
 
+# Set by ``main``, the process's entry point (the ``selfheal`` script, ``python -m
+# selfheal.cli``); an in-process runner (tests) calls the app directly and never leaves.
+_PROCESS = {"entry": False}
+
+
+def _leave(code: int = 0) -> None:
+    """End a long-running command's process once it has shut down cleanly, skipping the
+    interpreter's finalization. The Temporal SDK's Rust core keeps native threads that can
+    still call into Python (log forwarding, metrics) while the interpreter finalizes, and
+    about one graceful SIGTERM in eight then died with SIGABRT ("Fatal Python error:
+    PyGILState_Release: thread state ... must be current when releasing; Python runtime
+    state: finalizing", seen through faulthandler). Everything that matters is done by
+    now: activities finished or handed back, logs flushed here."""
+    if not _PROCESS["entry"]:
+        return
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
+    _PROCESS["entry"] = True
     app(prog_name="selfheal")
 
 

@@ -111,15 +111,20 @@ async def post(http, interactions, payload: dict | tuple[bytes, dict], **kw) -> 
     return answer
 
 
-async def waiting(client, task_queue, alertname: str):
+async def waiting(client, task_queue, alertname: str, slack: FakeSlack | None = None):
     handle = await start_incident(client, task_queue, alert(alertname))
     await wait_status(handle, "awaiting_approval")
+    if slack is not None:  # the status is set before the request is posted
+
+        async def posted():
+            return slack.called("chat.postMessage")
+        await wait_for(posted)
     return handle
 
 
 async def test_the_request_message_and_every_kind_of_click(client, task_queue, stack, slack):
     http, interactions = stack
-    handle = await waiting(client, task_queue, "IngressTest")
+    handle = await waiting(client, task_queue, "IngressTest", slack)
     [message] = slack.called("chat.postMessage")
     assert message["channel"] == "C-ONCALL"
     text = json.dumps(message["blocks"])
