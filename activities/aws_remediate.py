@@ -26,9 +26,10 @@ ENTRY_TYPES = (EcsRollbackEntry, AsgScaleEntry, Ec2RebootEntry, LambdaRollbackEn
 
 
 class AwsRemediator:
-    def __init__(self, clients: AwsClients, loaded: LoadedWhitelist):
+    def __init__(self, clients: AwsClients, loaded: LoadedWhitelist, brake=None):
         self._clients = clients
         self._loaded = loaded
+        self._brake = brake  # activities.governor.BrakeReader; None in tests about the executors alone
 
     async def _entry(self, request: ActionRequest, kind: str | None, with_params: bool = True):
         entry = self._loaded.whitelist.entry(request.entry_id)
@@ -61,6 +62,8 @@ class AwsRemediator:
         entry = await self._entry(inp.request, kind)
         module = MODULES[kind]
         before = await self._read(entry, inp.request)
+        if self._brake is not None:
+            await self._brake.check(inp)
         try:
             action, detail = await module.act(self._clients, entry, inp, before)
         except LookupError as exc:

@@ -1,36 +1,47 @@
-"""The governor as incidents reach it: decide, reserve and report through its updates.
+"""The governors as incidents and workers reach them.
 
 Workflows cannot send updates, so these activities do, with update-with-start: the first
-caller starts the governor. They carry the incident's own whitelist snapshot (the one in
-its history), so the decision is the one its audit names; the reservation right before
-acting carries the worker's current whitelist instead (it may have been reloaded).
+caller starts a governor. An incident's decision carries its own snapshot's hash and
+``Whitelist.for_entry`` of it (so the decision is the one its audit names, and its cost
+does not grow with the whitelist); the reservation right before acting is decided under
+the deployment's current whitelist, which the deployment governor owns (workers announce
+theirs; ``announce_whitelist``). Each decision first reads the entry's brake (pauses, the
+breaker) with a query, which adds nothing to any history; a pause that lands between that
+read and the decision is caught by the executor's own brake check (``BrakeReader``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal.activities.heartbeat import heartbeating
-from selfheal.models import Decision
+from selfheal.activities.heartbeat import heartbeating, recall, remember
+from selfheal.models import RemediationInput
+from selfheal.whitelist import Whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
+from selfheal.workflows.entry_governor import (
+    BRAKED, BREAKER, UNKNOWN_WHITELIST, Assess, Assessed, AssessInput, EntryGovernorWorkflow, EntryState, Learn, Outcome, Reserve,
+    ReserveInput, Reserved, entry_governor_id,
+)
 from selfheal.workflows.governor import (
-    Assess, Configure, GovernorState, GovernorWorkflow, Outcome, Reserve, Reserved, governor_id,
+    Announce, Brake, Current, GovernorState, GovernorStatus, GovernorWorkflow, OpenBreaker, governor_id,
 )
 
 BUSY_BACKOFF_FIRST = 0.05  # seconds
 BUSY_BACKOFF_MAX = 2.0
-SLOTS = 8  # updates in flight to one workflow from one worker; Temporal admits 10
+SLOTS = 4  # updates in flight to one workflow from one worker; Temporal admits 10
 
 
 class Updater:
-    """Update-with-start on one long-lived workflow, patient with a busy one.
+    """Update-with-start on a long-lived workflow, patient with a busy one.
 
     Temporal admits 10 updates in flight per workflow and refuses the rest
     (RESOURCE_EXHAUSTED, after the client's own retries), or aborts one whose workflow
@@ -61,44 +72,141 @@ class Updater:
                     delay = min(delay * 2, BUSY_BACKOFF_MAX)
 
 
+async def _query(client: Client, wid: str, query, arg: Any = None, default: Any = None) -> Any:
+    """A governor's query, or ``default`` when that governor has not started yet."""
+    try:
+        handle = client.get_workflow_handle(wid)
+        return await (handle.query(query) if arg is None else handle.query(query, arg))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return default
+        raise
+
+
+async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:
+    """Tell the deployment governor this worker's whitelist (at start, and on each reload).
+    It adopts it unless the current one has a higher revision; the answer says which."""
+    current: Current = await _query(client, governor_id(task_queue), GovernorWorkflow.current, "", Current())
+    if current.whitelist_sha256 == loaded.sha256:
+        return f"whitelist {loaded.sha256[:12]} is current"
+    return await Updater(client, task_queue).update(
+        governor_id(task_queue), GovernorWorkflow.run, GovernorState(), GovernorWorkflow.announce,
+        Announce(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, source=loaded.path))
+
+
+async def read_status(client: Client, task_queue: str) -> GovernorStatus | None:
+    """The deployment governor's status with each entry's ledger filled in from its own
+    governor; None when no worker has started the governor yet."""
+    status: GovernorStatus | None = await _query(client, governor_id(task_queue), GovernorWorkflow.status)
+    if status is None:
+        return None
+    limit = asyncio.Semaphore(16)
+
+    async def ledger(entry_id: str):
+        async with limit:
+            return await _query(client, entry_governor_id(task_queue, entry_id), EntryGovernorWorkflow.ledger)
+
+    ledgers = await asyncio.gather(*(ledger(e.entry_id) for e in status.entries))
+    entries = [e if got is None else got.model_copy(update={"paused": e.paused, "breaker": e.breaker})
+               for e, got in zip(status.entries, ledgers)]
+    return status.model_copy(update={"entries": entries})
+
+
+class BrakeReader:
+    """The executors' last look at the brake, right before they change anything.
+
+    An automatic action starts executing when it passes this check: after ``selfheal
+    pause`` returns, no automatic action passes it. A retried attempt of an action that
+    already passed (remembered in its heartbeat details) finishes it, and stays idempotent.
+    """
+
+    def __init__(self, client: Client, task_queue: str):
+        self._client = client
+        self._id = governor_id(task_queue)
+
+    async def check(self, inp: RemediationInput) -> None:
+        if not inp.autonomous or recall("brake") == "passed":
+            return
+        brake: Brake = await _query(self._client, self._id, GovernorWorkflow.brake, inp.request.entry_id, Brake())
+        why = brake.engaged(datetime.now(timezone.utc))
+        if why:
+            raise ApplicationError(f"{inp.request.entry_id} did not run alone: {why}", type=BRAKED, non_retryable=True)
+        remember("brake", "passed")
+
+
 class GovernorActivities:
     def __init__(self, loaded: LoadedWhitelist, client: Client, task_queue: str):
         self._loaded = loaded
+        self._client = client
+        self._task_queue = task_queue
         self._id = governor_id(task_queue)
         self._updater = Updater(client, task_queue)
 
-    async def _call(self, update, arg):
-        try:
-            return await self._updater.update(self._id, GovernorWorkflow.run, GovernorState(), update, arg)
-        except WorkflowUpdateFailedError as exc:
-            raise RuntimeError(f"the governor refused: {exc.cause}") from None
+    async def _current(self, entry_id: str) -> Current:
+        current: Current = await _query(self._client, self._id, GovernorWorkflow.current, entry_id, Current())
+        if not current.whitelist_sha256:
+            # No worker has announced a whitelist yet (this one's start-up announcement
+            # may still be on its way): announce this worker's, then read again.
+            await announce_whitelist(self._client, self._task_queue, self._loaded)
+            current = await _query(self._client, self._id, GovernorWorkflow.current, entry_id, Current())
+        return current
+
+    async def _entry_update(self, entry_id: str, update, arg, policies: dict[str, Whitelist | None]):
+        """``update`` on the entry's governor; taught one of ``policies`` (whitelist hash ->
+        ``Whitelist.for_entry``) first whenever it names a hash it does not know."""
+        wid = entry_governor_id(self._task_queue, entry_id)
+        initial = EntryState(entry_id=entry_id, policies=policies)  # a governor started now knows them all
+        for _ in range(2 * len(policies) + 1):
+            try:
+                return await self._updater.update(wid, EntryGovernorWorkflow.run, initial, update, arg)
+            except WorkflowUpdateFailedError as exc:
+                cause = exc.cause
+                unknown = cause.details[0] if isinstance(cause, ApplicationError) and cause.type == UNKNOWN_WHITELIST \
+                    and cause.details else None
+                if unknown not in policies:
+                    raise RuntimeError(f"the governor of {entry_id} refused: {cause}") from None
+                await self._updater.update(wid, EntryGovernorWorkflow.run, initial, EntryGovernorWorkflow.learn,
+                                           Learn(whitelist_sha256=unknown, policy=policies[unknown]))
+        raise RuntimeError(f"the governor of {entry_id} kept forgetting the whitelists it was taught")
 
     @activity.defn(name="assess_action")
     @heartbeating
-    async def assess_action(self, inp: Assess) -> Decision:
-        return await self._call(GovernorWorkflow.assess, inp)
+    async def assess_action(self, inp: AssessInput) -> Assessed:
+        # Decided under the incident's snapshot; an automatic decision is reserved at once
+        # under the current whitelist, in the same update.
+        entry_id = inp.request.entry_id
+        current = await self._current(entry_id)
+        assess = Assess(whitelist_sha256=inp.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
+                        raised_by=inp.raised_by, brake=current.brake, reserve_under=current.whitelist_sha256,
+                        idempotency_key=inp.idempotency_key)
+        return await self._entry_update(entry_id, EntryGovernorWorkflow.assess, assess,
+                                        {inp.whitelist_sha256: inp.policy, current.whitelist_sha256: current.policy})
 
     @activity.defn(name="reserve_action")
     @heartbeating
-    async def reserve_action(self, inp: Reserve) -> Reserved:
-        # Right before acting, decide again under the whitelist the worker holds now (it may
-        # have been reloaded since the incident decided): an entry removed, a target or
+    async def reserve_action(self, inp: ReserveInput) -> Reserved:
+        # Right before acting, decide again under the deployment's current whitelist (it
+        # may have been reloaded since the incident decided): an entry removed, a target or
         # bound narrowed, a tier raised, and nothing runs until people decide.
-        if inp.whitelist_sha256 != self._loaded.sha256:
-            activity.logger.warning("%s decided under whitelist %s; reserving under %s", inp.incident_id,
-                                    inp.whitelist_sha256[:12], self._loaded.sha256[:12])
-            inp = inp.model_copy(update={"whitelist": self._loaded.whitelist, "whitelist_sha256": self._loaded.sha256})
-        return await self._call(GovernorWorkflow.reserve, inp)
+        entry_id = inp.request.entry_id
+        current = await self._current(entry_id)
+        if current.whitelist_sha256 != inp.whitelist_sha256:
+            activity.logger.warning("%s decided under whitelist %s; reserving under the current %s", inp.incident_id,
+                                    inp.whitelist_sha256[:12], current.whitelist_sha256[:12])
+        reserve = Reserve(whitelist_sha256=current.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
+                          raised_by=inp.raised_by, brake=current.brake, idempotency_key=inp.idempotency_key,
+                          approved_by=inp.approved_by)
+        return await self._entry_update(entry_id, EntryGovernorWorkflow.reserve, reserve,
+                                        {current.whitelist_sha256: current.policy})
 
     @activity.defn(name="record_outcome")
     @heartbeating
     async def record_outcome(self, outcome: Outcome) -> str:
-        return await self._call(GovernorWorkflow.record_outcome, outcome)
-
-
-async def configure_governor(client: Client, task_queue: str, loaded: LoadedWhitelist) -> None:
-    """Tell the governor the worker's whitelist, so pause and resume can check people
-    before any incident has run."""
-    updater = Updater(client, task_queue)
-    await updater.update(governor_id(task_queue), GovernorWorkflow.run, GovernorState(), GovernorWorkflow.configure,
-                         Configure(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256))
+        current = await self._current(outcome.entry_id)
+        outcome = outcome.model_copy(update={"whitelist_sha256": current.whitelist_sha256})
+        answer = await self._entry_update(outcome.entry_id, EntryGovernorWorkflow.record_outcome, outcome,
+                                          {current.whitelist_sha256: current.policy})
+        if answer.startswith(BREAKER):
+            answer = await self._updater.update(self._id, GovernorWorkflow.run, GovernorState(), GovernorWorkflow.open_breaker,
+                                                OpenBreaker(entry_id=outcome.entry_id, reason=answer[len(BREAKER):]))
+        return answer

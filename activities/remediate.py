@@ -34,9 +34,10 @@ def out_of_policy(message: str) -> ApplicationError:
 
 
 class SystemdRemediator:
-    def __init__(self, runner: CommandRunner, loaded: LoadedWhitelist):
+    def __init__(self, runner: CommandRunner, loaded: LoadedWhitelist, brake=None):
         self._runner = runner
         self._loaded = loaded
+        self._brake = brake  # activities.governor.BrakeReader; None in tests about the executor alone
 
     def _entry(self, inp: RemediationInput) -> SystemdRestartEntry:
         entry = self._loaded.whitelist.entry(inp.request.entry_id)
@@ -66,6 +67,8 @@ class SystemdRemediator:
                 return self._result(inp, "already_done", before, before,
                                     f"{unit} on {host} already restarted since the request "
                                     f"(invocation {inp.baseline.invocation_id or '-'} -> {before.invocation_id or '-'}); not restarting again")
+            if self._brake is not None:
+                await self._brake.check(inp)
             activity.logger.info("restarting %s on %s (key %s)", unit, host, inp.idempotency_key)
             result = await self._runner.run(host, systemctl(scope, "restart", unit), timeout=600, privileged=True)
             after = await unit_state(self._runner, host, scope, unit)

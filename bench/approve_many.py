@@ -53,7 +53,7 @@ from selfheal.models import (  # noqa: E402
 from selfheal.settings import WorkerSettings  # noqa: E402
 from selfheal.whitelist import load_whitelist, target_of  # noqa: E402
 from selfheal.workflows.incident import IncidentWorkflow  # noqa: E402
-from selfheal.workflows.governor import Reserve  # noqa: E402
+from selfheal.workflows.entry_governor import ReserveInput  # noqa: E402
 from tests.support.systemd_user import SystemdUser  # noqa: E402
 
 RSS_LIMIT_MB = 300
@@ -138,8 +138,8 @@ async def baseline_phase(client, env, args, wl_path: Path, log: Path) -> tuple[f
             wid = f"bare-{queue}-{i}"
             key = f"{wid}/act/{ENTRY}"
             inp = BareApprovalInput(
-                reservation=Reserve(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, request=request,
-                                    incident_id=wid, idempotency_key=key, approved_by=["alice"]),
+                reservation=ReserveInput(whitelist_sha256=loaded.sha256, policy=loaded.whitelist.for_entry(ENTRY),
+                                         request=request, incident_id=wid, idempotency_key=key, approved_by=["alice"]),
                 remediation=RemediationInput(incident_id=wid, idempotency_key=key,
                                              whitelist_sha256=loaded.sha256, request=request),
                 verify=VerifyInput(incident_id=wid, request=request, timeout_seconds=60),

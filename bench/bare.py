@@ -13,7 +13,7 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import Notification, RemediationInput, RemediationResult, UnitState, Verification, VerifyInput
     from selfheal.workflows import incident as wf
-    from selfheal.workflows.governor import Reserve, Reserved
+    from selfheal.workflows.entry_governor import ReserveInput, Reserved
 
 
 @activity.defn
@@ -34,7 +34,7 @@ class Bare:
 class BareApprovalInput(BaseModel):
     """Everything the incident's post-approval activities take, prepared up front."""
 
-    reservation: Reserve
+    reservation: ReserveInput
     remediation: RemediationInput
     verify: VerifyInput
     note: Notification
@@ -56,7 +56,7 @@ class BareApproval:
         hb = timedelta(seconds=5)
         await workflow.execute_activity("reserve_action", inp.reservation, result_type=Reserved,
                                         start_to_close_timeout=wf.RESERVE_TIMEOUT, heartbeat_timeout=hb,
-                                        retry_policy=wf.LEDGER_RETRY)
+                                        retry_policy=wf.GOVERNOR_RETRY)
         baseline = await workflow.execute_activity("read_unit_state", inp.remediation.request, result_type=UnitState,
                                                    start_to_close_timeout=wf.READ_TIMEOUT, heartbeat_timeout=hb,
                                                    retry_policy=wf.WORLD_READ_RETRY)

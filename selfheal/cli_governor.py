@@ -28,13 +28,18 @@ def _governor(client, task_queue: str | None):
     return client.get_workflow_handle(governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE))
 
 
-async def governor_status(address, namespace, task_queue):
-    """The governor's status, or None when it has not started (no worker ran yet)."""
+async def governor_status(address, namespace, task_queue, entries: bool = True):
+    """The governor's status, or None when it has not started (no worker ran yet); with
+    ``entries``, each entry's ledger from its own governor too."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    from selfheal.activities.governor import read_status
     from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow
 
     client = await _client(address, namespace)
+    queue = task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE
+    if entries:
+        return await read_status(client, queue)
     try:
         return await _governor(client, task_queue).query(GovernorWorkflow.status, result_type=GovernorStatus)
     except RPCError as exc:
@@ -152,7 +157,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             out.print_json(state.model_dump_json())
             return
         out.print(holds_line(state), markup=False, highlight=False, soft_wrap=True)
-        table = Table(title=f"entries (whitelist {state.whitelist_sha256[:12]})")
+        table = Table(title=f"entries (whitelist {state.whitelist_sha256[:12]}, revision {state.revision})")
         for column in ("entry", "paused", "breaker", "acted on alone (window)", "runs in rate window", "failures"):
             table.add_column(column, overflow="fold")
         for e in state.entries:

@@ -74,7 +74,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         async def holds() -> str:
             try:
-                return holds_line(await governor_status(address, namespace, task_queue))
+                return holds_line(await governor_status(address, namespace, task_queue, entries=False))
             except Exception as exc:  # the list is still worth showing
                 return f"autonomy: the governor could not be read ({exc})"
 

@@ -121,6 +121,8 @@ class RemediationInput(Model):
     request: ActionRequest
     # the world as read when the workflow decided to act: a unit's state, or an AWS target's
     baseline: UnitState | WorldState | None = None
+    # Reserved to run without any approval: the executor checks the brake right before acting.
+    autonomous: bool = False
 
 
 class RemediationResult(Model):

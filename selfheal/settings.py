@@ -16,7 +16,7 @@ from typing import Literal
 
 from selfheal.models import AgentBounds, EvidenceCatalog
 from selfheal.whitelist.durations import PositiveDuration
-from selfheal.whitelist.models import Whitelist
+from selfheal.whitelist.models import WhitelistExcerpt
 
 # The one place the task queue's default name is written.
 TASK_QUEUE = "selfheal"
@@ -39,7 +39,7 @@ class IncidentSettings(BaseModel):
     remediation_heartbeat: PositiveDuration = timedelta(seconds=5)
     heartbeat_timeout: PositiveDuration = timedelta(seconds=5)
     # Who diagnoses: the rules alone, or a language model beside them (the model's proposal
-    # then counts). Recorded with the incident; older incidents replay as "rules".
+    # then counts). Recorded with the incident.
     diagnoser: Literal["rules", "llm"] = "rules"
     agent: AgentBounds = AgentBounds()
 
@@ -50,17 +50,28 @@ class IncidentSettings(BaseModel):
         return self
 
 
-class PolicySnapshot(BaseModel):
-    """The whitelist and settings an incident runs under, recorded once in its history."""
+class LoadPolicy(BaseModel):
+    """``load_policy``'s input: the label sets of the incident's alerts so far."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    whitelist: Whitelist
+    label_sets: list[dict[str, str]]
+
+
+class PolicySnapshot(BaseModel):
+    """The whitelist and settings an incident runs under, recorded once in its history.
+
+    ``whitelist`` is the excerpt the incident needs (``Whitelist.excerpt``: the entries its
+    alerts matched when it was loaded); ``sha256`` names the whole file it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    whitelist: WhitelistExcerpt
     sha256: str
     source: str
     settings: IncidentSettings
-    # Whether the namespace has selfheal's search attributes; histories recorded without
-    # this field replay with False, so adding attributes never breaks old incidents.
+    # Whether the namespace has selfheal's search attributes (a cluster may lack them; the
+    # incident then writes none rather than fail).
     search_attributes: bool = False
     # The evidence configuration (hash, sources by id, what each entry may read), when the
     # worker has one; a model diagnosis reads only what it allows.

@@ -28,7 +28,7 @@ from selfheal.activities.aws_evidence import AwsEvidence
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
-from selfheal.activities.governor import GovernorActivities, configure_governor
+from selfheal.activities.governor import BrakeReader, GovernorActivities, announce_whitelist
 from selfheal.activities.notify import Notifier
 from selfheal.activities.policy import PolicyActivities
 from selfheal.activities.remediate import SystemdRemediator
@@ -44,12 +44,11 @@ from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.workflows.incident import IncidentWorkflow
 from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
 from selfheal.workflows.drill import DrillWorkflow
+from selfheal.workflows.entry_governor import EntryGovernorWorkflow
 from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow, governor_id
-from selfheal.workflows.ledger import RemediationLedgerWorkflow
 
 log = logging.getLogger("selfheal.worker")
-# The ledger stays registered for incidents that began before the governor replaced it.
-WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, RemediationLedgerWorkflow, DiagnosisAgentWorkflow, DrillWorkflow]
+WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, EntryGovernorWorkflow, DiagnosisAgentWorkflow, DrillWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a
@@ -89,8 +88,9 @@ def build_activities(
     redactor = _redactor(settings)
     aws_evidence = AwsEvidence(aws, loaded)
     sources, catalog = _evidence(settings, runner, http, aws_evidence, redactor)
-    policy = PolicyActivities(loaded, settings.incident, client, settings.task_queue, search_attributes, catalog)
+    policy = PolicyActivities(loaded, settings.incident, search_attributes, catalog)
     governor = GovernorActivities(loaded, client, settings.task_queue)
+    brake = BrakeReader(client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
     agent = []
     if settings.llm is not None:
@@ -103,15 +103,13 @@ def build_activities(
     return [
         *agent,
         policy.load_policy,
-        policy.read_executions,
-        policy.reserve_execution,
         governor.assess_action,
         governor.reserve_action,
         governor.record_outcome,
         RuleDiagnoser(rules, runner, aws_evidence, redactor).diagnose,
         evidence.read_unit_state,
-        SystemdRemediator(runner, loaded).restart_unit,
-        *AwsRemediator(aws, loaded).activities(),
+        SystemdRemediator(runner, loaded, brake).restart_unit,
+        *AwsRemediator(aws, loaded, brake).activities(),
         aws_evidence.read_aws_evidence,
         Verifier(runner, http, loaded, aws).verify_remediation,
         Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel, redactor).notify,
@@ -169,15 +167,15 @@ async def run_worker(
         async with worker:
             log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)
             # After polling starts: the governor's update runs on this worker's task queue.
-            configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded.get()))
+            configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
             configured.add_done_callback(_report_configured)
             reload = reload or asyncio.Event()
             while not stop.is_set():
                 await _first(stop, reload)
                 if reload.is_set() and not stop.is_set():
                     reload.clear()
-                    if loaded.reload():  # pause and resume check people against the new one too
-                        configured = asyncio.create_task(configure_governor(client, settings.task_queue, loaded.get()))
+                    if loaded.reload():  # the governor adopts it unless it holds a newer revision
+                        configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
                         configured.add_done_callback(_report_configured)
             log.info("stopping: finishing running activities")
 
@@ -246,11 +244,16 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 def _report_configured(task: asyncio.Task) -> None:
-    if task.cancelled() or task.exception() is None:
+    if task.cancelled():
         return
-    # Not fatal: incidents tell the governor their whitelist too; only pause and resume
-    # before the first incident need this.
-    log.warning("could not give the governor this worker's whitelist: %s", task.exception())
+    if task.exception() is not None:
+        # Not fatal: the first reservation announces it if no worker has; pause and resume
+        # wait for a whitelist until then.
+        log.warning("could not announce this worker's whitelist to the governor: %s", task.exception())
+    elif "older than" in task.result():
+        log.warning("the governor kept a newer whitelist: %s", task.result())
+    else:
+        log.info("governor: %s", task.result())
 
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> None:

@@ -179,6 +179,8 @@ RULES: dict[Path, Rule] = {
     ("metadata", "reviewed_by"): neutral("reviewed by"),
     ("metadata", "reviewed_at"): neutral("reviewed at"),
     ("metadata", "description"): neutral("description"),
+    # Orders whitelists for the governor; what the file allows is in its other fields.
+    ("metadata", "revision"): neutral("revision"),
     ("tiers", "*"): tier_rule(),
     ("tiers", "*", "approvals"): lower_widens("approvals needed"),
     ("tiers", "*", "channels"): members("approval channels that count"),

@@ -50,6 +50,10 @@ class LoadedWhitelist:
     path: str
     sha256: str
 
+    def get(self) -> "LoadedWhitelist":
+        """Itself: reads like the worker's ``CurrentWhitelist``, whose ``get`` is one consistent read."""
+        return self
+
 
 def load_whitelist(path: str | Path) -> LoadedWhitelist:
     path = Path(path)
@@ -86,7 +90,7 @@ def load_whitelist_bytes(data: bytes, path: str = "<whitelist>") -> LoadedWhitel
         whitelist = Whitelist.model_validate(value)
     except ValidationError as exc:
         raise WhitelistError(path, problems + _problems(exc, root)) from None
-    if problems:  # the load-time rules, which the model does not check (escalation_problems, aws_problems)
+    if problems:  # the model refuses these too; this keeps the loader's contract plain
         raise WhitelistError(path, problems)
     return LoadedWhitelist(whitelist, path, hashlib.sha256(data).hexdigest())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Mapping
 
 _MATCHER = re.compile(
@@ -45,6 +46,10 @@ class Matcher:
         return f'{self.name}{self.op}"{escaped}"'
 
 
+# Matching runs for every entry on every incident (the excerpt of a 500-entry whitelist
+# parses 500 matcher lists): parsed once per distinct text. A Matcher is frozen, so the
+# cached one can be shared; an invalid text raises every time (exceptions are not cached).
+@lru_cache(maxsize=8192)
 def parse_matcher(text: str) -> Matcher:
     """Parse one matcher; raise ``ValueError`` naming the text and what is wrong with it."""
     found = _MATCHER.match(text)

@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from .durations import NonNegativeDuration, PositiveDuration
-from .matchers import parse_matcher
+from .matchers import matches_all, parse_matcher
 
 KINDS = ("systemd.restart", "ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
 AWS_KINDS = ("ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
@@ -94,6 +94,10 @@ class Metadata(Strict):
     reviewed_by: list[Person] = Field(min_length=1)
     reviewed_at: date
     description: str = ""
+    # Orders whitelists across hosts: the governor never replaces the current whitelist
+    # with one of a lower revision (a worker not yet upgraded, restarted with its old file).
+    # Bump it with every change; a clock or a per-process counter could not order two hosts.
+    revision: int = Field(0, ge=0)
 
 
 class Approvers(Strict):
@@ -217,10 +221,9 @@ Account = Annotated[str, BeforeValidator(_account_id), Field(pattern=r"^\d{12}$"
 
 
 class AwsPlace(Strict):
-    """Where an AWS target lives. Required when a whitelist is loaded (``aws_problems``),
-    so an entry can never act in another account or region than the one reviewed, and
-    the generated IAM policy's ARNs are exact. Optional in the model only so that
-    whitelists recorded in incident histories before these fields existed still decode."""
+    """Where an AWS target lives. Required (``aws_problems``, run by the model's own
+    validation so that the message names the rule), so an entry can never act in another
+    account or region than the one reviewed, and the generated IAM policy's ARNs are exact."""
 
     region: Region | None = None
     account: Account | None = None
@@ -313,7 +316,8 @@ class Whitelist(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Whitelist":
-        problems = consistency_problems(self.model_dump())
+        doc = self.model_dump()
+        problems = consistency_problems(doc) + escalation_problems(doc) + aws_problems(doc)
         if problems:
             raise PydanticCustomError(
                 "whitelist_consistency",
@@ -321,6 +325,29 @@ class Whitelist(Strict):
                 {"summary": "; ".join(msg for _, msg in problems), "problems": problems},
             )
         return self
+
+    def excerpt(self, label_sets: list[dict[str, str]]) -> "WhitelistExcerpt":
+        """What one incident needs of this whitelist: all of it but the entries none of its
+        alerts' label sets match (all entries when drills are on: a drill proposes an entry
+        the alerts did not match). Its size grows with what matched, not with the file, so
+        an incident's history does not carry a fleet's whitelist."""
+        keep = self.entries if self.drills.rate > 0 else [
+            e for e in self.entries if any(matches_all(e.match, labels) for labels in label_sets)]
+        return WhitelistExcerpt(**{name: getattr(self, name) for name in Whitelist.model_fields if name != "entries"},
+                                entries=keep, omitted=len(self.entries) - len(keep))
+
+    def for_entry(self, entry_id: str) -> "Whitelist | None":
+        """What deciding on ``entry_id`` needs of this whitelist, and nothing else: its
+        tiers, the groups it names and the entry (no other entries, no identities, no
+        drills). Its size does not grow with the whitelist, so the governor can be told it
+        with every decision's first use. None when there is no such entry."""
+        entry = self.entry(entry_id)
+        if entry is None:
+            return None
+        fields = {name: getattr(self, name) for name in Whitelist.model_fields}
+        fields.update(groups={g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
+                      people={}, attestation_keys=[], drills=Drills(), entries=[entry])
+        return Whitelist(**fields)  # a plain whitelist, also when taken from an excerpt
 
     def entry(self, entry_id: str) -> SystemdRestartEntry | EcsRollbackEntry | AsgScaleEntry | Ec2RebootEntry | LambdaRollbackEntry | None:
         return next((e for e in self.entries if e.id == entry_id), None)
@@ -377,6 +404,14 @@ class Whitelist(Strict):
         return sorted(people)
 
 
+class WhitelistExcerpt(Whitelist):
+    """A whitelist less the entries an incident's alerts did not match (``Whitelist.excerpt``);
+    the file's hash names what it was taken from."""
+
+    entries: list[Entry] = []  # type: ignore[assignment]  # none matched: the incident has no remedy
+    omitted: int = Field(0, ge=0)  # entries of the file left out
+
+
 def consistency_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Rules that span fields, each problem with the location of the key to blame.
 
@@ -429,10 +464,8 @@ def escalation_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...]
     must escalate to a tier that needs people, and name approvers enough to meet the
     highest tier it can be raised to, or an escalated request could never be approved.
 
-    Checked when a whitelist is loaded, not when a recorded one is decoded: incidents
-    recorded before these rules existed must still replay. Like ``consistency_problems``
-    it reads the plain document and tolerates malformed parts, so these problems are
-    reported in the same pass as field errors.
+    Like ``consistency_problems`` it reads the plain document and tolerates malformed
+    parts, so the loader reports these problems in the same pass as field errors.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
     raw_tiers = doc.get("tiers", {k: {"approvals": v} for k, v in DEFAULT_TIERS.items()})
@@ -489,8 +522,8 @@ _TASK_DEFINITION_ARN = re.compile(r"^arn:aws[a-z\-]*:ecs:([^:]+):(\d{12}):task-d
 def aws_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Every AWS entry names its region and account, and a pinned ARN agrees with them.
 
-    Checked when a whitelist is loaded, like ``escalation_problems``, so that recorded
-    whitelists without these fields still decode in old incidents' histories.
+    Like ``escalation_problems``, part of the model's own validation, reported by the
+    loader with the location of the key to blame.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
     entries = doc.get("entries") if isinstance(doc.get("entries"), list) else []

@@ -53,8 +53,8 @@ def target_of(entry) -> dict[str, str]:
         fixed = {"function": t.function, "alias": t.alias, "version": t.version}
     else:
         raise TypeError(f"unknown entry type {type(entry).__name__}")
-    # Where it lives is part of the target: a request can name no other account or region.
-    # (Absent only in whitelists recorded before these fields existed.)
+    # Where it lives is part of the target: a request can name no other account or region
+    # (the model requires both of every AWS entry).
     fixed.update({k: v for k, v in (("region", t.region), ("account", t.account)) if v is not None})
     return fixed
 
@@ -64,7 +64,8 @@ def decide(whitelist: Whitelist, request: ActionRequest, history: Sequence[Execu
     """Allow, ask, or refuse ``request``.
 
     ``view`` is the governor's state for the entry (without the asking incident's own
-    claims); without it (incidents recorded before the governor) the declared tier stands.
+    claims); without it (a shadow entry, which the governor is never asked about) the
+    declared tier stands.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

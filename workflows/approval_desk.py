@@ -30,11 +30,8 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 # SelfhealStatus is written at the stages people filter incidents by. The others last
 # seconds, and the `status` query and the current details show them; each write is a
 # command and a visibility update, 12% of an approved incident's time from approval to
-# outcome (bench/approve_many.py). Incidents that began before this replay unchanged.
+# outcome (bench/approve_many.py).
 FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
-FEWER_UPSERTS = "status-upserts-where-filtered"
-# Approvals count only through a channel that proves the person (selfheal.attest).
-VERIFIED_APPROVALS = "verified-approvals"
 SLACK_MESSAGE = re.compile(r"slack:([^\s:;]+:[0-9.]+)")
 MAX_RECORDED_REFUSALS = 100
 
@@ -50,13 +47,10 @@ class ApprovalDesk:
         self._snapshot = None
         self._rejected = False
         self._approved_by: list[str] = []
-        self._verified = False  # approvals must prove the person (set when approval is first asked)
         self._nonces: set[str] = set()  # signed statements already used here
         self._asked_at = None
 
     async def _wait_for_approval(self) -> str:
-        # Patched: incidents that waited before approvals were verified keep counting typed names.
-        self._verified = self._verified or workflow.patched(VERIFIED_APPROVALS)
         self._asked_at = workflow.now()
         self._set_status("awaiting_approval")
         decision = self._audit.decision
@@ -140,14 +134,11 @@ class ApprovalDesk:
         """
         message, who, malformed = approvals.decode(raw, Rejection if rejecting else Approval)
         what = "rejection" if rejecting else "approval"
-        if malformed is None and self._verified:
+        if malformed is None:
             j = approvals.judge(message, rejecting, self._audit, self._snapshot.whitelist, self._approved_by,
                                 workflow.now(), self._nonces)
-        else:  # incidents that waited before approvals were verified: a typed name counts
-            refused = malformed or approvals.refusal(self._audit, self._approved_by, message.approver, rejecting)
-            kind = "refused" if refused else ("rejected" if rejecting else "approved")
-            said = message.reason if rejecting and message else (message.comment if message else "")
-            j = approvals.Judgement(refused is None, kind, "unverified", False, refused or said)
+        else:
+            j = approvals.Judgement(False, "refused", "unverified", False, malformed)
         if not j.counts:
             note = f"{what} refused: {j.note}" if j.kind == "refused" else j.note
             self._record(j.kind, who, via, note, j.channel, j.verified)
@@ -239,7 +230,7 @@ class ApprovalDesk:
 
     def _set_status(self, status: str, *also) -> None:
         self._audit.status = status
-        if status in FILTERED_STATUSES or not workflow.patched(FEWER_UPSERTS):
+        if status in FILTERED_STATUSES:
             self._upsert(search.STATUS.value_set(status), *also)
         a = self._audit
         lines = [f"**{status}**", f"alerts: {len(a.alerts)} ({'resolved' if a.resolved else 'firing'})"]

@@ -1,20 +1,25 @@
-"""GovernorWorkflow: the one place that sees every incident's actions, for one deployment.
+"""GovernorWorkflow: the deployment's current whitelist and the brakes people hold.
 
-Autonomy must be bounded across incidents, not only inside one: five hosts alerting at
-once must not be restarted one by one by five incidents that each think they are alone.
-So every decision and every reservation is an update on this workflow, which Temporal
-runs one at a time: concurrent incidents see each other's claims. It holds, per entry,
-the executions (rate limits, cooldowns), the targets claimed for autonomous action, the
-failures (failure memory) and the breaker; and the pauses people set. The policy itself
-(``selfheal.whitelist.decide``) stays pure: the governor hands it this state as a
-``GovernorView``.
+One per deployment (task queue). It owns what must be one thing for every incident and
+every worker: which whitelist is current, the pauses people set, and the entries'
+breakers. Decisions do not queue here: each entry has its own ``EntryGovernorWorkflow``
+(``workflows/entry_governor.py``) that decides and counts, and reads the brake from this
+workflow's ``brake`` query (a query adds nothing to any history).
+
+The current whitelist has one owner. Workers announce theirs at start and on each
+reload; a whitelist of a lower ``metadata.revision`` never replaces the current one (a
+worker not yet upgraded, restarted with its old file, is refused and told so). Incidents
+never change it: an incident decides under its own snapshot at its entry's governor.
+People's actions (pause, resume, closing a breaker) are checked against the current
+whitelist only.
 
 Messages:
-  update ``configure(Configure)``       the worker's whitelist, so people can be checked
-  update ``assess(Assess) -> Decision``  decide, and claim the targets if it is autonomous
-  update ``reserve(Reserve) -> Reserved`` decide again right before acting; record the execution
-  update ``record_outcome(Outcome)``      a failed action feeds failure memory and the breaker
+  update ``announce(Announce) -> str``        a worker's whitelist; adopted unless older
   update ``pause(Pause)``, ``resume(Resume)``, ``close_breaker(CloseBreaker)``  people, checked
+  update ``open_breaker(OpenBreaker)``         an entry governor counted enough failures
+  query  ``current(entry_id) -> Current``      the current whitelist's hash, what deciding on
+                                               the entry needs of it, and the entry's brake
+  query  ``brake(entry_id) -> Brake``          what takes autonomy away from the entry now
   query  ``status() -> GovernorStatus``
 """
 
@@ -29,15 +34,15 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import attest
-    from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist, decide
+    from selfheal.whitelist import Whitelist
     from selfheal.whitelist.durations import format_duration
-    from selfheal.whitelist.vocabulary import Act, GovernorView, Hold
-    from selfheal.workflows import agent_answer
+    from selfheal.whitelist.vocabulary import Act, Hold
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
-UPDATES_PER_RUN = 500        # Temporal refuses more than 2,000 updates per run
+# Temporal refuses more than 2,000 updates per run; people's commands and announcements
+# are rare, so this is reached only by a long-lived deployment.
+UPDATES_PER_RUN = 500
 MAX_LOG = 200                # governor events kept in state; the history keeps them all
-FAILED_OUTCOMES = frozenset({"verification_failed", "failed"})
 
 
 def governor_id(task_queue: str) -> str:
@@ -49,39 +54,40 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Configure(_Model):
+class Announce(_Model):
     whitelist: Whitelist
     whitelist_sha256: str
+    source: str = ""  # the file, for the log
 
 
-class Assess(_Model):
-    whitelist: Whitelist
-    whitelist_sha256: str
-    request: ActionRequest
-    incident_id: str
-    # Why the incident needs at least one person whatever the tier (a model's proposal or
-    # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
-    # people never claims autonomy first.
-    raised_by: list[str] = []
+class Brake(_Model):
+    """What takes autonomy away from one entry right now."""
+
+    paused: list[Hold] = []
+    breaker: Hold | None = None
+
+    def engaged(self, now: datetime) -> str | None:
+        """Why an action may not run alone now, or None."""
+        paused = [h for h in self.paused if h.active(now)]
+        if paused:
+            return f"autonomy paused by {paused[0].by}: {paused[0].reason}"
+        if self.breaker is not None:
+            return f"the breaker is open: {self.breaker.reason}"
+        return None
 
 
-class Reserve(Assess):
-    idempotency_key: str
-    approved_by: list[str] = []
+class Current(_Model):
+    """The current whitelist as one entry's decision needs it."""
+
+    whitelist_sha256: str = ""       # empty: no worker has announced one yet
+    revision: int = 0
+    policy: Whitelist | None = None  # ``Whitelist.for_entry``; None when the entry is not in it
+    brake: Brake = Brake()
 
 
-class Reserved(_Model):
-    granted: bool
-    decision: Decision  # the decision made right before acting; when not granted, why
-    execution: Execution | None = None
-    whitelist_sha256: str | None = None  # the whitelist that decision was made under (None: older governors)
-
-
-class Outcome(_Model):
+class OpenBreaker(_Model):
     entry_id: str
-    targets: list[str]
-    incident_id: str
-    outcome: str
+    reason: str
 
 
 class _Proven(_Model):
@@ -110,31 +116,22 @@ class CloseBreaker(_Proven):
     reason: str
 
 
-class EntryLedger(_Model):
-    executions: list[Execution] = []
-    autonomous: list[Act] = []
-    failures: list[Act] = []
-    breaker: Hold | None = None
-
-
 class LogEvent(_Model):
     at: datetime
     by: str
-    action: str  # paused, resumed, breaker_opened, breaker_closed, refused
+    action: str  # announced, paused, resumed, breaker_opened, breaker_closed, refused
     entry_id: str | None = None
     reason: str = ""
     verified: bool = False  # the person was proven (a signed statement), not a typed name
 
 
 class GovernorState(_Model):
+    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
     whitelist: Whitelist | None = None
     whitelist_sha256: str = ""
-    entries: dict[str, EntryLedger] = {}
     pause_all: Hold | None = None
     pauses: dict[str, Hold] = {}
-    reservations: dict[str, Execution] = {}  # idempotency key -> execution
-    assessed: dict[str, Decision] = {}       # incident id -> its decision, for a retried assessment
-    outcomes: list[str] = []                 # incident ids whose outcome is recorded
+    breakers: dict[str, Hold] = {}
     nonces: list[str] = []                   # signed statements already used
     log: list[LogEvent] = []
 
@@ -143,6 +140,8 @@ class EntryStatus(_Model):
     entry_id: str
     paused: list[Hold] = []
     breaker: Hold | None = None
+    # From the entry's own governor (``EntryGovernorWorkflow.ledger``); the deployment's
+    # status query leaves them empty, ``activities.governor.read_status`` fills them in.
     autonomous_targets: list[str] = []  # acted on alone within the entry's autonomy window
     window: str = ""
     executions_in_rate_window: int = 0
@@ -151,6 +150,7 @@ class EntryStatus(_Model):
 
 class GovernorStatus(_Model):
     whitelist_sha256: str = ""
+    revision: int = 0
     pause_all: Hold | None = None
     entries: list[EntryStatus] = []
     log: list[LogEvent] = []
@@ -166,82 +166,42 @@ class GovernorWorkflow:
     @workflow.run
     async def run(self, state: GovernorState) -> None:
         await workflow.wait_condition(
-            lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= UPDATES_PER_RUN
+            lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= self._state.updates_per_run
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self._pruned())
+        workflow.continue_as_new(self._state)
 
-    # --- incidents ---------------------------------------------------------------------
-
-    @workflow.update
-    def configure(self, cfg: Configure) -> str:
-        self._updates += 1
-        self._learn(cfg.whitelist, cfg.whitelist_sha256)
-        return cfg.whitelist_sha256
+    # --- workers -----------------------------------------------------------------------
 
     @workflow.update
-    def assess(self, inp: Assess) -> Decision:
+    def announce(self, ann: Announce) -> str:
         self._updates += 1
-        self._learn(inp.whitelist, inp.whitelist_sha256)
-        earlier = self._state.assessed.get(inp.incident_id)
-        if earlier is not None:
-            return earlier  # a retried assessment is the same decision
-        decision = self._decide(inp)
-        if decision.kind == "auto":
-            # Claimed now, before acting: a concurrent incident's assessment counts it.
-            self._ledger(inp.request.entry_id).autonomous.append(
-                Act(targets=decision.targets, at=workflow.now(), incident_id=inp.incident_id))
-        self._state.assessed[inp.incident_id] = decision
-        return decision
+        current, sha = self._state.whitelist, ann.whitelist_sha256
+        if sha == self._state.whitelist_sha256:
+            return f"whitelist {sha[:12]} is current"
+        revision = ann.whitelist.metadata.revision
+        if current is not None and revision < current.metadata.revision:
+            reason = (f"whitelist {sha[:12]} ({ann.source or 'a worker'}) has revision {revision}, older than the "
+                      f"current {self._state.whitelist_sha256[:12]} (revision {current.metadata.revision}): kept the current one")
+            self._log("selfheal", "refused", None, reason)
+            return reason
+        note = ""
+        if current is not None and revision == current.metadata.revision:
+            # Nothing orders two different files of one revision but the order they arrive in.
+            note = f"; same revision {revision} as {self._state.whitelist_sha256[:12]}: bump metadata.revision with every change"
+        self._state.whitelist, self._state.whitelist_sha256 = ann.whitelist, sha
+        reason = f"whitelist {sha[:12]} (revision {revision}, {ann.source or 'a worker'}) is current{note}"
+        self._log("selfheal", "announced", None, reason)
+        return reason
 
     @workflow.update
-    def reserve(self, inp: Reserve) -> Reserved:
+    def open_breaker(self, cmd: OpenBreaker) -> str:
         self._updates += 1
-        self._learn(inp.whitelist, inp.whitelist_sha256)
-        earlier = self._state.reservations.get(inp.idempotency_key)
-        decision = self._decide(inp)
-        if earlier is not None:
-            return Reserved(granted=True, decision=decision, execution=earlier,  # the same execution, not a second
-                            whitelist_sha256=inp.whitelist_sha256)
-        approved = set(inp.approved_by) & set(decision.approvers)
-        if decision.kind == "deny" or len(approved) < decision.approvals:
-            # Denied, or the tier rose and people decide again: this incident no longer
-            # acts alone, so its claim stops counting against other targets.
-            ledger = self._ledger(inp.request.entry_id)
-            ledger.autonomous = [a for a in ledger.autonomous if a.incident_id != inp.incident_id]
-            return Reserved(granted=False, decision=decision, whitelist_sha256=inp.whitelist_sha256)
-        now = workflow.now()
-        execution = Execution(entry_id=inp.request.entry_id, started_at=now, incident_id=inp.incident_id,
-                              targets=decision.targets, autonomous=not approved)
-        ledger = self._ledger(inp.request.entry_id)
-        ledger.executions.append(execution)
-        if execution.autonomous and not any(a.incident_id == inp.incident_id for a in ledger.autonomous):
-            ledger.autonomous.append(Act(targets=decision.targets, at=now, incident_id=inp.incident_id))
-        self._state.reservations[inp.idempotency_key] = execution
-        return Reserved(granted=True, decision=decision, execution=execution, whitelist_sha256=inp.whitelist_sha256)
-
-    @workflow.update
-    def record_outcome(self, outcome: Outcome) -> str:
-        self._updates += 1
-        key = f"{outcome.incident_id}:{outcome.outcome}"
-        if outcome.outcome not in FAILED_OUTCOMES or key in self._state.outcomes:
-            return "nothing to remember"
-        self._state.outcomes.append(key)
-        now = workflow.now()
-        ledger = self._ledger(outcome.entry_id)
-        ledger.failures.append(Act(targets=outcome.targets, at=now, incident_id=outcome.incident_id, note=outcome.outcome))
-        entry = self._state.whitelist.entry(outcome.entry_id) if self._state.whitelist else None
-        if entry is None or ledger.breaker is not None:
-            return "remembered"
-        window = entry.breaker.window
-        failures = [f for f in ledger.failures if f.note == "verification_failed" and f.at > now - window]
-        if len(failures) >= entry.breaker.failures:
-            reason = (f"{len(failures)} verification failures within {format_duration(window)} "
-                      f"(incidents {', '.join(f.incident_id for f in failures)})")
-            ledger.breaker = Hold(by="selfheal", at=now, reason=reason)
-            self._log("selfheal", "breaker_opened", outcome.entry_id, reason)
-            return "breaker opened"
-        return "remembered"
+        if cmd.entry_id in self._state.breakers:
+            return f"the breaker of {cmd.entry_id} is already open"
+        self._state.breakers[cmd.entry_id] = Hold(by="selfheal", at=workflow.now(), reason=cmd.reason)
+        self._log("selfheal", "breaker_opened", cmd.entry_id, cmd.reason)
+        return "breaker opened"
 
     # --- people ------------------------------------------------------------------------
     # As with approvals, the rules run in the handlers (not validators), so that every
@@ -301,57 +261,39 @@ class GovernorWorkflow:
         unproven = self._proven(cmd, "close_breaker", wl)
         if unproven:
             self._refuse(cmd.by, cmd.entry_id, f"breaker close refused: {unproven}")
-        ledger = self._ledger(cmd.entry_id)
-        if ledger.breaker is None:
+        if self._state.breakers.pop(cmd.entry_id, None) is None:
             return f"the breaker of {cmd.entry_id} is not open"
-        ledger.breaker = None
         self._log(cmd.by, "breaker_closed", cmd.entry_id, cmd.reason, verified=True)
         return f"breaker of {cmd.entry_id} closed by {cmd.by}"
 
     # --- queries -----------------------------------------------------------------------
 
     @workflow.query
+    def brake(self, entry_id: str) -> Brake:
+        now = workflow.now()
+        holds = (self._state.pause_all, self._state.pauses.get(entry_id))
+        return Brake(paused=[h for h in holds if h and h.active(now)], breaker=self._state.breakers.get(entry_id))
+
+    @workflow.query
+    def current(self, entry_id: str) -> Current:
+        wl = self._state.whitelist
+        if wl is None:
+            return Current()
+        return Current(whitelist_sha256=self._state.whitelist_sha256, revision=wl.metadata.revision,
+                       policy=wl.for_entry(entry_id), brake=self.brake(entry_id))
+
+    @workflow.query
     def status(self) -> GovernorStatus:
         now = workflow.now()
         wl = self._state.whitelist
-        entries = []
-        for entry in wl.entries if wl else []:
-            ledger = self._state.entries.get(entry.id, EntryLedger())
-            window = entry.autonomy.window
-            entries.append(EntryStatus(
-                entry_id=entry.id,
-                paused=[h for h in (self._state.pause_all, self._state.pauses.get(entry.id)) if h and h.active(now)],
-                breaker=ledger.breaker,
-                autonomous_targets=sorted({t for a in ledger.autonomous if a.at > now - window for t in a.targets}),
-                window=format_duration(window),
-                executions_in_rate_window=sum(e.started_at > now - entry.rate_limit.window for e in ledger.executions),
-                recent_failures=[f for f in ledger.failures if f.at > now - entry.failure_memory.window],
-            ))
+        entries = [EntryStatus(entry_id=e.id, paused=self.brake(e.id).paused, breaker=self._state.breakers.get(e.id),
+                               window=format_duration(e.autonomy.window))
+                   for e in (wl.entries if wl else [])]
         pause_all = self._state.pause_all if self._state.pause_all and self._state.pause_all.active(now) else None
-        return GovernorStatus(whitelist_sha256=self._state.whitelist_sha256, pause_all=pause_all, entries=entries,
-                              log=self._state.log[-50:])
+        return GovernorStatus(whitelist_sha256=self._state.whitelist_sha256, revision=wl.metadata.revision if wl else 0,
+                              pause_all=pause_all, entries=entries, log=self._state.log[-50:])
 
     # --- helpers -----------------------------------------------------------------------
-
-    def _decide(self, inp: Assess) -> Decision:
-        entry_id = inp.request.entry_id
-        ledger = self._state.entries.get(entry_id, EntryLedger())
-        now = workflow.now()
-        view = GovernorView(
-            autonomous=[a for a in ledger.autonomous if a.incident_id != inp.incident_id],
-            failures=[f for f in ledger.failures if f.incident_id != inp.incident_id],
-            breaker=ledger.breaker,
-            paused=[h for h in (self._state.pause_all, self._state.pauses.get(entry_id)) if h and h.active(now)],
-        )
-        executions = [e for e in ledger.executions if e.incident_id != inp.incident_id]
-        return agent_answer.raised(decide(inp.whitelist, inp.request, executions, now, view), inp.whitelist, inp.raised_by)
-
-    def _ledger(self, entry_id: str) -> EntryLedger:
-        return self._state.entries.setdefault(entry_id, EntryLedger())
-
-    def _learn(self, whitelist: Whitelist, sha256: str) -> None:
-        if sha256 != self._state.whitelist_sha256:
-            self._state.whitelist, self._state.whitelist_sha256 = whitelist, sha256
 
     def _whitelist_or_refuse(self, by: str, what: str) -> Whitelist:
         if self._state.whitelist is None:
@@ -389,18 +331,3 @@ class GovernorWorkflow:
         self._state.log.append(LogEvent(at=workflow.now(), by=by[:80], action=action, entry_id=entry_id, reason=reason[:500],
                                         verified=verified))
         del self._state.log[:-MAX_LOG]
-
-    def _pruned(self) -> GovernorState:
-        cutoff = workflow.now() - RETAIN
-        state = self._state.model_copy(deep=True)
-        for ledger in state.entries.values():
-            ledger.executions = [e for e in ledger.executions if e.started_at > cutoff]
-            ledger.autonomous = [a for a in ledger.autonomous if a.at > cutoff]
-            ledger.failures = [f for f in ledger.failures if f.at > cutoff]
-        state.reservations = {k: v for k, v in state.reservations.items() if v.started_at > cutoff}
-        live = {a.incident_id for ledger in state.entries.values() for a in ledger.autonomous}
-        live |= {e.incident_id for e in state.reservations.values()}
-        state.assessed = {k: v for k, v in state.assessed.items() if k in live}
-        state.outcomes = state.outcomes[-10_000:]
-        return state
-

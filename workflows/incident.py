@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import (
@@ -17,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
         AuditRecord,
         DiagnoseInput,
         Diagnosis,
-        Execution,
         IncidentInput,
         RemediationInput,
         RemediationResult,
@@ -30,22 +29,21 @@ with workflow.unsafe.imports_passed_through():
         AgentResult,
     )
     from selfheal import attest, search
-    from selfheal.settings import PolicySnapshot
+    from selfheal.settings import LoadPolicy, PolicySnapshot
     from selfheal.whitelist import decide, matching_entries
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows import agent_answer, metrics, requests
     from selfheal.workflows.requests import build_request
     from selfheal.workflows import drill
-    from selfheal.workflows.governor import Assess, Outcome, Reserve, Reserved
-    from selfheal.workflows.ledger import Reservation, ReservationResult
-    from selfheal.workflows.approval_desk import FEWER_UPSERTS, ApprovalDesk, _cause
+    from selfheal.workflows.entry_governor import BRAKED, Assessed, AssessInput, Outcome, ReserveInput, Reserved
+    from selfheal.workflows.approval_desk import ApprovalDesk, _cause
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
 # Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
 # killed mid-activity is noticed in seconds, not when the start-to-close timeout expires.
 POLICY_TIMEOUT = timedelta(seconds=30)
 POLICY_HEARTBEAT = timedelta(seconds=5)  # before the settings are known
-# The reservation waits out a busy ledger (Temporal admits 10 updates in flight per workflow).
+# A reservation waits out a busy governor (Temporal admits 10 updates in flight per workflow).
 RESERVE_TIMEOUT = timedelta(minutes=30)
 READ_TIMEOUT = timedelta(seconds=60)
 VERIFY_MARGIN = timedelta(seconds=30)
@@ -59,23 +57,18 @@ REMEDIATION_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"],
 )
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+GOVERNOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 
 # Executors by whitelist kind: (baseline reader or None, executor activity name).
 EXECUTORS = MappingProxyType({"systemd.restart": ("read_unit_state", "restart_unit")})
-# The AWS kinds, read with ``read_world``. Incidents that began before they had executors
-# (and so ended "no executor") replay unchanged.
+# The AWS kinds, read with ``read_world``.
 AWS_EXECUTORS = MappingProxyType({
     "ecs.rollback": "rollback_ecs_service", "asg.scale": "scale_asg",
     "ec2.reboot": "reboot_instances", "lambda.rollback": "rollback_lambda_alias",
 })
-AWS = "aws-executors"
 
-# Decisions and reservations at the governor instead of the per-entry ledger.
-GOVERNED = "governor"
 RAISED = object()  # _act's answer when the tier rose and people must decide again
 MAX_RECORDED_ALERTS = 200
-DRILLS = "drills"
 
 
 @workflow.defn
@@ -99,9 +92,9 @@ class IncidentWorkflow(ApprovalDesk):
     def __init__(self, inp: IncidentInput) -> None:
         self._open_desk(AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now()))
         self._statuses: dict[str, str] = {}
-        self._governed = False
         self._raised_by: list[str] = []  # why a model's diagnosis needs people (agent_answer.model_reasons)
         self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
+        self._reserved: Reserved | None = None  # an automatic decision's reservation, not yet used
         self._observe(inp.alerts)
 
     # --- the runbook ------------------------------------------------------------------
@@ -117,14 +110,13 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _handle(self) -> None:
         self._snapshot = await workflow.execute_activity(
-            "load_policy", start_to_close_timeout=POLICY_TIMEOUT, heartbeat_timeout=POLICY_HEARTBEAT, retry_policy=READ_RETRY,
+            "load_policy", LoadPolicy(label_sets=[a.labels for a in self._audit.alerts]), start_to_close_timeout=POLICY_TIMEOUT, heartbeat_timeout=POLICY_HEARTBEAT, retry_policy=READ_RETRY,
             result_type=PolicySnapshot, summary="load the whitelist",
         )
         self._audit.whitelist_sha256 = self._snapshot.sha256
         self._audit.whitelist_source = self._snapshot.source
         self._audit.matched_entries = self._matched_entries()
-        # Patched: incidents that started before the workflow set the service itself must replay unchanged.
-        if self._snapshot.search_attributes and workflow.patched("workflow-sets-service"):
+        if self._snapshot.search_attributes:
             self._upsert(search.SERVICE.value_set(search.service_of(self._audit.alerts[0].labels)))
 
         diagnosis = await self._diagnose()
@@ -224,32 +216,20 @@ class IncidentWorkflow(ApprovalDesk):
     async def _decide(self, entry, diagnosis: Diagnosis):
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
-        if entry.kind in requests.READS_FIRST and workflow.patched(AWS):
+        if entry.kind in requests.READS_FIRST:
             request, nothing = await self._read_first(entry, diagnosis)
             if nothing:  # nothing to ask the policy: recorded as a denial by the target rule
                 self._audit.request, self._audit.decision = request, Decision.deny(entry.id, "target", nothing)
                 metrics.decided(self._audit, workflow.now())
                 return self._audit.decision
-        # Patched, and remembered: an incident decided before the governor existed keeps the
-        # per-entry ledger to the end, even on a worker that has the governor.
-        self._governed = workflow.patched(GOVERNED)
         # Whatever the model says, authority does not move: a proposal that differs from the
         # rules', or parameters it chose, need at least one person whatever the tier. The
         # governor is told, so such a request never claims autonomy on its way to people.
         reasons = self._raised_by = (agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis)
                                      if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None else [])
-        if self._governed:
-            decision = await self._governor("assess_action", self._assessment(request, Assess, raised_by=reasons), Decision,
-                                            f"decide {entry.id} at the governor (tier, limits, autonomy)")
-        else:
-            history = await workflow.execute_activity(
-                "read_executions", entry.id, start_to_close_timeout=READ_TIMEOUT, retry_policy=READ_RETRY,
-                heartbeat_timeout=self._settings.heartbeat_timeout,
-                result_type=list[Execution], summary=f"read recent executions of {entry.id}",
-            )
-            decision = decide(self._snapshot.whitelist, request, history, workflow.now())
-        # Again here: a governor that predates raised_by, and the per-entry ledger, do not raise.
-        decision = agent_answer.raised(decision, self._snapshot.whitelist, reasons)
+        assessed = await self._governor("assess_action", self._assessment(request, AssessInput, raised_by=reasons),
+                                        Assessed, f"decide {entry.id} at the governor (tier, limits, autonomy)")
+        decision, self._reserved = assessed.decision, assessed.reserved
         self._audit.request, self._audit.decision = request, decision
         metrics.decided(self._audit, workflow.now())
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
@@ -293,10 +273,9 @@ class IncidentWorkflow(ApprovalDesk):
         """At the whitelist's drill rate, start a drill beside this approval request.
 
         The drill is a workflow of its own (``workflows/drill.py``) that outlives this one;
-        nothing about it changes what this incident does. Whitelists without ``drills``
-        never get here, so incidents recorded before drills replay unchanged."""
+        nothing about it changes what this incident does."""
         rate = self._snapshot.whitelist.drills.rate
-        if rate <= 0 or not workflow.patched(DRILLS) or workflow.random().random() >= rate:
+        if rate <= 0 or workflow.random().random() >= rate:
             return
         a = self._audit
         chosen = drill.wrong_proposal(self._snapshot, a.alerts, a.matched_entries, workflow.random().random(), workflow.now())
@@ -318,65 +297,74 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _act(self, entry) -> RemediationResult | None:
         self._set_status("acting")
-        aws = entry.kind in AWS_EXECUTORS and workflow.patched(AWS)
+        aws = entry.kind in AWS_EXECUTORS
         if entry.kind not in EXECUTORS and not aws:
             await self._finish("failed", f"this worker has no executor for {entry.kind}")
             return None
-        key = f"{self._audit.incident_id}/act/{entry.id}"
-        if self._governed:
-            reserved = await self._governor(
-                "reserve_action", self._assessment(self._audit.request, Reserve, idempotency_key=key,
-                                                   approved_by=list(self._approved_by), raised_by=self._raised_by),
-                Reserved, f"decide {entry.id} again and reserve it at the governor")
-            self._audit.reserved_under_sha256 = reserved.whitelist_sha256
-            if not reserved.granted and reserved.decision.kind == "needs_approval":
-                # The tier rose since the decision (a pause, a breaker, other targets acted
-                # on): people decide again; the approvals already given still count.
-                self._audit.earlier_decisions.append(self._audit.decision)
-                self._audit.decision = reserved.decision
-                await self._escalate(f"{entry.id} now needs {reserved.decision}")
-                return RAISED
-            if not reserved.granted:
-                decision = reserved.decision
-                await self._escalate(f"{entry.id} was allowed but hit [{decision.rule}] before it could run")
-                await self._finish("denied", f"[{decision.rule}] {decision.reason}")
-                return None
-            self._acted_on = reserved.decision.targets
-        else:
-            reservation = await workflow.execute_activity(
-                "reserve_execution",
-                Reservation(entry_id=entry.id, incident_id=self._audit.incident_id, idempotency_key=key,
-                            rate_limit=entry.rate_limit, cooldown=entry.cooldown),
-                start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-                retry_policy=LEDGER_RETRY, result_type=ReservationResult,
-                summary=f"reserve an execution of {entry.id} (rate limit, cooldown)",
-            )
-            if not reservation.granted:
-                await self._escalate(f"{entry.id} was allowed but hit [{reservation.rule}] before it could run")
-                await self._finish("denied", f"[{reservation.rule}] {reservation.reason}")
-                return None
+        key = self._key(entry.id)
+        # An automatic decision was reserved with it; after people decided, reserve now.
+        reserved, self._reserved = self._reserved or await self._reserve(entry), None
+        self._audit.reserved_under_sha256 = reserved.whitelist_sha256
+        if not reserved.granted:
+            return await self._refused_at_reservation(entry, reserved)
+        self._acted_on = reserved.decision.targets
         baseline_activity, executor = ("read_world", AWS_EXECUTORS[entry.kind]) if aws else EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
             baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
             heartbeat_timeout=self._settings.heartbeat_timeout,
             result_type=WorldState if aws else UnitState, summary="read the world before acting",
         )
-        result = await workflow.execute_activity(
-            executor,
-            RemediationInput(incident_id=self._audit.incident_id, idempotency_key=key,
-                             whitelist_sha256=self._snapshot.sha256, request=self._audit.request, baseline=baseline),
-            start_to_close_timeout=self._settings.remediation_timeout,
-            heartbeat_timeout=self._settings.remediation_heartbeat,
-            retry_policy=REMEDIATION_RETRY,
-            result_type=RemediationResult,
-            summary=f"{entry.kind} {entry.id}",
-        )
+        try:
+            result = await workflow.execute_activity(
+                executor,
+                RemediationInput(incident_id=self._audit.incident_id, idempotency_key=key,
+                                 whitelist_sha256=self._snapshot.sha256, request=self._audit.request, baseline=baseline,
+                                 autonomous=reserved.execution.autonomous),
+                start_to_close_timeout=self._settings.remediation_timeout,
+                heartbeat_timeout=self._settings.remediation_heartbeat,
+                retry_policy=REMEDIATION_RETRY,
+                result_type=RemediationResult,
+                summary=f"{entry.kind} {entry.id}",
+            )
+        except ActivityError as exc:
+            if _error_type(exc) != BRAKED:
+                raise
+            # Autonomy was paused (or the breaker opened) after the reservation: the executor
+            # refused before acting. Decided again, the governor withdraws the reservation
+            # and people decide; if the brake was already released, the loop reserves anew.
+            self._acted_on = None
+            reserved = await self._reserve(entry)
+            return RAISED if reserved.granted else await self._refused_at_reservation(entry, reserved)
         self._audit.remediation = result
         if result.action == "world_changed":
             await self._escalate(f"{entry.id} did not run: {result.detail}")
             await self._finish("world_changed", result.detail)
             return None
         return result
+
+    async def _reserve(self, entry) -> Reserved:
+        reserved = await self._governor(
+            "reserve_action", self._assessment(self._audit.request, ReserveInput,
+                                               approved_by=list(self._approved_by), raised_by=self._raised_by),
+            Reserved, f"decide {entry.id} again and reserve it at the governor")
+        self._audit.reserved_under_sha256 = reserved.whitelist_sha256
+        return reserved
+
+    def _key(self, entry_id: str) -> str:
+        return f"{self._audit.incident_id}/act/{entry_id}"  # one execution per incident and entry
+
+    async def _refused_at_reservation(self, entry, reserved: Reserved):
+        if reserved.decision.kind == "needs_approval":
+            # The tier rose since the decision (a pause, a breaker, other targets acted
+            # on): people decide again; the approvals already given still count.
+            self._audit.earlier_decisions.append(self._audit.decision)
+            self._audit.decision = reserved.decision
+            await self._escalate(f"{entry.id} now needs {reserved.decision}")
+            return RAISED
+        decision = reserved.decision
+        await self._escalate(f"{entry.id} was allowed but hit [{decision.rule}] before it could run")
+        await self._finish("denied", f"[{decision.rule}] {decision.reason}")
+        return None
 
     async def _verify(self, entry) -> Verification:
         self._set_status("verifying")
@@ -409,11 +397,7 @@ class IncidentWorkflow(ApprovalDesk):
                                      str, f"tell the governor: {outcome}")
             except ActivityError as exc:  # the outcome stands; say that the governor did not hear it
                 self._audit.outcome_detail += f" (the governor was not told: {_cause(exc)})"
-        if workflow.patched(FEWER_UPSERTS):
-            self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
-        else:
-            self._upsert(search.OUTCOME.value_set(outcome))
-            self._set_status("done")
+        self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
         answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
                             + (f" (fast: {e.after_seconds:.0f}s after the request)" if e.fast else "")
                             for e in self._audit.approvals)
@@ -454,14 +438,20 @@ class IncidentWorkflow(ApprovalDesk):
         self._audit.resolved = True
 
     def _assessment(self, request, model, **extra):
-        return model(whitelist=self._snapshot.whitelist, whitelist_sha256=self._snapshot.sha256, request=request,
-                     incident_id=self._audit.incident_id, **extra)
+        return model(whitelist_sha256=self._snapshot.sha256, policy=self._snapshot.whitelist.for_entry(request.entry_id),
+                     request=request, incident_id=self._audit.incident_id, idempotency_key=self._key(request.entry_id),
+                     **extra)
 
     async def _governor(self, activity: str, arg, result_type, summary: str):
         return await workflow.execute_activity(
             activity, arg, start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=LEDGER_RETRY, result_type=result_type, summary=summary,
+            retry_policy=GOVERNOR_RETRY, result_type=result_type, summary=summary,
         )
+
+def _error_type(exc: ActivityError) -> str | None:
+    cause = exc.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
 
 def _activity_name(exc: ActivityError) -> str:
     return getattr(exc, "activity_type", None) or "an activity"

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from selfheal import worker as worker_module
 from selfheal.activities.diagnose import load_rules
+from selfheal.activities.governor import announce_whitelist, read_status
 from selfheal.activities.runner import LocalRunner
 from selfheal.models import Approval, AuditRecord
 from selfheal.settings import WorkerSettings
@@ -76,22 +77,22 @@ def settings(tmp: Path, task_queue: str, unit: str, verify: str = "10s") -> Work
     return WorkerSettings(task_queue=task_queue, whitelist=str(tmp / "wl.yaml"), diagnosis=str(tmp / "rules.yaml"), incident=FAST)
 
 
-def worker(client, s: WorkerSettings, prefix: list[str], without: tuple[str, ...] = ()):
-    """A worker whose runner reaches the five web hosts (all the harness's manager)."""
+def worker(client, s: WorkerSettings, prefix: list[str], without: tuple[str, ...] = (), hosts: list[str] = HOSTS):
+    """A worker whose runner reaches the web hosts (all the harness's manager)."""
     import httpx
 
     class Running:
         async def __aenter__(self):
             self.http = httpx.AsyncClient()
             loaded = load_whitelist(s.whitelist)
-            runner = LocalRunner(prefix, local_hosts=HOSTS)
+            runner = LocalRunner(prefix, local_hosts=hosts)
             activities = [a for a in worker_module.build_activities(s, loaded, load_rules(s.diagnosis), client, runner,
                                                                      self.http, True)
                           if getattr(a, "__temporal_activity_definition").name not in without]
             self.worker = Worker(client, task_queue=s.task_queue, workflows=worker_module.WORKFLOWS,
                                  activities=activities, workflow_runner=worker_module.WORKFLOW_RUNNER)
             await self.worker.__aenter__()
-            await worker_module.configure_governor(client, s.task_queue, loaded)
+            await announce_whitelist(client, s.task_queue, loaded)
             return self
 
         async def __aexit__(self, *exc):
@@ -102,7 +103,7 @@ def worker(client, s: WorkerSettings, prefix: list[str], without: tuple[str, ...
 
 
 async def governor_status(client, task_queue: str) -> GovernorStatus:
-    return await client.get_workflow_handle(governor_id(task_queue)).query(GovernorWorkflow.status)
+    return await read_status(client, task_queue)
 
 
 async def settled(handle) -> str:
@@ -143,19 +144,20 @@ async def test_five_hosts_at_once_one_acts_alone_the_rest_wait_for_the_fleet_tie
     assert unit.start_count() == 3  # the install, the one that acted alone, the one people approved
 
 
-async def test_a_pause_between_decision_and_reservation_sends_the_incident_back_to_people(temporal_env, client, task_queue, tmp_path, unit, systemd_user):
+async def test_a_pause_between_decision_and_executor_sends_the_incident_back_to_people(temporal_env, client, task_queue, tmp_path, unit, systemd_user):
     s = settings(tmp_path, task_queue, unit.name)
     prefix = systemd_user.ns_command_prefix
-    # A worker that cannot reserve holds the incident between its decision and its act.
-    async with worker(client, s, prefix, without=("reserve_action",)):
+    # A worker without the executor holds the incident after its automatic decision (and
+    # the reservation that came with it), right before the act.
+    async with worker(client, s, prefix, without=("restart_unit",)):
         handle = await start_incident(client, task_queue, alert("WebDown", host="web-1"))
 
-        async def reservation_pending():
+        async def executor_pending():
             description = await handle.describe()
-            return any(a.activity_type.name == "reserve_action" and a.attempt >= 2
+            return any(a.activity_type.name == "restart_unit" and a.attempt >= 2
                        for a in description.raw_description.pending_activities)
 
-        await wait_for(reservation_pending, timeout=60)
+        await wait_for(executor_pending, timeout=60)
         assert (await handle.query(IncidentWorkflow.audit)).decision.kind == "auto"
         await client.get_workflow_handle(governor_id(task_queue)).execute_update(
             GovernorWorkflow.pause, Pause(by="bob", reason="bad config push under way"))
@@ -259,6 +261,6 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
         status = await governor_status(client, task_queue)
     assert status.pause_all is None and all(not e.paused for e in status.entries)
     assert [(e.by, e.action, e.verified) for e in status.log] == [
-        ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
+        ("selfheal", "announced", False), ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
         ("alice", "resumed", True), ("carol", "paused", False), ("carol", "resumed", True)]
     assert unit.start_count() == 1  # nothing acted alone while paused

@@ -1,6 +1,7 @@
 """Incidents that act on AWS, end to end through IncidentWorkflow, against moto_server
 (a local simulation, started and stopped by the tests): an approved ECS rollback, an
-automatic in-bounds Auto Scaling change, and a two-approver EC2 reboot."""
+automatic in-bounds Auto Scaling change, a two-approver EC2 reboot, an approved Lambda
+rollback, and an approved action on an AWS that cannot be reached."""
 
 from __future__ import annotations
 
@@ -65,8 +66,26 @@ signatures:
 """
 
 
-def settings(tmp_path, task_queue):
-    return settings_for(tmp_path, "unused.service", task_queue, None, whitelist=WHITELIST, rules=RULES)
+# Apart from WHITELIST, which other tests build on (test_drills chooses among its entries).
+LAMBDA_WHITELIST = WHITELIST + f"""  - id: rollback-payments-webhook
+    kind: lambda.rollback
+    target: {{function: payments-webhook, alias: live, version: "2", {PLACE}}}
+    blast_radius: service
+    approvers: {{people: [alice, bob]}}
+    rate_limit: {{max_executions: 1, window: 1h}}
+    cooldown: 0s
+    match: ['alertname="PaymentsWebhookErrors"']
+    verify: {{timeout: 30s}}
+"""
+LAMBDA_RULES = RULES + """  - id: payments-bad-release
+    summary: the webhook's errors began with its latest version
+    match: ['alertname="PaymentsWebhookErrors"']
+    propose: rollback-payments-webhook
+"""
+
+
+def settings(tmp_path, task_queue, whitelist: str = WHITELIST, rules: str = RULES):
+    return settings_for(tmp_path, "unused.service", task_queue, None, whitelist=whitelist, rules=rules)
 
 
 async def test_an_approved_ecs_rollback_points_the_service_back_and_verifies(client, task_queue, tmp_path, aws_world):
@@ -83,6 +102,30 @@ async def test_an_approved_ecs_rollback_points_the_service_back_and_verifies(cli
     assert record.request.target["account"] == "123456789012" and record.request.target["region"] == "eu-west-1"
     assert [c.ok for c in record.verification.checks] == [True]
     assert aws_world.writes() == ["UpdateService"]
+
+
+async def test_an_approved_lambda_rollback_points_the_alias_back_and_verifies(client, task_queue, tmp_path, aws_world):
+    async with running_worker(client, settings(tmp_path, task_queue, LAMBDA_WHITELIST, LAMBDA_RULES), aws=aws_world.clients()):
+        handle = await start_incident(client, task_queue, alert("PaymentsWebhookErrors", region="eu-west-1"))
+        await wait_status(handle, "awaiting_approval")
+        await handle.execute_update(IncidentWorkflow.approve, Approval(approver="bob"))
+        record: AuditRecord = await handle.result()
+    assert record.outcome == "remediated", record.outcome_detail
+    assert record.remediation.kind == "lambda.rollback" and record.remediation.action == "executed"
+    assert aws_world.writes() == ["UpdateAlias"]
+    alias = aws_world.client("lambda").get_alias(FunctionName="payments-webhook", Name="live")
+    assert alias["FunctionVersion"] == "2"
+
+
+async def test_an_approved_action_on_an_unreachable_aws_ends_failed_and_people_are_told(client, task_queue, tmp_path):
+    # offline AWS (the helpers' default): every call fails at once, non-retryably.
+    async with running_worker(client, settings(tmp_path, task_queue)):
+        handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service="checkout"))
+        await wait_status(handle, "awaiting_approval")
+        await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
+        record: AuditRecord = await handle.result()
+    assert record.outcome == "failed" and "no AWS in this test" in record.outcome_detail, record.outcome_detail
+    assert record.remediation is None
 
 
 async def test_an_in_bounds_scale_runs_by_itself_with_the_capacity_the_workflow_read(client, task_queue, tmp_path, aws_world):

@@ -10,7 +10,7 @@ import pytest
 from selfheal.activities.llm import LlmConfig
 from selfheal.models import AgentBounds, Approval, AuditRecord, Rejection
 from selfheal.settings import WorkerSettings
-from selfheal.workflows.governor import GovernorWorkflow, governor_id
+from selfheal.activities.governor import read_status
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.fake_llm import FakeLLM, delay, status, text, tool_call
 from tests.workflows.helpers import STARTED, FAST, TYPED_NAMES_COUNT, alert, running_worker, start_incident, wait_status
@@ -119,7 +119,7 @@ async def test_a_correct_diagnosis_after_two_reads_counts_and_its_parameters_nee
     governor = []
 
     async def inspect():
-        governor.append(await client.get_workflow_handle(governor_id(task_queue)).query(GovernorWorkflow.status))
+        governor.append(await read_status(client, task_queue))
 
     record, llm = await run(client, task_queue, tmp_path, aws_world, script, provider, approve=["alice"], inspect=inspect)
     assert record.outcome == "remediated", record.outcome_detail

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from temporalio.service import RPCError
 
+from selfheal.activities.governor import announce_whitelist
 from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.models import Approval, AuditRecord
 from selfheal.whitelist import load_whitelist
@@ -50,6 +51,7 @@ async def test_a_tier_raised_while_waiting_asks_people_again(client, task_queue,
             await wait_status(handle, "awaiting_approval")
             Path(settings.whitelist).write_text(raised)
             assert current.reload()
+            await announce_whitelist(client, task_queue, current)  # as the worker does after SIGHUP
             await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
 
             async def asked_again():
@@ -76,6 +78,7 @@ async def test_an_entry_removed_while_waiting_never_runs(client, task_queue, tmp
             await wait_status(handle, "awaiting_approval")
             Path(settings.whitelist).write_text(removed)
             assert current.reload()
+            await announce_whitelist(client, task_queue, current)  # as the worker does after SIGHUP
             await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
             record: AuditRecord = await handle.result()
     assert record.outcome == "denied" and "unknown_entry" in record.outcome_detail, record.outcome_detail

@@ -113,7 +113,7 @@ async def resumed_after(handle, since: float) -> float:
     return await wait_for(moved_on, timeout=60, interval=0.2) - since
 
 
-STEPS = ["reserve_execution", "read_unit_state", "restart_unit", "verify_remediation"]
+STEPS = ["reserve_action", "read_unit_state", "restart_unit", "verify_remediation"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -140,8 +140,8 @@ async def test_worker_killed_in_any_step_resumes_within_15s_and_acts_once(step, 
             gate.touch()
         first, second = worker_process(*args), None
         try:
-            handle = await start_incident(temporal_env.client, task_queue, alert("ApiSlow" if step == "reserve_execution" else "ApiDown"))
-            if step == "reserve_execution":
+            handle = await start_incident(temporal_env.client, task_queue, alert("ApiSlow" if step == "reserve_action" else "ApiDown"))
+            if step == "reserve_action":
                 await wait_status(handle, "awaiting_approval", timeout=60)
                 await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
             elif step == "restart_unit":

@@ -1,0 +1,150 @@
+"""The governors never end: they continue as new, carrying what decisions need, and the
+runs that did so are recorded for the replay test (``--record-histories``).
+
+Driven through their updates directly (the activities' part is covered by every incident
+test), on the real dev server, with a small ``updates_per_run`` so a run turns over in a
+handful of updates.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from selfheal import worker as worker_module
+from selfheal.models import ActionRequest
+from selfheal.whitelist import load_whitelist_bytes
+from selfheal.workflows.entry_governor import (
+    Assess, EntryGovernorWorkflow, EntryState, Learn, Outcome, Reserve, entry_governor_id,
+)
+from selfheal.workflows.governor import Announce, GovernorState, GovernorWorkflow, Pause, governor_id
+from tests.workflows.helpers import TYPED_NAMES_COUNT, wait_for
+
+HISTORIES = Path(__file__).parent / "histories"
+
+WHITELIST = """version: 1
+metadata: {reviewed_by: [alice], reviewed_at: 2026-12-06, revision: REVISION}
+groups: {sre: [carol]}
+""" + TYPED_NAMES_COUNT + """entries:
+  - id: restart-web
+    kind: systemd.restart
+    target: {unit: web.service, host: "web-*", scope: user}
+    blast_radius: instance
+    approvers: {people: [alice, bob], groups: [sre]}
+    rate_limit: {max_executions: 100, window: 1h}
+    cooldown: 0s
+    autonomy: {max_targets: 1, window: 1h}
+    match: ['alertname="WebDown"']
+    verify: {timeout: 10s}
+  - id: restart-db
+    kind: systemd.restart
+    target: {unit: db.service, host: "db-*", scope: user}
+    blast_radius: service
+    approvers: {people: [alice, bob]}
+    rate_limit: {max_executions: 1, window: 1h}
+    cooldown: 0s
+    match: ['alertname="DbDown"']
+    verify: {timeout: 10s}
+"""
+
+
+def loaded(revision: int):
+    return load_whitelist_bytes(WHITELIST.replace("REVISION", str(revision)).encode(), f"wl-{revision}.yaml")
+
+
+def web(host: str) -> ActionRequest:
+    return ActionRequest(entry_id="restart-web", target={"unit": "web.service", "host": host, "scope": "user"})
+
+
+async def test_an_entry_governor_continues_as_new_with_its_claims_failures_and_whitelists(client, task_queue, request):
+    v1 = loaded(1)
+    wid = entry_governor_id(task_queue, "restart-web")
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await client.start_workflow(
+            EntryGovernorWorkflow.run,
+            EntryState(entry_id="restart-web", updates_per_run=4,
+                       policies={v1.sha256: v1.whitelist.for_entry("restart-web")}),
+            id=wid, task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+        first_run = handle.result_run_id
+        alone = await handle.execute_update(EntryGovernorWorkflow.assess, Assess(
+            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-1"))
+        granted = await handle.execute_update(EntryGovernorWorkflow.reserve, Reserve(
+            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-1", idempotency_key="i-1/act"))
+        # An automatic decision that names the current whitelist is reserved in the same update.
+        at_once = await handle.execute_update(EntryGovernorWorkflow.assess, Assess(
+            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-4", reserve_under=v1.sha256,
+            idempotency_key="i-4/act"))
+        remembered = await handle.execute_update(EntryGovernorWorkflow.record_outcome, Outcome(
+            entry_id="restart-web", targets=["web-1"], incident_id="i-1", outcome="verification_failed",
+            whitelist_sha256=v1.sha256))
+        with pytest.raises(WorkflowUpdateFailedError) as unknown:  # a hash it does not hold: taught first
+            await handle.execute_update(EntryGovernorWorkflow.assess, Assess(
+                whitelist_sha256="0" * 64, request=web("web-2"), incident_id="i-2"))
+
+        async def turned_over():
+            return (await client.get_workflow_handle(wid).describe()).run_id != first_run
+        await wait_for(turned_over)
+        later = client.get_workflow_handle(wid)
+        await later.execute_update(EntryGovernorWorkflow.learn, Learn(whitelist_sha256="0" * 64, policy=None))
+        gone = await later.execute_update(EntryGovernorWorkflow.assess, Assess(
+            whitelist_sha256="0" * 64, request=web("web-2"), incident_id="i-2"))
+        fleet = await later.execute_update(EntryGovernorWorkflow.assess, Assess(
+            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-3"))
+        ledger = await later.query(EntryGovernorWorkflow.ledger)
+        history = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
+    assert alone.decision.kind == "auto" and alone.reserved is None  # no reserve_under: reserved apart
+    assert granted.granted and granted.execution.autonomous
+    assert at_once.decision.kind == "auto" and at_once.reserved.granted and at_once.reserved.execution.autonomous
+    assert remembered == "remembered"
+    assert unknown.value.cause.type == "UnknownWhitelist"
+    assert gone.decision.kind == "deny" and gone.decision.rule == "unknown_entry"
+    # The claim on web-1 and its failure crossed into the new run.
+    assert fleet.decision.kind == "needs_approval" and any("failed" in why for why in fleet.decision.raised_by), fleet
+    assert ledger.autonomous_targets == ["web-1"] and ledger.executions_in_rate_window == 2
+    assert [f.incident_id for f in ledger.recent_failures] == ["i-1"]
+    record(request, "governor-entry-continued-as-new", wid, history)
+
+
+async def test_the_deployment_governor_continues_as_new_with_its_whitelist_and_pauses(client, task_queue, request):
+    v1, v2 = loaded(1), loaded(2)
+    wid = governor_id(task_queue)
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(updates_per_run=4), id=wid,
+                                             task_queue=task_queue)
+        first_run = handle.result_run_id
+        answers = [await handle.execute_update(GovernorWorkflow.announce, Announce(
+            whitelist=wl.whitelist, whitelist_sha256=wl.sha256, source=wl.path)) for wl in (v2, v1)]
+        until = datetime.now(timezone.utc) + timedelta(hours=2)
+        await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason="maintenance", until=until))
+        await handle.execute_update(GovernorWorkflow.pause, Pause(by="carol", reason="flapping", entry_id="restart-db"))
+
+        async def turned_over():
+            return (await client.get_workflow_handle(wid).describe()).run_id != first_run
+        await wait_for(turned_over)
+        later = client.get_workflow_handle(wid)
+        status = await later.query(GovernorWorkflow.status)
+        brake = await later.query(GovernorWorkflow.brake, "restart-db")
+        history = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
+    assert "is current" in answers[0] and "older than" in answers[1]
+    assert status.whitelist_sha256 == v2.sha256 and status.revision == 2
+    assert status.pause_all.by == "bob" and [h.by for h in brake.paused] == ["bob", "carol"]
+    assert [e.action for e in status.log] == ["announced", "refused", "paused", "paused"]
+    record(request, "governor-continued-as-new", wid, history)
+
+
+def record(request, name: str, workflow_id: str, history) -> None:
+    if not request.config.getoption("--record-histories"):
+        return
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    ids_file = HISTORIES / "workflow_ids.json"
+    ids = json.loads(ids_file.read_text()) if ids_file.exists() else {}
+    ids[name] = workflow_id
+    ids_file.write_text(json.dumps(dict(sorted(ids.items())), indent=1) + "\n")

@@ -1,0 +1,295 @@
+"""EntryGovernorWorkflow: one entry's decisions, seen by every incident that uses it.
+
+Autonomy must be bounded across incidents, not only inside one: five hosts alerting at
+once must not be restarted one by one by five incidents that each think they are alone.
+So every decision and every reservation of an entry is an update on this workflow, which
+Temporal runs one at a time: concurrent incidents of the entry see each other's claims.
+Entries are independent (their limits, claims and failures are their own), so each has
+its own workflow, and a fleet's decisions do not queue behind one another.
+
+It holds the entry's executions (rate limits, cooldowns), the targets claimed for
+autonomous action, and the failures (failure memory); the deployment's
+``GovernorWorkflow`` holds the pauses and breakers, which the caller reads (its
+``brake`` query) and hands in with each decision. The policy itself
+(``selfheal.whitelist.decide``) stays pure: this workflow hands it its state as a
+``GovernorView``.
+
+What an update carries is what the decision needs: the whitelist's hash and the request.
+The whitelist itself (``Whitelist.for_entry``: tiers, groups, the entry; its size does not
+grow with the file) is learned once per hash; an update naming a hash this workflow does
+not hold is refused with ``UnknownWhitelist`` and the caller teaches it first (``learn``).
+
+Messages:
+  update ``learn(Learn)``                 what deciding needs of a whitelist, by its hash
+  update ``assess(Assess) -> Assessed``    decide, and claim the targets if it is autonomous
+                                           (and reserve it at once, under the current whitelist)
+  update ``reserve(Reserve) -> Reserved``  decide again right before acting; record the execution
+  update ``record_outcome(Outcome) -> str`` a failed action feeds failure memory; "open the
+                                           breaker: ..." when its threshold is reached
+  query  ``ledger() -> EntryStatus``
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist, decide
+    from selfheal.whitelist.durations import format_duration
+    from selfheal.whitelist.vocabulary import Act, GovernorView
+    from selfheal.workflows import agent_answer
+    from selfheal.workflows.governor import Brake, EntryStatus
+
+RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
+# Temporal refuses more than 2,000 updates per run (and 10 in flight): start afresh well
+# before, carrying the state over.
+UPDATES_PER_RUN = 500
+KEEP_POLICIES = 16  # whitelists known by hash across continue-as-new; an older one is learned again
+KEEP_OUTCOMES = 2_000
+FAILED_OUTCOMES = frozenset({"verification_failed", "failed"})
+UNKNOWN_WHITELIST = "UnknownWhitelist"
+BRAKED = "Braked"  # the executor found autonomy paused (or the breaker open) right before acting
+BREAKER = "open the breaker: "
+
+
+def entry_governor_id(task_queue: str, entry_id: str) -> str:
+    return f"selfheal-governor:{task_queue}/{entry_id}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Learn(_Model):
+    whitelist_sha256: str
+    policy: Whitelist | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
+
+
+class Assess(_Model):
+    whitelist_sha256: str
+    request: ActionRequest
+    incident_id: str
+    # Why the incident needs at least one person whatever the tier (a model's proposal or
+    # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
+    # people never claims autonomy first.
+    raised_by: list[str] = []
+    brake: Brake = Brake()  # the deployment governor's, read just before this update
+    # With an assessment: the deployment's current whitelist. An automatic decision is then
+    # reserved at once, decided again under it: nothing but a read of the target stands
+    # between it and the executor, which checks the brake once more.
+    reserve_under: str = ""
+    idempotency_key: str = ""
+
+
+class Reserve(Assess):
+    approved_by: list[str] = []
+
+
+class AssessInput(_Model):
+    """An incident's ``assess_action``: decided under its own snapshot (its hash, and what
+    deciding needs of it, which the governor learns once)."""
+
+    whitelist_sha256: str
+    policy: Whitelist  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
+    request: ActionRequest
+    incident_id: str
+    idempotency_key: str  # the key of the reservation an automatic decision takes at once
+    raised_by: list[str] = []
+
+
+class ReserveInput(AssessInput):
+    """An incident's ``reserve_action``: decided again under the current whitelist."""
+
+    approved_by: list[str] = []
+
+
+class Reserved(_Model):
+    granted: bool
+    decision: Decision  # the decision made right before acting; when not granted, why
+    execution: Execution | None = None
+    whitelist_sha256: str  # the whitelist that decision was made under
+
+
+class Assessed(_Model):
+    decision: Decision               # under the incident's own snapshot: what its audit records
+    reserved: Reserved | None = None  # an automatic decision's reservation, under the current whitelist
+
+
+class Outcome(_Model):
+    entry_id: str
+    targets: list[str]
+    incident_id: str
+    outcome: str
+    whitelist_sha256: str = ""  # whose breaker threshold counts (the current whitelist's)
+
+
+class EntryState(_Model):
+    entry_id: str
+    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
+    policies: dict[str, Whitelist | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
+    executions: list[Execution] = []
+    autonomous: list[Act] = []
+    failures: list[Act] = []
+    reservations: dict[str, Execution] = {}  # idempotency key -> execution
+    assessed: dict[str, Assessed] = {}       # incident id -> its assessment, for a retried one
+    outcomes: dict[str, str] = {}            # "incident:outcome" -> the answer given, for a retried report
+
+
+@workflow.defn
+class EntryGovernorWorkflow:
+    @workflow.init
+    def __init__(self, state: EntryState) -> None:
+        self._state = state
+        self._updates = 0
+
+    @workflow.run
+    async def run(self, state: EntryState) -> None:
+        await workflow.wait_condition(
+            lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= self._state.updates_per_run
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self._pruned())
+
+    @workflow.update
+    def learn(self, inp: Learn) -> str:
+        self._updates += 1
+        self._state.policies.pop(inp.whitelist_sha256, None)  # most recent last
+        self._state.policies[inp.whitelist_sha256] = inp.policy
+        return inp.whitelist_sha256
+
+    @workflow.update
+    def assess(self, inp: Assess) -> Assessed:
+        self._updates += 1
+        earlier = self._state.assessed.get(inp.incident_id)
+        if earlier is not None:
+            return earlier  # a retried assessment is the same decision
+        for sha256 in filter(None, (inp.whitelist_sha256, inp.reserve_under)):
+            self._policy(sha256)  # both known before anything changes, or the caller teaches first
+        assessed = Assessed(decision=self._decide(inp))
+        if assessed.decision.kind == "auto":
+            # Claimed now, before acting: a concurrent incident's assessment counts it.
+            self._state.autonomous.append(
+                Act(targets=assessed.decision.targets, at=workflow.now(), incident_id=inp.incident_id))
+            if inp.reserve_under:
+                assessed.reserved = self._reserve(Reserve(**{**inp.model_dump(), "whitelist_sha256": inp.reserve_under}))
+        self._state.assessed[inp.incident_id] = assessed
+        return assessed
+
+    @workflow.update
+    def reserve(self, inp: Reserve) -> Reserved:
+        self._updates += 1
+        return self._reserve(inp)
+
+    def _reserve(self, inp: Reserve) -> Reserved:
+        decision = self._decide(inp)
+        approved = set(inp.approved_by) & set(decision.approvers)
+        allowed = decision.kind == "auto" or (decision.kind == "needs_approval" and len(approved) >= decision.approvals)
+        earlier = self._state.reservations.get(inp.idempotency_key)
+        if earlier is not None and (allowed or not earlier.autonomous):
+            # The same execution, not a second: a retried reservation, or one approved since.
+            return Reserved(granted=True, decision=decision, execution=earlier, whitelist_sha256=inp.whitelist_sha256)
+        if not allowed:
+            # Denied, or the tier rose and people decide again: this incident no longer
+            # acts alone, so its claim stops counting against other targets. An autonomous
+            # reservation it held never ran (the executor refused it at the brake, or the
+            # incident had not reached the executor): it is withdrawn.
+            self._withdraw(inp.incident_id, inp.idempotency_key)
+            return Reserved(granted=False, decision=decision, whitelist_sha256=inp.whitelist_sha256)
+        now = workflow.now()
+        execution = Execution(entry_id=inp.request.entry_id, started_at=now, incident_id=inp.incident_id,
+                              targets=decision.targets, autonomous=not approved)
+        self._state.executions.append(execution)
+        if execution.autonomous and not any(a.incident_id == inp.incident_id for a in self._state.autonomous):
+            self._state.autonomous.append(Act(targets=decision.targets, at=now, incident_id=inp.incident_id))
+        self._state.reservations[inp.idempotency_key] = execution
+        return Reserved(granted=True, decision=decision, execution=execution, whitelist_sha256=inp.whitelist_sha256)
+
+    @workflow.update
+    def record_outcome(self, outcome: Outcome) -> str:
+        self._updates += 1
+        key = f"{outcome.incident_id}:{outcome.outcome}"
+        if key in self._state.outcomes:
+            return self._state.outcomes[key]  # a retried report gets the same answer
+        if outcome.whitelist_sha256:
+            self._policy(outcome.whitelist_sha256)  # its breaker threshold, known before anything changes
+        answer = self._remember(outcome)
+        self._state.outcomes[key] = answer
+        return answer
+
+    @workflow.query
+    def ledger(self) -> EntryStatus:
+        now = workflow.now()
+        policy = next(reversed([p for p in self._state.policies.values() if p is not None]), None)
+        status = EntryStatus(entry_id=self._state.entry_id)
+        if policy is None:
+            return status
+        entry = policy.entries[0]
+        window = entry.autonomy.window
+        return status.model_copy(update={
+            "autonomous_targets": sorted({t for a in self._state.autonomous if a.at > now - window for t in a.targets}),
+            "window": format_duration(window),
+            "executions_in_rate_window": sum(e.started_at > now - entry.rate_limit.window for e in self._state.executions),
+            "recent_failures": [f for f in self._state.failures if f.at > now - entry.failure_memory.window],
+        })
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _policy(self, sha256: str) -> Whitelist | None:
+        if sha256 not in self._state.policies:
+            # Not a refusal of the request: the caller teaches this whitelist and asks again.
+            raise ApplicationError(f"whitelist {sha256[:12]} is not known here", sha256, type=UNKNOWN_WHITELIST,
+                                   non_retryable=True)
+        return self._state.policies[sha256]
+
+    def _decide(self, inp: Assess) -> Decision:
+        entry_id = inp.request.entry_id
+        policy = self._policy(inp.whitelist_sha256)
+        if policy is None:
+            return Decision.deny(entry_id, "unknown_entry", f"whitelist {inp.whitelist_sha256[:12]} has no entry {entry_id!r}")
+        now = workflow.now()
+        view = GovernorView(
+            autonomous=[a for a in self._state.autonomous if a.incident_id != inp.incident_id],
+            failures=[f for f in self._state.failures if f.incident_id != inp.incident_id],
+            breaker=inp.brake.breaker,
+            paused=[h for h in inp.brake.paused if h.active(now)],
+        )
+        executions = [e for e in self._state.executions if e.incident_id != inp.incident_id]
+        return agent_answer.raised(decide(policy, inp.request, executions, now, view), policy, inp.raised_by)
+
+    def _withdraw(self, incident_id: str, key: str) -> None:
+        earlier = self._state.reservations.pop(key, None)
+        if earlier is not None and earlier.autonomous:
+            self._state.executions = [e for e in self._state.executions if e != earlier]
+        self._state.autonomous = [a for a in self._state.autonomous if a.incident_id != incident_id]
+
+    def _remember(self, outcome: Outcome) -> str:
+        if outcome.outcome not in FAILED_OUTCOMES:
+            return "nothing to remember"
+        now = workflow.now()
+        self._state.failures.append(Act(targets=outcome.targets, at=now, incident_id=outcome.incident_id, note=outcome.outcome))
+        policy = self._state.policies.get(outcome.whitelist_sha256)
+        if policy is None:
+            return "remembered"
+        breaker = policy.entries[0].breaker
+        failures = [f for f in self._state.failures if f.note == "verification_failed" and f.at > now - breaker.window]
+        if len(failures) < breaker.failures:
+            return "remembered"
+        return (f"{BREAKER}{len(failures)} verification failures within {format_duration(breaker.window)} "
+                f"(incidents {', '.join(f.incident_id for f in failures)})")
+
+    def _pruned(self) -> EntryState:
+        cutoff = workflow.now() - RETAIN
+        state = self._state.model_copy(deep=True)
+        state.executions = [e for e in state.executions if e.started_at > cutoff]
+        state.autonomous = [a for a in state.autonomous if a.at > cutoff]
+        state.failures = [f for f in state.failures if f.at > cutoff]
+        state.reservations = {k: v for k, v in state.reservations.items() if v.started_at > cutoff}
+        live = {a.incident_id for a in state.autonomous} | {e.incident_id for e in state.reservations.values()}
+        state.assessed = {k: v for k, v in state.assessed.items() if k in live}
+        state.outcomes = dict(list(state.outcomes.items())[-KEEP_OUTCOMES:])
+        state.policies = dict(list(state.policies.items())[-KEEP_POLICIES:])
+        return state
