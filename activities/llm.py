@@ -32,6 +32,11 @@ MAX_BODY = 1024 * 1024   # bytes of a response we are willing to hold and parse
 MAX_RAW = 16_384         # characters of unparseable tool arguments kept (ToolCall.raw)
 MAX_ERROR = 500          # characters of a provider's error message kept
 MAX_RETRY_AFTER = 60.0   # seconds: a longer Retry-After must not park an incident
+# The default turn timeout: 30 s for the prompt, then 4 tokens a second (a CPU's pace for
+# a small model), so 2,048 tokens get about 9 minutes. Hosted APIs answer far sooner.
+PROBE_TIMEOUT = 10.0  # seconds for the start-up probe of the model endpoint
+SECONDS_BASE = 30.0
+SECONDS_PER_TOKEN = 0.25
 
 
 class LlmConfig(BaseModel):
@@ -41,8 +46,16 @@ class LlmConfig(BaseModel):
     base_url: str
     model: str = Field(min_length=1)
     api_key: SecretStr | None = None   # never in repr, str or logs
-    timeout: float = Field(default=60, gt=0)   # seconds for the whole request
+    # Seconds for one whole request; by default derived from max_tokens (``turn_timeout``).
+    timeout: float | None = Field(default=None, gt=0)
     max_tokens: int = Field(default=2048, ge=1)
+
+    @property
+    def turn_timeout(self) -> float:
+        """How long one turn may take: ``timeout`` if set, else enough for ``max_tokens`` at
+        CPU speed. A small model on these 2 cores wrote a 2,048-token answer in minutes,
+        beyond the 60 s this once was: SECONDS_BASE plus SECONDS_PER_TOKEN per token."""
+        return self.timeout if self.timeout is not None else SECONDS_BASE + SECONDS_PER_TOKEN * self.max_tokens
 
     @field_validator("base_url")
     @classmethod
@@ -106,12 +119,12 @@ class _Client:
         try:
             # httpx's timeout is per read; the deadline bounds the whole exchange, so a
             # server trickling bytes cannot hold the activity beyond it.
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(self.config.turn_timeout):
                 async with self._http.stream("POST", self.config.base_url + self.path, json=body, headers=self._headers(),
-                                             timeout=self.config.timeout) as response:
+                                             timeout=self.config.turn_timeout) as response:
                     data = await self._read(response)
         except (TimeoutError, httpx.TimeoutException):
-            raise self._fail(f"no answer within {self.config.timeout:g}s", "LlmUnavailable") from None
+            raise self._fail(f"no answer within {self.config.turn_timeout:g}s", "LlmUnavailable") from None
         except httpx.RequestError as exc:  # connection refused or reset, bad gzip...: the type, never the request
             raise self._fail(f"request failed: {type(exc).__name__}", "LlmUnavailable") from None
         status = response.status_code
@@ -148,6 +161,23 @@ class _Client:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> str | None:
+        """Why the endpoint is not usable (None when it answers): the provider's model list,
+        read once at start. It spends no tokens, and it catches what every turn would hit:
+        a host that does not answer, a base URL without /v1 (404), a refused key."""
+        url = self.config.base_url + self.models_path
+        try:
+            response = await self._http.get(url, headers=self._headers(), timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"{url} does not answer ({type(exc).__name__})"
+        if response.status_code == 404:
+            return f"{url} answered 404: is SELFHEAL_LLM_BASE_URL right (OpenAI-compatible servers serve under /v1)?"
+        if response.status_code in (401, 403):
+            return f"{url} refused the key (HTTP {response.status_code}): check SELFHEAL_LLM_API_KEY"
+        if not response.is_success:
+            return f"{url} answered HTTP {response.status_code}"
+        return None
+
     async def turn(self, inp: ModelTurnInput) -> ModelTurn:
         body = await self._post(self._request(inp))
         try:
@@ -158,6 +188,7 @@ class _Client:
 
 class OpenAIChat(_Client):
     path = "/chat/completions"
+    models_path = "/models"
 
     def _headers(self) -> dict[str, str]:
         key = self.config.api_key  # local servers (Ollama) need none
@@ -170,6 +201,9 @@ class OpenAIChat(_Client):
                                 limit: min(inp.max_tokens, self.config.max_tokens)}
         if inp.tools:  # OpenAI refuses an empty list
             body["tools"] = [{"type": "function", "function": t.model_dump()} for t in inp.tools]
+            # OpenAI's default with tools, said aloud: llama-cpp-python's server takes tools
+            # without tool_choice as "none" and drops them.
+            body["tool_choice"] = "auto"
         return body
 
     def _response(self, body: dict[str, Any]) -> ModelTurn:
@@ -183,6 +217,7 @@ class OpenAIChat(_Client):
 
 class AnthropicMessages(_Client):
     path = "/v1/messages"
+    models_path = "/v1/models"
 
     def _headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -231,9 +266,11 @@ def client_for(config: LlmConfig, http: httpx.AsyncClient | None = None) -> Open
 def _openai_message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
-        # Content may be null beside tool calls. Arguments go back as valid JSON even when
-        # the model's were not (they are in ``raw``): strict servers re-parse them.
-        out["content"] = m.content or None
+        # Content beside tool calls is a string, even empty: OpenAI accepts null there,
+        # llama-cpp-python's server answers 500 ("Input should be a valid string"). Arguments
+        # go back as valid JSON even when the model's were not (they are in ``raw``):
+        # strict servers re-parse them.
+        out["content"] = m.content or ""
         out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
                              for c in m.tool_calls]
     if m.role == "tool":

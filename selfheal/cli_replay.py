@@ -75,7 +75,10 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
             except Exception as exc:  # noqa: BLE001 - a failed or terminated run has no audit record to compare
                 records.append({"incident": execution.id, "skipped": f"no audit record ({type(exc).__name__})"})
                 continue
-            records.append(await replay_one(client, audit, settings, turns, catalog))
+            try:
+                records.append(await replay_one(client, audit, settings, turns, catalog))
+            except Exception as exc:  # noqa: BLE001 - one incident's failure is reported on its line; the rest go on
+                records.append({"incident": execution.id, "skipped": f"replay failed: {type(exc).__name__}: {str(exc)[:300]}"})
     return records, reach
 
 

@@ -375,6 +375,9 @@ class AgentBounds(Model):
     max_transcript_bytes: int = Field(default=262_144, ge=4_096, le=1_048_576)
     time_budget_seconds: float = Field(default=300, gt=0, le=3600)
     max_invalid_answers: int = Field(default=2, ge=0, le=8)    # malformed or out-of-candidate answers retried
+    # One model turn, from request to the whole answer: the worker derives it from the
+    # model's token limit (a 2,048-token answer takes minutes on a CPU), see LlmConfig.
+    turn_timeout_seconds: float = Field(default=120, gt=0, le=3600)
 
 
 class AgentInput(Model):
@@ -395,6 +398,7 @@ class AgentResult(Model):
     reads: list[str] = []                # evidence source refs read, in order
     refused: list[str] = []              # answers and tool calls refused, and why
     transcript_bytes: int = 0
+    failed: bool = False                 # the model could not be used (errors, timeouts): ``note`` says why
 
 
 AuditRecord.model_rebuild()

@@ -25,6 +25,17 @@ def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:
             for ev in h.evidence:
                 for line in ev.lines[-3:]:
                     concluded.append(f"    [{ev.source}] {line}")
+    if r.agent is not None:  # a model diagnosed beside the rules: what it did, and what it was refused
+        a = r.agent
+        concluded.append(f"model: {'FAILED: ' if a.failed else ''}{a.note} ({a.steps} turn(s), "
+                         f"{a.transcript_bytes} bytes of transcript)")
+        concluded.append(f"model read: {', '.join(a.reads) or 'nothing'}")
+        concluded.extend(f"model refused: {why}" for why in a.refused)
+    if r.rules_diagnosis is not None:
+        rd = r.rules_diagnosis
+        params = ", ".join(f"{k}={v}" for k, v in sorted(rd.params.items()))
+        concluded.append(f"the rules concluded: {rd.rationale} -> proposes {rd.proposal or 'nothing'}"
+                         + (f" ({params})" if params else ""))
     concluded.append(f"entries the alerts matched: {', '.join(r.matched_entries) or 'none'}")
     if r.proposal_note:
         concluded.append(r.proposal_note)

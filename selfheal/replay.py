@@ -10,11 +10,13 @@ sends no signal or update; the activities run in-process (``ActivityEnvironment`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timezone
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnose import RuleDiagnoser, load_rules
@@ -24,7 +26,8 @@ from selfheal.models import (AuditRecord, DiagnoseInput, Diagnosis, EvidenceItem
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows import agent_answer
-from selfheal.workflows.agent_loop import AgentLoop
+from selfheal.workflows.agent_loop import AgentLoop, TurnFailed
+from selfheal.workflows.diagnosis_agent import MODEL_RETRY
 
 
 def not_recorded(ref: str) -> EvidenceItem:
@@ -85,12 +88,26 @@ class RecordedRules(RuleDiagnoser):
 
 
 class OfflineLoop(AgentLoop):
-    def __init__(self, turns, reads: dict[str, list[EvidenceItem]]):
+    def __init__(self, turns, reads: dict[str, list[EvidenceItem]], sleep=asyncio.sleep):
         super().__init__()
-        self._turns, self._reads = turns, reads
+        self._turns, self._reads, self._sleep = turns, reads, sleep
 
     async def turn(self, inp: ModelTurnInput, step: int) -> ModelTurn:
-        return await ActivityEnvironment().run(self._turns.model_turn, inp)
+        """A turn as the workflow takes one: retried with the same policy (MODEL_RETRY) on
+        what it retries, given up on what it does not; then ``TurnFailed``."""
+        policy = MODEL_RETRY
+        delay = policy.initial_interval.total_seconds()
+        for attempt in range(1, (policy.maximum_attempts or 1) + 1):
+            try:
+                return await ActivityEnvironment().run(self._turns.model_turn, inp)
+            except ApplicationError as exc:
+                if exc.non_retryable or exc.type in (policy.non_retryable_error_types or []) \
+                        or attempt == policy.maximum_attempts:
+                    raise TurnFailed(f"{exc} (attempt {attempt})") from None
+                wait = exc.next_retry_delay.total_seconds() if exc.next_retry_delay else delay
+                await self._sleep(min(wait, policy.maximum_interval.total_seconds()))
+                delay = min(delay * policy.backoff_coefficient, policy.maximum_interval.total_seconds())
+        raise TurnFailed("no attempt was made")
 
     async def read_items(self, ref, entry_id, inp) -> list[EvidenceItem]:
         return self._reads.get(ref) or [not_recorded(ref)]
@@ -127,6 +144,8 @@ async def replay_one(client, audit: AuditRecord, settings: WorkerSettings, turns
         result = await OfflineLoop(turns, reads).run(inp.model_copy(update={"sources": [*inp.sources, *extra]}))
         now = result.diagnosis
         note = f"llm: {result.note}; read {', '.join(result.reads) or 'nothing'}"
+        if result.failed:  # as in the incident: the rules' diagnosis stands, for people to confirm
+            now, note = rules, f"llm FAILED: {result.note}; the rules' diagnosis stands"
     then, later = _proposal(audit.diagnosis), _proposal(now)
     return {
         "incident": audit.incident_id, "started_at": audit.started_at.isoformat() if audit.started_at else None,

@@ -173,5 +173,9 @@ class WorkerSettings(BaseModel):
         if values["incident"].diagnoser == "llm" and values["llm"] is None:
             raise ValueError("SELFHEAL_DIAGNOSER=llm needs a model: set SELFHEAL_LLM_PROVIDER, SELFHEAL_LLM_MODEL "
                              "(and SELFHEAL_LLM_BASE_URL, SELFHEAL_LLM_API_KEY or SELFHEAL_LLM_API_KEY_FILE)")
+        if values["llm"] is not None:  # the workflow's bound on a turn follows the client's own
+            incident = values["incident"]
+            values["incident"] = incident.model_copy(update={"agent": incident.agent.model_copy(
+                update={"turn_timeout_seconds": values["llm"].turn_timeout})})
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -169,6 +169,8 @@ async def run_worker(
             # After polling starts: the governor's update runs on this worker's task queue.
             configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
             configured.add_done_callback(_report_configured)
+            if settings.llm is not None and settings.incident.diagnoser == "llm":
+                probing = asyncio.create_task(probe_model(settings, http, metrics))  # noqa: F841 - held until stop
             reload = reload or asyncio.Event()
             while not stop.is_set():
                 await _first(stop, reload)
@@ -241,6 +243,26 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waits:
             w.cancel()
+
+
+async def probe_model(settings: WorkerSettings, http: httpx.AsyncClient, metrics: SdkMetrics | None) -> str | None:
+    """Probe the model endpoint once at start and say so loudly when it does not answer.
+    The worker serves anyway: incidents go on with the rules' diagnosis, whose proposals
+    then need a person (the model could not confirm them)."""
+    from prometheus_client import Gauge
+
+    from selfheal.activities.llm import client_for
+
+    problem = await client_for(settings.llm, http).probe()
+    if problem:
+        log.error("the model endpoint failed its start-up probe: %s. Serving anyway: incidents use the rules' "
+                  "diagnosis, and what the rules propose waits for a person until the model answers", problem)
+    else:
+        log.info("model endpoint %s answers (%s %s)", settings.llm.base_url, settings.llm.provider, settings.llm.model)
+    if metrics is not None:
+        Gauge("selfheal_model_up", "1 when the model endpoint answered the worker's start-up probe, else 0",
+              registry=metrics.registry).set(0 if problem else 1)
+    return problem
 
 
 def _report_configured(task: asyncio.Task) -> None:

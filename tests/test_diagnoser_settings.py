@@ -50,3 +50,35 @@ def _free() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_the_agents_turn_bound_follows_the_models_token_limit():
+    env = {"SELFHEAL_DIAGNOSER": "llm", "SELFHEAL_LLM_PROVIDER": "openai", "SELFHEAL_LLM_MODEL": "m",
+           "SELFHEAL_LLM_MAX_TOKENS": "2048"}
+    derived = WorkerSettings.from_mapping(env)
+    assert derived.incident.agent.turn_timeout_seconds == derived.llm.turn_timeout >= 8 * 60
+    assert WorkerSettings.from_mapping({**env, "SELFHEAL_LLM_TIMEOUT": "90"}).incident.agent.turn_timeout_seconds == 90
+
+
+async def test_a_worker_whose_model_does_not_answer_says_so_loudly_and_in_a_metric(caplog):
+    import logging
+    import socket
+
+    import httpx
+
+    from selfheal.metrics import SdkMetrics
+    from selfheal.worker import probe_model
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = WorkerSettings.from_mapping({"SELFHEAL_DIAGNOSER": "llm", "SELFHEAL_LLM_PROVIDER": "openai",
+                                            "SELFHEAL_LLM_MODEL": "m", "SELFHEAL_LLM_BASE_URL": f"http://127.0.0.1:{port}/v1"})
+    metrics = SdkMetrics()
+    with caplog.at_level(logging.INFO, "selfheal.worker"):
+        async with httpx.AsyncClient() as http:
+            problem = await probe_model(settings, http, metrics)
+    assert problem and "does not answer" in problem
+    [record] = [r for r in caplog.records if "start-up probe" in r.getMessage()]
+    assert record.levelno == logging.ERROR and "Serving anyway" in record.getMessage()
+    assert metrics.registry.get_sample_value("selfheal_model_up") == 0

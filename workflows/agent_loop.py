@@ -14,6 +14,17 @@ from selfheal.models import AgentInput, AgentResult, ChatMessage, EvidenceItem, 
 from selfheal.workflows import agent_answer
 
 MAX_CALLS_PER_TURN = 4
+MAX_REFUSALS = 50  # refusals kept in the result; the child's history keeps every turn
+SAID_BYTES = 400   # of what the model said, kept beside each refusal
+
+
+class TurnFailed(Exception):
+    """A model turn could not be had, after the runner's own retries: the loop ends, and
+    the incident goes on without the model (``AgentResult.failed``)."""
+
+
+class ReadFailed(Exception):
+    """An evidence read failed after the runner's retries: the model is told, and goes on."""
 
 SYSTEM = """You diagnose production incidents for selfheal. You can only read evidence and \
 propose ONE of the candidate remedies, or none. Reviewed rules decide whether and when a \
@@ -75,7 +86,11 @@ class AgentLoop:
                 return self._end(f"the transcript reached {r.transcript_bytes} bytes (bound {b.max_transcript_bytes})")
             if self.now() >= deadline:
                 return self._end(f"no valid answer within the time budget ({b.time_budget_seconds:.0f} s)")
-            turn = await self.turn(ModelTurnInput(messages=messages, tools=tools), r.steps + 1)
+            try:
+                turn = await self.turn(ModelTurnInput(messages=messages, tools=tools), r.steps + 1)
+            except TurnFailed as exc:
+                r.failed = True
+                return self._end(f"model turn {r.steps + 1} failed: {str(exc)[:400]}")
             r.steps += 1
             calls = turn.tool_calls[:MAX_CALLS_PER_TURN]
             messages.append(ChatMessage(role="assistant", content=turn.content, tool_calls=calls))
@@ -87,7 +102,7 @@ class AgentLoop:
                 if parsed is None:
                     problem = "prose instead of a JSON answer or a submit_diagnosis call"
                 invalid += 1
-                self._refuse(f"turn {r.steps}: {problem or 'prose instead of a submit_diagnosis call'}")
+                self._refuse(f"turn {r.steps}: {problem or 'prose instead of a submit_diagnosis call'}", turn.content)
                 if invalid > b.max_invalid_answers:
                     return self._end(f"{invalid} answers refused; the last: {problem or 'prose'}")
                 messages.append(ChatMessage(role="user", content=f"Refused: {problem or 'no answer'}. Finish by calling "
@@ -99,12 +114,12 @@ class AgentLoop:
                     if answer is not None:
                         return self._done(answer)
                     invalid += 1
-                    self._refuse(f"turn {r.steps}: {problem}")
+                    self._refuse(f"turn {r.steps}: {problem}", call.raw or call.arguments)
                     content = f"Refused: {problem}"
                 elif call.name == agent_answer.READ and call.arguments.get("source") in refs:
                     content = await self._read(inp, call.arguments["source"], b.max_read_bytes)
                 else:
-                    self._refuse(f"turn {r.steps}: tool {call.name[:80]!r} with {json.dumps(call.arguments)[:200]} refused")
+                    self._refuse(f"turn {r.steps}: tool {call.name[:80]!r} refused", call.raw or call.arguments)
                     content = (f"Refused: the tools are {agent_answer.READ} (source one of {', '.join(refs) or 'none'}) "
                                f"and {agent_answer.SUBMIT}.")
                 messages.append(ChatMessage(role="tool", tool_call_id=call.id, content=content))
@@ -112,15 +127,26 @@ class AgentLoop:
                 return self._end(f"{invalid} answers refused; the last: {self._result.refused[-1]}")
 
     async def _read(self, inp: AgentInput, ref: str, limit: int) -> str:
-        items = await self.read_items(ref, inp.aws_entry if ref == "aws" else None, inp)
+        try:
+            items = await self.read_items(ref, inp.aws_entry if ref == "aws" else None, inp)
+        except ReadFailed as exc:
+            self._refuse(f"read {ref} failed: {str(exc)[:300]}")
+            return f"Could not read {ref}: {str(exc)[:300]}"
         self._result.reads.append(ref)
         for item in items:
             self._evidence[item.id] = item
         return render_items(items, limit)
 
-    def _refuse(self, why: str) -> None:
-        if len(self._result.refused) < 50:
-            self._result.refused.append(why[:500])
+    def _refuse(self, why: str, said=None) -> None:
+        """Record a refusal with what the model said (its proposal, parameters, target or
+        any other field, or the tool and what it asked for): redacted already (the model
+        turn activity redacts every answer), and bounded, so a reviewer sees what it tried."""
+        if len(self._result.refused) >= MAX_REFUSALS:
+            return
+        if said:
+            shown = said if isinstance(said, str) else json.dumps(said, sort_keys=True, default=str)
+            why = f"{why[:300]}; it said: {shown[:SAID_BYTES]}" + (" [cut]" if len(shown) > SAID_BYTES else "")
+        self._result.refused.append(why[:800])
 
     def _done(self, answer) -> AgentResult:
         self._result.diagnosis = agent_answer.to_diagnosis(answer, self._evidence)

@@ -93,7 +93,7 @@ class ApprovalDesk:
             )
             delivered = True
         except ActivityError as exc:
-            detail, delivered = f"not delivered: {_cause(exc)}", False
+            detail, delivered = f"not delivered: {cause_text(exc)}", False
         self._audit.notifications.append(NotificationRecord(kind=kind, at=workflow.now(), delivered=delivered, detail=detail))
 
     # --- approvals ----------------------------------------------------------------------
@@ -252,7 +252,7 @@ class ApprovalDesk:
 
 
 
-def _cause(exc: BaseException) -> str:
+def cause_text(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return str(exc)

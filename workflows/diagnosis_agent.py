@@ -16,10 +16,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import AgentInput, AgentResult, EvidenceItem, EvidenceRead, ModelTurn, ModelTurnInput
-    from selfheal.workflows.agent_loop import AgentLoop
+    from selfheal.workflows.agent_loop import AgentLoop, ReadFailed, TurnFailed
+    from selfheal.workflows.approval_desk import cause_text
 
 # Timeouts, 429 and 5xx answers retry with backoff as ordinary activity retries; a refusal
 # (401, 400: a configuration problem) does not.
@@ -28,22 +30,33 @@ MODEL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffic
                           non_retryable_error_types=["LlmRefused"])
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=4,
                          non_retryable_error_types=["EvidenceRefused", "OutOfPolicy", "InvalidEvidenceRequest"])
-MODEL_TIMEOUT = timedelta(seconds=120)
+TURN_MARGIN = timedelta(seconds=30)
 READ_TIMEOUT = timedelta(seconds=60)
 HEARTBEAT = timedelta(seconds=10)
 
 
 class _DurableLoop(AgentLoop):
+    def __init__(self, turn_timeout: timedelta) -> None:
+        super().__init__()
+        self._turn_timeout = turn_timeout
+
     async def turn(self, inp: ModelTurnInput, step: int) -> ModelTurn:
-        return await workflow.execute_activity(
-            "model_turn", inp, start_to_close_timeout=MODEL_TIMEOUT, heartbeat_timeout=HEARTBEAT,
-            retry_policy=MODEL_RETRY, result_type=ModelTurn, summary=f"model turn {step}")
+        try:
+            return await workflow.execute_activity(
+                "model_turn", inp, start_to_close_timeout=self._turn_timeout, heartbeat_timeout=HEARTBEAT,
+                retry_policy=MODEL_RETRY, result_type=ModelTurn, summary=f"model turn {step}")
+        except ActivityError as exc:
+            raise TurnFailed(cause_text(exc)) from None
 
     async def read_items(self, ref: str, entry_id: str | None, inp: AgentInput) -> list[EvidenceItem]:
-        return await workflow.execute_activity(
-            "read_evidence", EvidenceRead(ref=ref, entry_id=entry_id, alerts=inp.alerts, since=inp.since, until=workflow.now()),
-            start_to_close_timeout=READ_TIMEOUT, heartbeat_timeout=HEARTBEAT, retry_policy=READ_RETRY,
-            result_type=list[EvidenceItem], summary=f"read {ref}")
+        try:
+            return await workflow.execute_activity(
+                "read_evidence", EvidenceRead(ref=ref, entry_id=entry_id, alerts=inp.alerts, since=inp.since,
+                                              until=workflow.now()),
+                start_to_close_timeout=READ_TIMEOUT, heartbeat_timeout=HEARTBEAT, retry_policy=READ_RETRY,
+                result_type=list[EvidenceItem], summary=f"read {ref}")
+        except ActivityError as exc:
+            raise ReadFailed(cause_text(exc)) from None
 
     def now(self):
         return workflow.now()
@@ -53,4 +66,6 @@ class _DurableLoop(AgentLoop):
 class DiagnosisAgentWorkflow:
     @workflow.run
     async def run(self, inp: AgentInput) -> AgentResult:
-        return await _DurableLoop().run(inp)
+        # The turn's own bound (LlmConfig's, from the token limit) plus a margin for the
+        # activity around it.
+        return await _DurableLoop(timedelta(seconds=inp.bounds.turn_timeout_seconds) + TURN_MARGIN).run(inp)

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.models import (
@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.workflows.requests import build_request
     from selfheal.workflows import drill
     from selfheal.workflows.entry_governor import BRAKED, Assessed, AssessInput, Outcome, ReserveInput, Reserved
-    from selfheal.workflows.approval_desk import ApprovalDesk, _cause
+    from selfheal.workflows.approval_desk import ApprovalDesk, cause_text
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
 # Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
@@ -95,6 +95,7 @@ class IncidentWorkflow(ApprovalDesk):
         self._raised_by: list[str] = []  # why a model's diagnosis needs people (agent_answer.model_reasons)
         self._acted_on: list[str] | None = None  # the targets the governor reserved for this incident
         self._reserved: Reserved | None = None  # an automatic decision's reservation, not yet used
+        self._unconfirmed: list[str] = []  # the model failed: the rules' proposal needs a person
         self._observe(inp.alerts)
 
     # --- the runbook ------------------------------------------------------------------
@@ -104,7 +105,7 @@ class IncidentWorkflow(ApprovalDesk):
         try:
             await self._handle()
         except ActivityError as exc:
-            await self._finish("failed", f"{_activity_name(exc)} failed: {_cause(exc)}")
+            await self._finish("failed", f"{_activity_name(exc)} failed: {cause_text(exc)}")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._audit
 
@@ -179,24 +180,35 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _model_diagnosis(self, rules: Diagnosis) -> Diagnosis:
         """The language model's diagnosis, in a child workflow whose history holds its
-        turns and reads. The rules' diagnosis stays beside it in the audit; without a
-        valid answer, people decide, with the evidence and the rules' diagnosis."""
+        turns and reads. The rules' diagnosis stays beside it in the audit.
+
+        A model that fails (errors, timeouts, an endpoint that does not answer, refused
+        answers, a child workflow that fails) never loses the incident: the rules'
+        diagnosis stands, and what it proposes needs at least one person, since the model
+        could not confirm it (``_unconfirmed``); with no proposal, no remedy, escalated."""
         self._audit.rules_diagnosis = rules
         catalog = self._snapshot.evidence
         self._audit.evidence_sha256 = catalog.sha256 if catalog else None
-        agent: AgentResult = await workflow.execute_child_workflow(
-            "DiagnosisAgentWorkflow",
-            agent_answer.agent_input(self._audit.incident_id, self._audit.alerts, self._snapshot.whitelist,
-                                     self._audit.matched_entries, rules, catalog, self._settings.agent),
-            id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
-            execution_timeout=timedelta(seconds=self._settings.agent.time_budget_seconds) + READ_TIMEOUT * 3,
-        )
+        bounds = self._settings.agent
+        try:
+            agent: AgentResult = await workflow.execute_child_workflow(
+                "DiagnosisAgentWorkflow",
+                agent_answer.agent_input(self._audit.incident_id, self._audit.alerts, self._snapshot.whitelist,
+                                         self._audit.matched_entries, rules, catalog, bounds),
+                id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
+                execution_timeout=timedelta(seconds=bounds.time_budget_seconds + bounds.turn_timeout_seconds) + READ_TIMEOUT * 3,
+            )
+        except ChildWorkflowError as exc:
+            agent = AgentResult(note=f"the diagnosis agent failed: {cause_text(exc)}", failed=True)
         self._audit.agent = agent.model_copy(update={"diagnosis": None})  # the diagnosis is recorded once, below
         if agent.diagnosis is not None:
             return agent.diagnosis
-        return Diagnosis(hypotheses=rules.hypotheses, proposal=None,
-                         rationale=(f"the model gave no valid answer ({agent.note}); people decide. The rules "
-                                    f"proposed {rules.proposal or 'nothing'}: {rules.rationale}"))
+        what = "failed" if agent.failed else "gave no valid answer"
+        if rules.proposal is not None:
+            self._unconfirmed = [f"the model {what} ({agent.note[:300]}), so it could not confirm the rules' "
+                                 f"proposal {rules.proposal}"]
+        return rules.model_copy(update={"rationale": f"the model {what} ({agent.note[:300]}); the rules' diagnosis "
+                                                     f"stands: {rules.rationale}"})
 
     def _accepted_proposal(self, diagnosis: Diagnosis):
         """The proposed entry, only if the alerts matched it; anything else is recorded and dropped."""
@@ -225,7 +237,7 @@ class IncidentWorkflow(ApprovalDesk):
         # Whatever the model says, authority does not move: a proposal that differs from the
         # rules', or parameters it chose, need at least one person whatever the tier. The
         # governor is told, so such a request never claims autonomy on its way to people.
-        reasons = self._raised_by = (agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis)
+        reasons = self._raised_by = (agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis) + self._unconfirmed
                                      if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None else [])
         assessed = await self._governor("assess_action", self._assessment(request, AssessInput, raised_by=reasons),
                                         Assessed, f"decide {entry.id} at the governor (tier, limits, autonomy)")
@@ -396,7 +408,7 @@ class IncidentWorkflow(ApprovalDesk):
                                                                incident_id=self._audit.incident_id, outcome=outcome),
                                      str, f"tell the governor: {outcome}")
             except ActivityError as exc:  # the outcome stands; say that the governor did not hear it
-                self._audit.outcome_detail += f" (the governor was not told: {_cause(exc)})"
+                self._audit.outcome_detail += f" (the governor was not told: {cause_text(exc)})"
         self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
         answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
                             + (f" (fast: {e.after_seconds:.0f}s after the request)" if e.fast else "")

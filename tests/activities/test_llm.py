@@ -293,3 +293,50 @@ async def test_the_fake_refuses_what_the_provider_would(provider, headers, body,
     else:
         assert set(error["error"]) == {"message", "type", "param", "code"}
     assert expected in error["error"]["message"] and fake.rejections == [error["error"]["message"]]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_start_up_probe_names_what_is_wrong_with_the_endpoint(provider):
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with FakeLLM(provider, [text("unused")], api_key=KEY) as fake:
+        fine = await client_for(config(provider, fake.url)).probe()
+        no_v1 = await client_for(config(provider, fake.url + "/nothing-here")).probe()
+        wrong_key = await client_for(config(provider, fake.url, api_key="sk-wrong")).probe()
+        asked = [r.path for r in fake.requests]
+    nobody = await client_for(config(provider, f"http://127.0.0.1:{port}")).probe(timeout=2)
+    assert fine is None and asked[0] == "/v1/models" and not any(r.endswith("completions") for r in asked)
+    assert "404" in no_v1 and "SELFHEAL_LLM_BASE_URL" in no_v1
+    assert "refused the key" in wrong_key and "sk-wrong" not in wrong_key
+    assert "does not answer" in nobody
+
+
+def test_the_turn_timeout_follows_the_token_limit_unless_set():
+    small, large = config("openai", "http://127.0.0.1:1/v1", max_tokens=256), config("openai", "http://x/v1", max_tokens=2048)
+    assert small.turn_timeout < large.turn_timeout and large.turn_timeout >= 8 * 60  # minutes on a CPU
+    assert config("openai", "http://x/v1", timeout=7).turn_timeout == 7
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_diagnose_replay_retries_a_turn_as_the_workflow_does_then_reports_it_failed(provider):
+    from selfheal.activities.agent import ModelTurns
+    from selfheal.models import AgentInput, Diagnosis
+    from selfheal.replay import OfflineLoop
+    from selfheal.workflows.diagnosis_agent import MODEL_RETRY
+
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the policy's backoff, counted, not waited
+        waited.append(seconds)
+
+    from datetime import datetime, timezone
+
+    inp = AgentInput(incident_id="i-1", alerts=[], candidates=[], sources=[], rules=Diagnosis(rationale="rules"),
+                     since=datetime.now(timezone.utc))
+    with FakeLLM(provider, [status(503)], api_key=KEY) as fake:
+        result = await OfflineLoop(ModelTurns(client_for(config(provider, fake.url))), {}, sleep=sleep).run(inp)
+        calls = len(fake.requests)
+    assert result.failed and "HTTP 503" in result.note and result.diagnosis is None
+    assert calls == MODEL_RETRY.maximum_attempts and len(waited) == calls - 1
+    assert waited == sorted(waited)  # backing off

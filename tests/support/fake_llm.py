@@ -173,6 +173,20 @@ class FakeLLM(LoopbackHTTP):
             build = openai_reply if fake.provider == "openai" else anthropic_reply
             self._send(200, build(step, body["model"], n, len(raw)))
 
+        def do_GET(self) -> None:  # noqa: N802
+            """The model list, as both providers serve it at /v1/models (the worker's probe)."""
+            fake: FakeLLM = self.server_state
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            fake.requests.append(Received(self.path, headers, None))
+            if self.path != "/v1/models":
+                return self._send(404, error_body(fake.provider, 404, f"Unknown request URL: GET {self.path}", "not_found"))
+            key = headers.get("authorization") if fake.provider == "openai" else headers.get("x-api-key")
+            want = (f"Bearer {fake.api_key}" if fake.provider == "openai" else fake.api_key) if fake.api_key else key
+            if key != want:
+                return self._send(401, error_body(fake.provider, 401, "invalid x-api-key", "authentication_error"))
+            model = {"id": "test-model", "object": "model"} if fake.provider == "openai" else {"id": "test-model", "type": "model"}
+            self._send(200, {"object": "list", "data": [model]} if fake.provider == "openai" else {"data": [model]})
+
         def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None, chunked: bool = False) -> None:
             data = payload if isinstance(payload, bytes) else (
                 payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
