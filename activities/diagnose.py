@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -29,12 +28,16 @@ from selfheal.activities.systemd import SystemdError, journal_lines
 from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
 from selfheal.whitelist.durations import PositiveDuration
 from selfheal.whitelist.matchers import matches_all, parse_matcher
+from selfheal.whitelist.reviewed import load_reviewed
 
 MAX_EVIDENCE_LINES = 20
 
 
 def _regex(text: str) -> str:
-    re.compile(text)
+    try:
+        re.compile(text)
+    except re.error as exc:  # not a ValueError: pydantic would let it escape the loader's report
+        raise ValueError(f"invalid regular expression: {exc}") from None
     return text
 
 
@@ -74,11 +77,8 @@ class DiagnosisRules(_Strict):
 
 
 def load_rules(path: str | Path) -> DiagnosisRules:
-    path = Path(path)
-    try:
-        return DiagnosisRules.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid diagnosis rules: {exc}") from None
+    """The rules file, or ``ReviewedFileError`` (a ValueError) with every problem at its line."""
+    return load_reviewed(path, DiagnosisRules, what="the diagnosis rules format")
 
 
 class RuleDiagnoser:

@@ -30,11 +30,11 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from selfheal.activities.runner import CommandResult, CommandRunner, LocalRunner, UnreachableHost
 from selfheal.activities.ssm_runner import SsmTarget
+from selfheal.whitelist.reviewed import load_reviewed
 
 # Host names come from alert labels, i.e. from outside. Only plain DNS-ish names are let
 # through, so a label can never smuggle in an option (``-oProxyCommand=…``), a user
@@ -141,14 +141,9 @@ class RunnersConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> "RunnersConfig":
+        """The runners file, or ``ReviewedFileError`` (a ValueError) with every problem at its line."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read runners config: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
-        return cls.parse(data, str(path), base_dir=path.resolve().parent)
+        return load_reviewed(path, cls, what="the runners format", context={"base_dir": path.resolve().parent})
 
     @classmethod
     def parse(cls, data: Any, source: str = "<runners>", base_dir: Path | None = None) -> "RunnersConfig":

@@ -46,8 +46,8 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from selfheal.whitelist.durations import PositiveDuration, format_duration
 
@@ -290,11 +290,10 @@ class EvidenceConfig(_Strict):
 
     @model_validator(mode="after")
     def _refs_exist(self) -> "EvidenceConfig":
-        known = set(self.refs())
-        problems = [f"allow.{key}[{i}]: unknown source {ref!r}; the configured sources are: {', '.join(sorted(known))}"
-                    for key, refs in self.allow.items() for i, ref in enumerate(refs) if ref not in known]
-        if problems:
-            raise ValueError("\n".join(problems))
+        problems = allow_problems(self.model_dump())
+        if problems:  # located: the loader reports each at its line (ctx "problems")
+            summary = "; ".join(f"allow.{loc[1]}[{loc[2]}]: {msg}" for loc, msg in problems)
+            raise PydanticCustomError("evidence_refs", "{summary}", {"summary": summary, "problems": problems})
         return self
 
     @classmethod
@@ -391,58 +390,36 @@ def load(path: str | Path) -> LoadedEvidence:
     return EvidenceConfig.load(path)
 
 
-_ALLOW_FIELD = re.compile(r"^allow\.(?P<key>[a-z0-9][a-z0-9_.\-]{0,63})\[(?P<i>\d+)\]: ")
+def allow_problems(doc: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each ``allow`` ref names a configured source, each problem with its location.
+
+    Reads the plain document and tolerates malformed parts, so the loader reports these
+    in the same pass as field errors (the model's own check runs only on valid fields).
+    """
+    def ids(section: Any) -> list[str]:
+        return [k for k in section if isinstance(k, str)] if isinstance(section, dict) else []
+
+    prom = doc.get("prometheus")
+    known = sorted([f"file:{i}" for i in ids(doc.get("files"))] + [f"journal:{i}" for i in ids(doc.get("journals"))]
+                   + [f"prom:{i}" for i in ids(prom.get("queries") if isinstance(prom, dict) else None)] + ["aws"])
+    allow = doc.get("allow") if isinstance(doc.get("allow"), dict) else {}
+    return [(("allow", key, i), f"unknown source {ref!r}; the configured sources are: {', '.join(known)}")
+            for key, refs in allow.items() if isinstance(refs, list)
+            for i, ref in enumerate(refs) if isinstance(ref, str) and ref not in known]
+
+
+def _key_message(err: Mapping[str, Any]) -> str | None:
+    # A mapping key here is an id: say what one looks like rather than quote the pattern.
+    return f"not a valid id: ids match {ID_PATTERN}" if err["loc"][-1:] == ("[key]",) else None
 
 
 def _load(cls: type[EvidenceConfig], path: str | Path) -> LoadedEvidence:
-    """Read, hash and validate the file. ValueError naming the file, and for each problem
-    its line and field path (``allow.rollback-checkout[1]``), on anything wrong, including
-    a key given twice in one mapping (PyYAML would keep only the last)."""
-    from selfheal.whitelist.loader import _construct, _dotted, _locate
+    """Read, hash and validate the file (``selfheal.whitelist.reviewed``): ``ReviewedFileError``,
+    a ValueError, with every problem as ``PATH:LINE: field: message`` (``allow.rollback-checkout[1]``),
+    a key given twice in one mapping included."""
+    from selfheal.whitelist.reviewed import load_reviewed, read_reviewed
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the evidence configuration: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from None
-    if root is None:
-        value: Any = {}
-    else:
-        duplicates: list = []
-        value = _construct(root, (), duplicates)
-        if duplicates:
-            raise ValueError("\n".join(f"{path}:{p.line}: {p.field}: {p.message}" for p in duplicates))
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: the top level must be a mapping")
-    try:
-        config = cls.model_validate(value)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if loc and loc[-1] == "[key]":  # a mapping's key: an id
-                loc, msg = loc[:-1], f"not a valid id: ids match {ID_PATTERN}"
-            line, _ = _locate(root, loc) if root is not None else (0, ())
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (not part of the evidence configuration)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            field = _dotted(loc) or "<top>"
-            for text in msg.splitlines():
-                named = _ALLOW_FIELD.match(text) if not loc else None
-                if named:  # the model's own check names its field, one problem a line
-                    line, _ = _locate(root, ("allow", named["key"], int(named["i"])))
-                    problems.append(f"{path}:{line}: {text}")
-                else:
-                    problems.append(f"{path}:{line}: {field}: {text}")
-        raise ValueError(f"{path}: invalid evidence configuration:\n" + "\n".join(problems)) from None
+    data = read_reviewed(path)
+    config = load_reviewed(data, cls, path=str(path), what="the evidence configuration",
+                           checks=(allow_problems,), describe=_key_message)
     return LoadedEvidence(config, str(path), hashlib.sha256(data).hexdigest())
-
-

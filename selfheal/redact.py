@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_CHARS = 1 << 20  # 1 MiB of characters; see the module docstring.
 _MAX_DEPTH = 64  # value(): deeper structures are replaced whole rather than recursed into.
@@ -68,14 +68,11 @@ class RedactionConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> RedactionConfig:
-        import yaml  # Only loading needs PyYAML; redacting needs nothing beyond pydantic.
+        """The patterns file, or ``ReviewedFileError`` (a ValueError) with every problem at its line."""
+        # Imported here: only loading needs PyYAML; redacting needs nothing beyond pydantic.
+        from selfheal.whitelist.reviewed import load_reviewed
 
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
-            return cls.model_validate({} if data is None else data)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"{path}: invalid redaction config: {exc}") from exc
+        return load_reviewed(path, cls, what="the redaction patterns format")
 
 
 # Shared pieces. A key's closing quote, the separator, and the value's opening quote; quotes

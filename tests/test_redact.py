@@ -390,6 +390,28 @@ def test_config_load_missing_file_names_it(tmp_path):
         RedactionConfig.load(tmp_path / "nowhere.yaml")
 
 
+def test_config_load_reports_a_duplicate_key_with_every_other_problem_at_its_line(tmp_path):
+    path = tmp_path / "redaction.yaml"
+    path.write_text("patterns:\n  - name: ticket\n    regex: 'TCK-[0-9]+'\n    regex: 'x*'\n"
+                    "  - name: Bad Name\n    regex: '(unclosed'\n  - name: ok\n    regex: a\n    flags: i\n")
+    with pytest.raises(ValueError) as info:
+        RedactionConfig.load(path)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        [f"{path}:4", "patterns[0].regex"], [f"{path}:5", "patterns[1].name"],
+        [f"{path}:6", "patterns[1].regex"], [f"{path}:9", "patterns[2].flags"],
+    ]
+    assert "key given twice" in lines[0] and "does not compile" in lines[2]
+    assert not any("empty string" in line for line in lines)  # the first regex was the one validated
+    assert lines[3].endswith("unknown key (not part of the redaction patterns format)")
+
+
+def test_config_models_forbid_unknown_keys():
+    from tests.whitelist.conftest import models_within
+
+    assert all(m.model_config.get("extra") == "forbid" for m in models_within(RedactionConfig))
+
+
 # --- value() -------------------------------------------------------------------------------
 
 

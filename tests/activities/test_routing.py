@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.whitelist.conftest import models_within
 from selfheal.activities.routing import (
     LocalTarget, RoutingRunner, RunnerRule, RunnersConfig, SshTarget, build_runner,
 )
@@ -131,34 +132,67 @@ async def test_a_local_rule_runs_here_but_only_for_this_machines_names(tmp_path)
         await routing.run("db-1", ["true"])  # a broad glob never turns "db-1" into this machine
 
 
-@pytest.mark.parametrize("text, field, message", [
-    ("runners: [{hosts: web-1, ssh: {user: u, key: /k}}]", "runners[0].ssh.known_hosts", "Field required"),
-    ("runners: [{hosts: web-1}]", "runners[0]", "exactly one of local, ssh, ssm (got none)"),
-    ("runners: [{hosts: web-1, local: {}, ssh: {user: u, key: /k, known_hosts: /kh}}]", "runners[0]", "exactly one of local, ssh, ssm (got local, ssh)"),
-    ("runners: [{hosts: web-1, ssm: {}}]", "runners[0].ssm.region", "Field required"),
-    ("runners: [{hosts: web-1, winrm: {}}]", "runners[0].winrm", "Extra inputs are not permitted"),
-    ("runners: [{hosts: 'web/*', local: {}}]", "runners[0].hosts", "glob of host-name characters"),
-    ("runners: [{hosts: a, local: {}}, {hosts: b, ssh: {user: u, key: /k, known_hosts: /kh, port: 0}}]", "runners[1].ssh.port", "greater than or equal to 1"),
-    ("runners: [{hosts: a, ssh: {user: u, key: /k, known_hosts: /kh, address: '{hostname}.x'}}]", "runners[0].ssh.address", "optionally containing {host}"),
-    ("runners: [{hosts: a, local: {prefix: sudo}}]", "runners[0].local.prefix", "valid list"),
-    ("runner: []", "runners", "Field required"),
-    ("- just a list", "<top>", "valid dictionary"),
-    ("", "<top>", "valid dictionary"),
+@pytest.mark.parametrize("text, line, field, message", [
+    ("runners: [{hosts: web-1, ssh: {user: u, key: /k}}]", 1, "runners[0].ssh.known_hosts", "required key is missing"),
+    ("runners: [{hosts: web-1}]", 1, "runners[0]", "exactly one of local, ssh, ssm (got none)"),
+    ("runners: [{hosts: web-1, local: {}, ssh: {user: u, key: /k, known_hosts: /kh}}]", 1, "runners[0]",
+     "exactly one of local, ssh, ssm (got local, ssh)"),
+    ("runners: [{hosts: web-1, ssm: {}}]", 1, "runners[0].ssm.region", "required key is missing"),
+    ("runners: [{hosts: web-1, winrm: {}}]", 1, "runners[0].winrm", "unknown key (not part of the runners format)"),
+    ("runners: [{hosts: 'web/*', local: {}}]", 1, "runners[0].hosts", "glob of host-name characters"),
+    ("runners:\n- {hosts: a, local: {}}\n- hosts: b\n  ssh: {user: u, key: /k, known_hosts: /kh, port: 0}\n", 4,
+     "runners[1].ssh.port", "greater than or equal to 1"),
+    ("runners: [{hosts: a, ssh: {user: u, key: /k, known_hosts: /kh, address: '{hostname}.x'}}]", 1,
+     "runners[0].ssh.address", "optionally containing {host}"),
+    ("runners: [{hosts: a, local: {prefix: sudo}}]", 1, "runners[0].local.prefix", "valid list"),
+    ("# a comment\nrunner: []", 2, "runner", "unknown key"),
+    ("# a comment\nrunner: []", 2, "runners", "required key is missing"),
+    ("- just a list", 1, "<file>", "the top level must be a mapping"),
+    ("", 1, "<file>", "the file is empty"),
 ])
-def test_bad_files_name_the_file_and_the_field(tmp_path, text, field, message):
+def test_bad_files_name_the_file_the_line_and_the_field(tmp_path, text, line, field, message):
     path = write(tmp_path, text)
     with pytest.raises(ValueError) as info:
         RunnersConfig.load(path)
-    text = str(info.value)
-    assert text.startswith(f"{path}: ") and f"{field}: " in text and message in text, text
+    assert f"{path}:{line}: {field}: " in str(info.value) and message in str(info.value), str(info.value)
 
 
 def test_unreadable_and_invalid_yaml_name_the_file(tmp_path):
-    with pytest.raises(ValueError, match=f"{tmp_path / 'absent.yaml'}: cannot read"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'absent.yaml'}:0: <file>: cannot read"):
         RunnersConfig.load(tmp_path / "absent.yaml")
-    path = write(tmp_path, "runners: [unclosed\n")
-    with pytest.raises(ValueError, match=f"{path}: not valid YAML"):
+    path = write(tmp_path, "runners:\n  - [unclosed\n")
+    with pytest.raises(ValueError, match=f"{path}:3: <yaml>: "):
         RunnersConfig.load(path)
+
+
+def test_a_duplicate_key_and_the_other_problems_are_reported_together(tmp_path):
+    path = write(tmp_path, """\
+runners:
+  - hosts: localhost
+    local: {}
+    hosts: "*"
+  - hosts: web-1
+    ssh:
+      user: ops
+      key: /k
+      port: 0
+      knwon_hosts: /kh
+  - hosts: db-1
+""")
+    with pytest.raises(ValueError) as info:
+        RunnersConfig.load(path)
+    assert str(info.value).splitlines() == [
+        f"{path}:4: runners[0].hosts: key given twice in the same mapping",
+        f"{path}:6: runners[1].ssh.known_hosts: required key is missing",
+        f"{path}:9: runners[1].ssh.port: Input should be greater than or equal to 1",
+        f"{path}:10: runners[1].ssh.knwon_hosts: unknown key (not part of the runners format)",
+        f"{path}:11: runners[2]: give exactly one of local, ssh, ssm (got none)",
+    ]
+
+
+def test_every_model_of_the_runners_file_forbids_unknown_keys():
+    models = models_within(RunnersConfig)
+    assert SshTarget in models and all(m.model_config.get("extra") == "forbid" for m in models), models
 
 
 def test_models_are_frozen_and_exactly_one_target_in_code_too():

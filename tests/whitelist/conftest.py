@@ -37,3 +37,18 @@ def whitelist_text(*entries: str, head: str = BASE) -> str:
 @pytest.fixture
 def demo():
     return load_whitelist_bytes(DEMO.read_bytes(), str(DEMO)).whitelist
+
+
+def models_within(model) -> set:
+    """Every pydantic model a file of ``model`` can hold: to check that each forbids unknown keys."""
+    from pydantic import BaseModel
+
+    def types(annotation) -> list:
+        return [annotation, *[t for arg in getattr(annotation, "__args__", ()) for t in types(arg)]]
+
+    seen, todo = set(), [model]
+    while todo:
+        seen.add(current := todo.pop())
+        for field in current.model_fields.values():
+            todo += [t for t in types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel) and t not in seen]
+    return seen
