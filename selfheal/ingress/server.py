@@ -42,6 +42,7 @@ async def build(settings: IngressSettings, temporal: str | Mapping[str, Any], ta
         http,
         cert_url_pattern=settings.sns_cert_url_pattern or DEFAULT_CERT_URL_PATTERN,
         subscribe_url_pattern=settings.sns_subscribe_url_pattern or DEFAULT_SUBSCRIBE_URL_PATTERN,
+        cert_dir=settings.sns_cert_dir,
         allowed_topics=settings.sns_topics or None,
     )
     approver = None

@@ -23,6 +23,9 @@ class IngressSettings(BaseModel):
     sns_topics: list[str] = []  # empty: any topic whose messages verify
     sns_cert_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/...pem
     sns_subscribe_url_pattern: str | None = None  # None: only https://sns.<region>.amazonaws.com/?...
+    # A directory of SNS signing certificates, pinned where the ingress cannot reach AWS:
+    # the file named like the SigningCertURL's last segment is used, and nothing is fetched.
+    sns_cert_dir: str | None = None
     # Approvals at the ingress (POST /v1/approvals, Slack): the whitelist that maps people,
     # and the ingress's Ed25519 key, whose public half the whitelist lists under attestation_keys.
     whitelist: str | None = None
@@ -60,6 +63,7 @@ class IngressSettings(BaseModel):
             ("max_body_bytes", "SELFHEAL_INGRESS_MAX_BODY_BYTES"), ("alertmanager_key", "SELFHEAL_INGRESS_ALERTMANAGER_KEY"),
             ("sns_cert_url_pattern", "SELFHEAL_INGRESS_SNS_CERT_URL_PATTERN"),
             ("sns_subscribe_url_pattern", "SELFHEAL_INGRESS_SNS_SUBSCRIBE_URL_PATTERN"),
+            ("sns_cert_dir", "SELFHEAL_INGRESS_SNS_CERT_DIR"),
             ("whitelist", "SELFHEAL_WHITELIST"), ("attestation_key", "SELFHEAL_INGRESS_ATTESTATION_KEY"),
             ("slack_signing_secret", "SELFHEAL_SLACK_SIGNING_SECRET"), ("slack_token", "SELFHEAL_SLACK_TOKEN"),
             ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("metrics", "SELFHEAL_INGRESS_METRICS"),

@@ -4,6 +4,14 @@ SNS proves a message is its own by signing it with a key whose X.509 certificate
 publishes at ``SigningCertURL``; anyone can post JSON to our endpoint, so nothing in a
 message is used before ``SnsVerifier.verify`` has checked it. Every refusal is an
 ``SnsError`` whose text says what is wrong; it is meant to be sent back as a 4xx body.
+A certificate that could not be had (its host down, slow, or answering 5xx) is not a
+refusal but ``SnsUnavailable``, a 503: SNS retries only server-side errors, and a 4xx
+would lose the alarm for good.
+
+Where the ingress cannot reach AWS, an operator pins SNS's certificates in a directory
+(``cert_dir``): the certificate for a ``SigningCertURL`` is the file of the same name as
+the URL's last path segment (``SimpleNotificationService-<hash>.pem``), and nothing is
+ever fetched.
 
 Only the JSON envelope SNS posts by default is supported: with "raw message delivery"
 the body carries no signature and could not be told apart from a forgery.
@@ -11,19 +19,24 @@ the body carries no signature and could not be told apart from a forgery.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
+import os
 import re
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from starlette.exceptions import HTTPException
 
 from selfheal.ingress.decode import decode_json
 
@@ -44,6 +57,14 @@ _SIGNED_KEYS: dict[str, tuple[str, ...]] = {
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 # A certificate is ~2 KB; anything much larger is not one and is not worth reading.
 _MAX_CERT_BYTES = 64 * 1024
+# The whole certificate fetch, connect to last byte. SNS waits 15 s for our answer, and a
+# delivery to Temporal may take 5 s after it.
+DEFAULT_CERT_TIMEOUT = 5.0
+# 4xx answers that speak of the moment, not of the URL: too slow, too many requests.
+_TRANSIENT_STATUS = frozenset({408, 429})
+# A pinned certificate's file name: one path segment, no dot files, no separators.
+_PINNED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.pem")
+_RETRY_AFTER = "5"
 
 
 class SnsError(Exception):
@@ -52,6 +73,25 @@ class SnsError(Exception):
     @property
     def reason(self) -> str:
         return str(self)
+
+
+class SnsUnavailable(HTTPException):
+    """The message could not be checked now (its certificate could not be had): a 503.
+
+    Nothing was found wrong with the message, so SNS must retry it. Not an ``SnsError``,
+    every one of which is a refusal (401): an HTTP exception, which the web framework
+    answers with this status, ``{"detail": reason}`` and a ``Retry-After``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(503, reason, headers={"Retry-After": _RETRY_AFTER})
+
+    @property
+    def reason(self) -> str:
+        return str(self.detail)
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def _show(value: object, limit: int = 120) -> str:
@@ -97,8 +137,11 @@ class SnsVerifier:
     ``allowed_topics=None`` admits any topic; an empty list admits none (fail closed).
     Timestamps more than ``max_age`` away from ``now`` in either direction are refused:
     old ones are replays, and a future one would stretch a replay window.
-    Requests use the injected client's timeouts; redirects are never followed, since a
-    redirect would lead away from the host the URL pattern admitted.
+    A certificate fetch must be done within ``cert_timeout`` seconds; redirects are never
+    followed, since a redirect would lead away from the host the URL pattern admitted.
+    With ``cert_dir``, certificates come only from that directory (see the module's
+    docstring) and nothing is fetched; the URL must still match the pattern.
+    Certificates are cached by URL, whichever way they came; failures are not cached.
     """
 
     def __init__(
@@ -109,7 +152,13 @@ class SnsVerifier:
         max_age: timedelta = timedelta(hours=1),
         subscribe_url_pattern: str = DEFAULT_SUBSCRIBE_URL_PATTERN,
         cert_cache_size: int = 32,
+        cert_dir: str | os.PathLike[str] | None = None,
+        cert_timeout: float = DEFAULT_CERT_TIMEOUT,
     ) -> None:
+        if cert_dir is not None and not Path(cert_dir).is_dir():
+            raise ValueError(f"SNS certificate directory {os.fspath(cert_dir)!r} is not a directory")
+        self._cert_dir = None if cert_dir is None else Path(cert_dir)
+        self._cert_timeout = cert_timeout
         self._http = http
         self._cert_url = re.compile(cert_url_pattern)
         self._subscribe_url = re.compile(subscribe_url_pattern)
@@ -119,7 +168,8 @@ class SnsVerifier:
         self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
 
     async def verify(self, message: dict[str, Any], now: datetime) -> None:
-        """Return if the message is genuine and acceptable; raise ``SnsError`` otherwise."""
+        """Return if the message is genuine and acceptable; raise ``SnsError`` otherwise,
+        or ``SnsUnavailable`` when its certificate cannot be had now."""
         if not isinstance(message, dict):
             raise SnsError("SNS message is not a JSON object")
         signed = string_to_sign(message)  # also checks Type and the signed fields
@@ -172,8 +222,12 @@ class SnsVerifier:
         await self.verify(message, now or datetime.now(timezone.utc))
         try:
             response = await self._http.get(url, follow_redirects=False)
+        except httpx.TransportError as exc:  # SNS unreachable: SNS retries the confirmation on a 503
+            raise SnsUnavailable(f"could not confirm the subscription: {_failure(exc)}") from None
         except httpx.HTTPError as exc:
             raise SnsError(f"could not confirm the subscription: {type(exc).__name__}: {exc}") from None
+        if _transient(response.status_code):
+            raise SnsUnavailable(f"confirming the subscription failed: SNS answered HTTP {response.status_code}")
         if not response.is_success:
             raise SnsError(f"confirming the subscription failed: SNS answered HTTP {response.status_code}")
 
@@ -182,25 +236,80 @@ class SnsVerifier:
         if cert is not None:
             self._certs.move_to_end(url)
             return cert
-        try:
-            async with self._http.stream("GET", url, follow_redirects=False) as response:
-                if response.status_code != 200:
-                    raise SnsError(f"could not fetch signing certificate {url}: HTTP {response.status_code}")
-                body = b""
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_CERT_BYTES:
-                        raise SnsError(f"signing certificate {url} is larger than {_MAX_CERT_BYTES} bytes")
-        except httpx.HTTPError as exc:
-            raise SnsError(f"could not fetch signing certificate {url}: {type(exc).__name__}: {exc}") from None
+        if self._cert_dir is not None:
+            body, where = self._pinned(url, self._cert_dir), "pinned certificate for"
+        else:
+            body, where = await self._fetch(url), ""
         try:
             cert = x509.load_pem_x509_certificate(body)
         except ValueError:
+            if where:
+                raise SnsError(f"the {where} {url} is not a PEM certificate") from None
             raise SnsError(f"{url} did not return a PEM certificate") from None
         self._certs[url] = cert  # failures are not cached: the next delivery retries
         while len(self._certs) > self._cache_size:
             self._certs.popitem(last=False)
         return cert
+
+    async def _fetch(self, url: str) -> bytes:
+        """The certificate's bytes from its host; ``SnsUnavailable`` when the host cannot give them now.
+
+        Outages are 503 (SNS retries): no connection, a timeout, a TLS failure (a proxy or
+        a broken path; the message is not shown false by it), a 5xx, a 408 or 429. A 4xx
+        is 401: SNS's certificate host serves every certificate SNS signs with, so "not
+        found" or "forbidden" is its answer about this URL, not an outage, and the same
+        URL would get the same answer on every retry. A redirect (never followed) is
+        401 too, as is a body that is not a certificate: the host answered.
+        """
+        try:
+            async with asyncio.timeout(self._cert_timeout):
+                async with self._http.stream("GET", url, follow_redirects=False, timeout=self._cert_timeout) as response:
+                    if _transient(response.status_code):
+                        raise SnsUnavailable(f"could not fetch signing certificate {url}: HTTP {response.status_code}")
+                    if response.status_code != 200:
+                        raise SnsError(f"could not fetch signing certificate {url}: HTTP {response.status_code}")
+                    body = b""
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > _MAX_CERT_BYTES:
+                            raise SnsError(f"signing certificate {url} is larger than {_MAX_CERT_BYTES} bytes")
+        except (TimeoutError, httpx.TimeoutException):
+            raise SnsUnavailable(
+                f"could not fetch signing certificate {url}: no answer within {self._cert_timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise SnsUnavailable(f"could not fetch signing certificate {url}: {_failure(exc)}") from None
+        except httpx.HTTPError as exc:  # e.g. an undecodable body: the host answered
+            raise SnsError(f"could not fetch signing certificate {url}: {type(exc).__name__}: {exc}") from None
+        return body
+
+    @staticmethod
+    def _pinned(url: str, directory: Path) -> bytes:
+        """The pinned certificate named by the URL's last path segment; never a fetch."""
+        name = PurePosixPath(urlsplit(url).path).name
+        if not _PINNED_NAME.fullmatch(name):
+            raise SnsError(f"SigningCertURL {_show(url)} does not end in a certificate file name")
+        try:
+            with (directory / name).open("rb") as file:
+                body = file.read(_MAX_CERT_BYTES + 1)
+        except OSError as exc:
+            # Not a refusal: SNS rotates its certificate now and then, and the new one is
+            # missing here until an operator adds it. A 503 keeps SNS retrying meanwhile;
+            # a forged name gains nothing, since it is never fetched. The body names the
+            # file, never the directory.
+            what = "there is no pinned certificate" if isinstance(exc, FileNotFoundError) else "could not read the pinned certificate"
+            raise SnsUnavailable(f"{what} {name} for {url}; add that file to the pinned certificate directory") from None
+        if len(body) > _MAX_CERT_BYTES:
+            raise SnsError(f"the pinned certificate for {url} is larger than {_MAX_CERT_BYTES} bytes")
+        return body
+
+
+def _transient(status: int) -> bool:
+    return status >= 500 or status in _TRANSIENT_STATUS
+
+
+def _failure(exc: httpx.TransportError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # --- CloudWatch alarms ---------------------------------------------------------------
