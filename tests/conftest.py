@@ -68,6 +68,30 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+# --- tiers --------------------------------------------------------------------------
+# `pytest -m "not slow"` is the fast tier for a developer's loop: no processes, no real
+# timeouts. A test is slow when it needs a fixture that starts a real component, or its
+# module starts processes itself (subprocess: CLIs, servers, builds).
+PROCESS_FIXTURES = frozenset({
+    "temporal_env", "client", "systemd_user", "unit", "runner", "moto_server", "aws_world", "aws", "sshd", "ssh",
+    "prometheus", "alertmanager_factory", "front", "pki", "real_sudo", "wheel", "worker", "short_worker", "stack",
+    "slack", "delivery", "setup", "sns_ingress", "enforcing", "demo", "ingress", "bridge",
+})
+PROCESS_MODULES = frozenset({
+    "test_deploy_examples", "test_deploy_monitoring", "test_deploy_systemd", "test_dev", "test_dev_server_durability",
+    "test_diagnose_replay", "test_packaging", "test_cli", "test_cli_incidents", "test_iam", "test_ssm", "test_sudoers",
+    "test_alertmanager_harness", "test_systemd_user_harness", "test_connection", "test_metrics",
+    "test_temporal_outage", "test_worker_process",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) or module in PROCESS_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--record-histories",

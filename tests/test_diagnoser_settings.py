@@ -18,6 +18,7 @@ def test_rules_is_the_default_and_llm_needs_a_model():
         WorkerSettings.from_mapping({"SELFHEAL_DIAGNOSER": "oracle"})
 
 
+@pytest.mark.slow  # starts selfheal dev's Temporal server and moto
 def test_selfheal_dev_takes_the_diagnoser_from_the_environment_and_nothing_else(monkeypatch, tmp_path):
     """The dev stack reads SELFHEAL_DIAGNOSER and SELFHEAL_LLM_* like a worker, and ignores a
     TEMPORAL_* profile, which must never point the demo at another cluster."""

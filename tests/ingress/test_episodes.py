@@ -127,6 +127,7 @@ async def test_a_storm_of_redeliveries_over_many_keys_opens_one_incident_per_key
         assert len(history.events) < 100  # re-sends this process already delivered cost nothing
 
 
+@pytest.mark.slow  # a dev server of its own, with a lowered signal limit
 async def test_resends_beyond_temporals_signal_limit_still_get_202(tmp_path):
     from tests.conftest import temporal_binary
     from tests.ingress.served import free_port

@@ -5,12 +5,15 @@ import pytest_asyncio
 
 
 @pytest_asyncio.fixture(scope="session", autouse=True)
-async def record_histories(request, temporal_env):
+async def record_histories(request):
     """With --record-histories, save each finished incident's history for the replay test."""
     from tests.workflows.helpers import STARTED
 
+    recording = request.config.getoption("--record-histories")
+    if recording:  # the server must outlive this teardown; without recording, start none (the fast tier)
+        request.getfixturevalue("temporal_env")
     yield
-    if not request.config.getoption("--record-histories"):
+    if not recording:
         return
     out = Path(__file__).parent / "histories"
     out.mkdir(exist_ok=True)
