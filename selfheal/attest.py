@@ -14,7 +14,11 @@ the whitelist names:
 A statement binds everything that makes an approval specific: the action, the incident
 (or the governor), the entry, the exact target, a digest of the decision being approved,
 the person, the channel, an expiry and a nonce. So a signature cannot be replayed on
-another incident, a later decision, after it expired, or twice.
+another incident, a later decision, after it expired, or twice. An ingress also binds the
+request it answered (``origin``: the Slack request's timestamp and a hash of Slack's
+signature, or a token request's ``Idempotency-Key``), so the same request sent again,
+to this ingress or another one, is attested with a fresh nonce but the same origin, and
+the workflow refuses it as a replay.
 
 Verification is deterministic (no clock, no I/O: the caller passes ``now``), so the
 workflow runs it, with the keys from the whitelist snapshot in its history.
@@ -29,7 +33,7 @@ import json
 import secrets
 import subprocess
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
 # Imported here, at the top, not inside the checks: the workflow's sandbox must not load
 # cryptography's native bindings during a workflow task (it fails there); imported with
@@ -38,10 +42,11 @@ import sshsig
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 NAMESPACE = "selfheal-approval"
 VALID_FOR = timedelta(minutes=10)
+ORIGIN_MAX = 200  # characters of a statement's origin
 Channel = Literal["ssh", "slack", "token"]
 Action = Literal["approve", "reject", "resume", "close_breaker", "evidence"]
 
@@ -64,13 +69,21 @@ class Statement(BaseModel):
     expires: AwareDatetime
     nonce: str
     confirm: str | None = None  # the target as the person typed it, where the tier asks
+    # The request an ingress answered ("slack:<timestamp>:<hash of Slack's signature>",
+    # "token:<person>:<Idempotency-Key>"): one request counts once, through any ingress.
+    origin: Annotated[str, Field(min_length=1, max_length=ORIGIN_MAX)] | None = None
 
     def canonical(self) -> bytes:
         return canonical(self)
 
 
 def canonical(statement: Statement) -> bytes:
-    return json.dumps(statement.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    fields = statement.model_dump(mode="json")
+    if fields["origin"] is None:
+        # Left out, not null: statements signed before origins existed (the CLI's, and
+        # those in recorded histories) stay canonical, and their signatures still verify.
+        del fields["origin"]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def decision_digest(decision: BaseModel | None) -> str:

@@ -257,15 +257,38 @@ class IngressMetrics:
                               ["source", "answer"], registry=None)
         self.requests = Counter("selfheal_ingress_requests", "HTTP requests, by route and status code",
                                 ["route", "code"], registry=None)
-        self.registry.register(_WithoutCreated(self.alerts, self.requests))
+        self.refusals = Counter("selfheal_ingress_refusals", "approvals, rejections and Slack clicks the ingress "
+                                "refused or the workflow did not count, by channel and reason", ["channel", "reason"],
+                                registry=None)
+        self.registry.register(_WithoutCreated(self.alerts, self.requests, self.refusals))
         for source in ALERT_SOURCES:  # every series from the start, so rate() sees the first alert
             for answer in ANSWERS:
                 self.alerts.labels(source, answer)
+        for channel, reasons in self.REFUSALS.items():
+            for reason in reasons:
+                self.refusals.labels(channel, reason)
+
+    # Why an approval through the ingress did not count. The ingress's own refusals:
+    # bad_signature (Slack's signature missing, wrong or stale), malformed (an unreadable
+    # request), replayed (seen before by this ingress, or refused as a replay by the
+    # workflow), unmapped_user (a Slack user or workspace the whitelist maps to nobody),
+    # no_token and unknown_token (a token naming nobody), malformed_key (a bad
+    # Idempotency-Key). And the workflow's: refused (not allowed, wrong confirmation,
+    # ...), not_waiting, unknown_incident.
+    REFUSALS = {
+        "slack": ("bad_signature", "malformed", "replayed", "unmapped_user", "refused", "not_waiting", "unknown_incident"),
+        "token": ("no_token", "unknown_token", "malformed", "malformed_key", "replayed", "refused", "not_waiting",
+                  "unknown_incident"),
+    }
 
     def answered(self, source: str, answer: str, alerts: int = 1) -> None:
         # Never raises: the alerts were answered already. Answers are the code's own words
         # (a test keeps delivery's states within ANSWERS), never the sender's.
         self.alerts.labels(source, answer).inc(alerts)
+
+    def refused(self, channel: str, reason: str) -> None:
+        """An approval that did not count; ``reason`` is one of ``REFUSALS[channel]``, never the sender's words."""
+        self.refusals.labels(channel, reason).inc()
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry in the format the scraper's Accept header asks for (Prometheus: OpenMetrics)."""

@@ -34,6 +34,11 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
 SLACK_MESSAGE = re.compile(r"slack:([^\s:;]+:[0-9.]+)")
 MAX_RECORDED_REFUSALS = 100
+# Refusals the audit keeps per name (a person, "slack:TEAM:USER", or whatever was typed):
+# one identity clicking on and on cannot crowd out everyone else's. Ten, not fewer: a
+# person may well fumble a few times (a wrong confirmation, an expired statement, a typed
+# name) before their approval counts, and each of those belongs in the review.
+MAX_REFUSALS_PER_IDENTITY = 10
 
 
 class ApprovalDesk:
@@ -48,6 +53,7 @@ class ApprovalDesk:
         self._rejected = False
         self._approved_by: list[str] = []
         self._nonces: set[str] = set()  # signed statements already used here
+        self._origins: set[str] = set()  # ingress requests (a Slack click, a token request) already used here
         self._asked_at = None
 
     async def _wait_for_approval(self) -> str:
@@ -136,7 +142,7 @@ class ApprovalDesk:
         what = "rejection" if rejecting else "approval"
         if malformed is None:
             j = approvals.judge(message, rejecting, self._audit, self._snapshot.whitelist, self._approved_by,
-                                workflow.now(), self._nonces)
+                                workflow.now(), self._nonces, self._origins)
         else:
             j = approvals.Judgement(False, "refused", "unverified", False, malformed)
         if not j.counts:
@@ -168,11 +174,13 @@ class ApprovalDesk:
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
     def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False) -> None:
-        if kind in ("refused", "unverified") and sum(e.kind in ("refused", "unverified") for e in self._audit.approvals) >= MAX_RECORDED_REFUSALS:
+        if kind in ("refused", "unverified"):
             # Anyone who can reach the namespace can send refusals; the history keeps them
-            # all, the audit record keeps the first ones and a count.
-            self._audit.refusals_not_recorded += 1
-            return
+            # all, the audit record keeps the first ones (a few per name) and a count.
+            refused = [e.approver for e in self._audit.approvals if e.kind in ("refused", "unverified")]
+            if len(refused) >= MAX_RECORDED_REFUSALS or refused.count(who) >= MAX_REFUSALS_PER_IDENTITY:
+                self._audit.refusals_not_recorded += 1
+                return
         after = (workflow.now() - self._asked_at).total_seconds() if self._asked_at else None
         viewed = any(v.person == who and v.verified for v in self._audit.evidence_views)
         # A rubber-stamp signal, recorded and counted in review: it never blocks the approval.

@@ -21,6 +21,9 @@ from selfheal.models import Approval, AuditRecord, Rejection
 from selfheal.whitelist import Whitelist
 
 MAX_SHOWN = 80  # characters of an untrusted approver name kept in a refusal record
+# The name an ingress gives a Slack user the whitelist maps to nobody ("slack:TEAM:USER").
+# No person can be called that (a person's name has no ':'), so it can never count.
+UNMAPPED_SLACK = "slack:"
 
 
 def decode(raw: Any, model, who_field: str = "approver") -> tuple[Any, str, str | None]:
@@ -59,16 +62,25 @@ class Judgement:
 
 
 def judge(message: Approval | Rejection, rejecting: bool, audit: AuditRecord, whitelist: Whitelist,
-          approved_by: list[str], now: datetime, nonces: set[str]) -> Judgement:
+          approved_by: list[str], now: datetime, nonces: set[str], origins: set[str] | None = None) -> Judgement:
     """Whether a message counts: proven how, through which channel, by someone who may.
 
     Deterministic (``now`` is the workflow's), so it runs in the workflow with the keys
     of the whitelist snapshot in history. The proof is checked before the person's
     standing, so a replayed statement is named a replay; a statement that verifies has
-    its nonce added to ``nonces``.
+    its nonce added to ``nonces``, and its origin (the ingress request it answered) to
+    ``origins``.
     """
     who, counted = message.approver, "rejected" if rejecting else "approved"
     said = message.reason if rejecting else message.comment
+    origins = set() if origins is None else origins
+    if who.startswith(UNMAPPED_SLACK):
+        # Reported by an ingress, unsigned: it proves nothing, and whatever else it says,
+        # a name no person can have never counts.
+        shown = f" (display name {said[:MAX_SHOWN]!r})" if said else ""
+        return Judgement(False, "refused", "slack", False,
+                         f"unmapped Slack user {who[len(UNMAPPED_SLACK):]}{shown}: no person in the whitelist has this "
+                         "Slack id (people.<name>.slack), so it never counts")
     if audit.status != "awaiting_approval" or audit.decision is None:
         return Judgement(False, "refused", message.channel or "unverified", False,
                          f"incident is not waiting for approval (status: {audit.status})")
@@ -85,10 +97,12 @@ def judge(message: Approval | Rejection, rejecting: bool, audit: AuditRecord, wh
                                      attestation_keys=whitelist.attestation_keys)
         except attest.Unproven as exc:
             return Judgement(False, "refused", channel, False, f"signature refused: {exc}")
-        mismatch = _mismatch(statement, message, rejecting, audit, now, nonces)
+        mismatch = _mismatch(statement, message, rejecting, audit, now, nonces, origins)
         if mismatch:
             return Judgement(False, "refused", channel, False, f"signature refused: {mismatch}")
         nonces.add(statement.nonce)
+        if statement.origin is not None:
+            origins.add(statement.origin)
         verified = True
     refused = refusal(audit, approved_by, who, rejecting)
     if refused:
@@ -110,7 +124,7 @@ def judge(message: Approval | Rejection, rejecting: bool, audit: AuditRecord, wh
 
 
 def _mismatch(statement: attest.Statement, message, rejecting: bool, audit: AuditRecord, now: datetime,
-              nonces: set[str]) -> str | None:
+              nonces: set[str], origins: set[str]) -> str | None:
     """Why a genuine statement is not about this decision, now; None if it is."""
     expected = {
         "action": "reject" if rejecting else "approve",
@@ -130,6 +144,13 @@ def _mismatch(statement: attest.Statement, message, rejecting: bool, audit: Audi
         return f"expired at {statement.expires.isoformat()}"
     if statement.nonce in nonces:
         return "replayed: this signed statement was already used"
+    if statement.origin is not None and statement.origin in origins:
+        # The same request attested again (another ingress, a retry): a fresh nonce, the same origin.
+        if statement.origin.startswith("slack:"):
+            return "replayed: this Slack action was already used"
+        if statement.origin.startswith("token:"):
+            return "replayed: this token request (the same Idempotency-Key) was already used"
+        return "replayed: this request was already used"
     return None
 
 

@@ -22,12 +22,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.ingress import auth, parsers
-from selfheal.ingress.approvals import ApprovalError, Approver
+from selfheal.ingress.approvals import ApprovalError, Approver, Unavailable, reason_of, refused
 from selfheal.ingress.decode import Undecodable, decode_json
 from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.slack import SlackInteractions, register as register_slack
-from selfheal.ingress.sns import SnsError, SnsVerifier, parse_cloudwatch_alarm
+from selfheal.ingress.sns import SnsError, SnsUnavailable, SnsVerifier, parse_cloudwatch_alarm
 from selfheal.metrics import IngressMetrics
 
 
@@ -38,6 +38,8 @@ class Problem(Exception):
 
 
 _LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also admits "²"
+# An approval's Idempotency-Key: a UUID, a ULID, base64 or a counter all fit.
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
 
 
 class Accepted(BaseModel):
@@ -67,6 +69,8 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
     )
     metrics = (metrics or IngressMetrics()) if settings.metrics else None
     app.state.metrics = metrics
+    if slack is not None and slack.metrics is None:
+        slack.metrics = metrics
 
     def answered(source: str, answer: str, alerts: int = 1) -> None:
         if metrics is not None:
@@ -198,6 +202,9 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
             await sns.verify(message, now())
         except SnsError as exc:
             raise Problem(401, str(exc)) from None
+        except SnsUnavailable as exc:  # nothing wrong with the message: SNS retries only what got a 5xx
+            answered("sns", "unavailable", 1)
+            return JSONResponse({"error": exc.reason, "retry": True}, status_code=503, headers=exc.headers)
         if kind == "UnsubscribeConfirmation":
             return JSONResponse({"unsubscribed": message.get("TopicArn")}, status_code=200)
         try:
@@ -214,15 +221,31 @@ def create_app(settings: IngressSettings, delivery: Delivery, sns: SnsVerifier |
         body = await body_of(request)
         if approver is None:
             raise Problem(404, "this ingress takes no approvals: set SELFHEAL_WHITELIST and SELFHEAL_INGRESS_ATTESTATION_KEY")
+        client = request.client.host if request.client else "?"
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         person = approver.person_for_token(token.strip()) if scheme.lower() == "bearer" else None
         if person is None:
+            # Never reaches a workflow: a token naming nobody proves nothing to record. Never logged either.
+            named = scheme.lower() == "bearer" and token.strip()
+            refused(metrics, "token", "unknown_token" if named else "no_token", f"401 to {client}")
             raise Problem(401, "missing or unknown approval token (the whitelist maps each person's token, hashed)")
-        post = parse(ApprovalPost, body, request)
+        keys = request.headers.getlist("idempotency-key")
+        if keys and (len(keys) > 1 or not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
+            refused(metrics, "token", "malformed_key", f"400 to {person} at {client}")
+            raise Problem(400, "Idempotency-Key must be one value of 1 to 128 characters from A-Z a-z 0-9 . _ ~ : + / = -")
+        # The same key from the same person is the same request: the workflow counts it once.
+        origin = f"token:{person}:{keys[0]}" if keys else None
+        try:
+            post = parse(ApprovalPost, body, request)
+        except Problem as exc:
+            refused(metrics, "token", "malformed", f"{exc.status} to {person} at {client}: {exc.reason}")
+            raise
         note = post.comment if post.action == "approve" else post.reason
         try:
-            result = await approver.send(person, "token", post.incident, post.action, note, post.confirm)
+            result = await approver.send(person, "token", post.incident, post.action, note, post.confirm, origin=origin)
         except ApprovalError as exc:
+            if not isinstance(exc, Unavailable):
+                refused(metrics, "token", reason_of(exc), f"{person} on {post.incident}: {exc}")
             raise Problem(exc.status, str(exc)) from None
         return JSONResponse({"result": result, "person": person}, status_code=200)
 

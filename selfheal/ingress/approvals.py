@@ -8,6 +8,12 @@ key the whitelist lists under ``attestation_keys``, and only for a person the en
 allows, through a channel the tier counts. Who may decide is the workflow's rule, not
 this module's: it only proves who is asking.
 
+Refusals are recorded wherever they happen. What reaches the workflow lands in its audit
+(an unmapped Slack user too: ``unmapped``, signalled unsigned, so it never counts); what
+the ingress turns away itself (a bad signature, a token naming nobody, a replay it saw)
+never reaches a workflow. Every one is logged (WARNING, never a secret) and counted in
+``selfheal_ingress_refusals_total{channel, reason}`` (``refused``).
+
 Errors, each meant for an HTTP answer::
 
     ApprovalError
@@ -20,6 +26,7 @@ Errors, each meant for an HTTP answer::
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,8 +34,12 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal import attest
+from selfheal.metrics import IngressMetrics
 from selfheal.models import Approval, AuditRecord, Rejection, Viewing
 from selfheal.whitelist.models import Whitelist
+from selfheal.workflows.approvals import UNMAPPED_SLACK
+
+log = logging.getLogger("selfheal.ingress.approvals")
 
 
 class ApprovalError(Exception):
@@ -55,6 +66,20 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def refused(metrics: IngressMetrics | None, channel: str, reason: str, detail: str) -> None:
+    """Log (WARNING) and count a refusal. ``detail`` names ids and reasons, never a secret."""
+    log.warning("%s approval refused (%s): %s", channel, reason, detail)
+    if metrics is not None:
+        metrics.refused(channel, reason)
+
+
+def reason_of(exc: ApprovalError) -> str:
+    """The metric's reason for an approval the workflow (or Temporal) did not take."""
+    if isinstance(exc, ApprovalRefused):
+        return "replayed" if "replayed:" in str(exc) else "refused"
+    return {NotWaiting: "not_waiting", UnknownIncident: "unknown_incident"}.get(type(exc), "refused")
+
+
 class Approver:
     """Sends proven approvals and rejections to incidents on behalf of the people it authenticated."""
 
@@ -75,14 +100,20 @@ class Approver:
             raise Unavailable(f"Temporal did not answer: {exc.message}") from None
 
     async def send(self, person: str, channel: Literal["slack", "token"], incident_id: str,
-                   action: Literal["approve", "reject"], note: str = "", confirm: str | None = None) -> str:
-        """Sign a statement for ``person`` about the incident's current decision, and send it."""
+                   action: Literal["approve", "reject"], note: str = "", confirm: str | None = None,
+                   origin: str | None = None) -> str:
+        """Sign a statement for ``person`` about the incident's current decision, and send it.
+
+        ``origin`` names the request being answered (``attest.Statement.origin``): the
+        workflow counts a request once, whichever ingress attests it and however often.
+        """
         record = await self.record(incident_id)
         if record.status != "awaiting_approval" or record.decision is None or record.request is None:
             raise NotWaiting(f"{incident_id} is not waiting for approval (status: {record.status})")
         statement = attest.new_statement(
             action=action, subject=incident_id, entry=record.decision.entry_id, target=record.request.target,
-            decision=attest.decision_digest(record.decision), person=person, channel=channel, confirm=confirm)
+            decision=attest.decision_digest(record.decision), person=person, channel=channel, confirm=confirm,
+            origin=origin)
         data = statement.canonical()
         proof = {"channel": channel, "statement": data.decode(), "signature": attest.sign_attestation(data, self._key)}
         message = (Approval(approver=person, comment=note, confirm=confirm, **proof) if action == "approve"
@@ -109,3 +140,20 @@ class Approver:
             await self._client.get_workflow_handle(incident_id).signal("evidence_viewed", viewing)
         except RPCError as exc:  # the evidence was still shown; only the record of the view is missing
             raise Unavailable(f"Temporal did not take the evidence view: {exc.message}") from None
+
+    async def unmapped(self, slack_id: str, display: str, incident_id: str, action: Literal["approve", "reject"]) -> None:
+        """Record on the incident that a Slack user the whitelist maps to nobody answered.
+
+        Sent as the workflow's signal, unsigned, under the name ``slack:TEAM:USER``, which
+        no person can have: the workflow records it as refused and it never counts. The
+        display name goes along as the comment, for the people who review the incident.
+        """
+        name = f"{UNMAPPED_SLACK}{slack_id}"[:80]
+        message = (Approval(approver=name, channel="slack", comment=display) if action == "approve"
+                   else Rejection(approver=name, channel="slack", reason=display))
+        try:
+            await self._client.get_workflow_handle(incident_id).signal(f"{action}_signal", message)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownIncident(f"no incident {incident_id!r}") from None
+            raise Unavailable(f"Temporal did not take the refusal: {exc.message}") from None

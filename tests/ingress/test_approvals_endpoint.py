@@ -7,12 +7,14 @@ made here; the whitelist lists its public half, and each person's token hashed.
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from selfheal.attest import public_line
 from selfheal.ingress.app import create_app
@@ -36,6 +38,7 @@ metadata: {{reviewed_by: [alice], reviewed_at: 2026-11-26}}
 tiers:
   instance: {{approvals: 0}}
   service: {{approvals: 1, channels: {channels}}}
+  pair: {{approvals: 2}}
 attestation_keys: ["{public_line(KEY, 'selfheal-ingress')}"]
 people:
 {people}entries:
@@ -48,6 +51,21 @@ people:
     cooldown: 0s
     match: ['alertname="IngressTest"']
     verify: {{timeout: 1m}}
+  - id: rollback-pair
+    kind: ecs.rollback
+    target: {{cluster: demo, service: pair, task_definition: "pair:3", region: eu-west-1, account: "123456789012"}}
+    blast_radius: pair
+    approvers: {{people: [alice, bob]}}
+    rate_limit: {{max_executions: 100, window: 1h}}
+    cooldown: 0s
+    match: ['alertname="PairTest"']
+    verify: {{timeout: 1m}}
+"""
+PAIR_RULES = RULES + """
+  - id: pair-test
+    summary: the pair test alert
+    match: ['alertname="PairTest"']
+    propose: rollback-pair
 """
 
 
@@ -55,7 +73,7 @@ people:
 async def setup(client, task_queue, tmp_path, request):
     channels = getattr(request, "param", "[ssh, slack, token]")
     (tmp_path / "wl.yaml").write_text(whitelist(channels))
-    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "rules.yaml").write_text(PAIR_RULES)
     worker_settings = WorkerSettings(task_queue=task_queue, whitelist=str(tmp_path / "wl.yaml"),
                                      diagnosis=str(tmp_path / "rules.yaml"), incident=FAST)
     loaded = load_whitelist(tmp_path / "wl.yaml")
@@ -68,15 +86,23 @@ def ingress(client, delivery, whitelist, key=KEY) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress.test")
 
 
-def post(http, token: str | None, **body):
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+def post(http, token: str | None, key: str | bytes | None = None, **body):
+    headers = ({"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+               | ({"Idempotency-Key": key} if key is not None else {}))
     return http.post("/v1/approvals", content=json.dumps(body).encode(), headers=headers)
 
 
-async def waiting_incident(client, task_queue):
-    handle = await start_incident(client, task_queue, alert("IngressTest"))
+async def waiting_incident(client, task_queue, alertname: str = "IngressTest"):
+    handle = await start_incident(client, task_queue, alert(alertname))
     await wait_status(handle, "awaiting_approval")
     return handle
+
+
+async def refusals(http) -> dict[str, float]:
+    """``selfheal_ingress_refusals_total{channel="token"}`` by reason, from the ingress's /metrics."""
+    text = (await http.get("/metrics")).text
+    return {s.labels["reason"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "selfheal_ingress_refusals_total" and s.labels["channel"] == "token" and s.value}
 
 
 async def test_a_token_approval_counts_as_verified_and_strangers_are_refused(client, task_queue, delivery, setup):
@@ -136,3 +162,46 @@ def load_whitelist_text(text: str):
     from selfheal.whitelist import load_whitelist_bytes
 
     return load_whitelist_bytes(text.encode()).whitelist
+
+
+async def test_a_token_naming_nobody_is_a_401_logged_and_counted_and_reaches_no_workflow(
+        client, task_queue, delivery, setup, caplog):
+    handle = await waiting_incident(client, task_queue)
+    before = len((await handle.fetch_history()).events)
+    caplog.set_level(logging.WARNING, logger="selfheal.ingress")
+    async with ingress(client, delivery, setup.whitelist) as http:
+        unknown = await post(http, "guess-token-xyz", incident=handle.id, action="approve")
+        missing = await post(http, None, incident=handle.id, action="approve")
+        basic = await http.post("/v1/approvals", content=b"{}", headers={"Authorization": f"Basic {TOKENS['alice']}"})
+        counted = await refusals(http)
+    assert [unknown.status_code, missing.status_code, basic.status_code] == [401, 401, 401]
+    assert counted == {"unknown_token": 1, "no_token": 2}
+    assert len((await handle.fetch_history()).events) == before  # no signal, no update: nothing reached the incident
+    record = await handle.query(IncidentWorkflow.audit)
+    assert record.approvals == [] and record.status == "awaiting_approval"
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([m for m in logged if "token approval refused" in m]) == 3, logged
+    assert not any("guess-token-xyz" in m or TOKENS["alice"] in m for m in logged)
+
+
+async def test_a_token_request_retried_with_the_same_idempotency_key_counts_once(client, task_queue, delivery, setup):
+    handle = await waiting_incident(client, task_queue, "PairTest")  # two approvals: a retry reaches the workflow
+    async with ingress(client, delivery, setup.whitelist) as http, ingress(client, delivery, setup.whitelist) as other:
+        first = await post(http, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
+        retried = await post(other, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
+        bad = [await post(http, TOKENS["alice"], key=k, incident=handle.id, action="approve")
+               for k in ("", "has space", "x" * 129, "ünï".encode("latin-1"))]
+        counted = await refusals(http)
+        counted_other = await refusals(other)
+        assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # one of two approvals
+        bob = await post(http, TOKENS["bob"], key="4f1c-retry-1", incident=handle.id, action="approve")  # keys are per person
+    assert first.status_code == 200 and first.json()["result"] == "approved by alice (1 of 2)"
+    assert retried.status_code == 403
+    assert "replayed: this token request (the same Idempotency-Key) was already used" in retried.json()["error"]
+    assert [b.status_code for b in bad] == [400] * 4 and "Idempotency-Key" in bad[0].json()["error"]
+    assert counted == {"malformed_key": 4} and counted_other == {"replayed": 1}
+    assert bob.status_code == 200 and bob.json()["result"] == "approved by bob (2 of 2)"
+    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    assert [(e.kind, e.approver, e.channel, e.verified) for e in record.approvals] == [
+        ("approved", "alice", "token", True), ("refused", "alice", "token", False), ("approved", "bob", "token", True)]
+    assert "replayed" in record.approvals[1].note

@@ -17,7 +17,8 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from selfheal import attest
-from selfheal.models import Approval, AuditRecord
+from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.workflows.approval_desk import MAX_REFUSALS_PER_IDENTITY
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
 from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident, wait_status
@@ -187,3 +188,30 @@ async def test_a_tier_that_asks_for_confirmation_refuses_a_wrong_or_missing_targ
     assert right.returncode == 0, right.stderr
     assert final.outcome == "remediated"
     assert [e.kind for e in final.approvals] == ["refused", "refused", "approved"]
+
+
+async def test_an_unmapped_slack_user_never_counts_even_where_typed_names_do_and_one_name_fills_only_its_share(
+        temporal_env, client, task_queue, tmp_path, unit, runner, keys):
+    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
+    settings = settings_for(tmp_path, unit.name, task_queue, None, whitelist=whitelist(unit.name, public), rules=RULES)
+    async with running_worker(client, settings, runner):
+        handle, _ = await waiting(client, task_queue, "ApiPair")  # a tier where typed names count
+        flood = MAX_REFUSALS_PER_IDENTITY + 3
+        for _ in range(flood):  # as an ingress reports a Slack user it maps to nobody: unsigned
+            await handle.signal(IncidentWorkflow.approve_signal,
+                                Approval(approver="slack:TEVIL1:UALICE", channel="slack", comment="alice"))
+        await handle.signal(IncidentWorkflow.reject_signal, Rejection(approver="slack:T1:UBOB", channel="slack"))
+        update = await refused(handle, Approval(approver="slack:T1:UBOB", comment="bob"))
+        assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # no refusal approved or rejected
+        assert await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice")) == "approved by alice (1 of 2)"
+        assert await handle.execute_update(IncidentWorkflow.approve, Approval(approver="bob")) == "approved by bob (2 of 2)"
+        final: AuditRecord = await handle.result()
+    assert "unmapped Slack user T1:UBOB (display name 'bob')" in update and "never counts" in update
+    assert final.outcome == "remediated"
+    unmapped = [e for e in final.approvals if e.approver.startswith("slack:")]
+    assert [(e.approver, e.kind, e.channel, e.verified) for e in unmapped] == (
+        [("slack:TEVIL1:UALICE", "refused", "slack", False)] * MAX_REFUSALS_PER_IDENTITY
+        + [("slack:T1:UBOB", "refused", "slack", False)] * 2)
+    assert final.refusals_not_recorded == flood - MAX_REFUSALS_PER_IDENTITY
+    assert all("unmapped Slack user" in e.note for e in unmapped)
+    assert [e.approver for e in final.approvals if e.kind == "approved"] == ["alice", "bob"]
