@@ -42,7 +42,7 @@ DEBIAN_PROMTOOL = "/usr/bin/promtool"
 # What the worker exports from workflow code (counters get ``_total`` from the exporter).
 WORKFLOW_METRICS = (
     {name + "_total" for name in (metrics.INCIDENTS, metrics.ACTIONS, metrics.VERIFICATION_FAILURES,
-                                  metrics.DRILLS, metrics.FAST_APPROVALS)}
+                                  metrics.DRILLS, metrics.DRILL_VERDICTS, metrics.FAST_APPROVALS)}
     | {name + suffix for name in (metrics.DECISION_SECONDS, metrics.APPROVAL_SECONDS)
        for suffix in ("_bucket", "_sum", "_count")}
 )
@@ -314,7 +314,8 @@ def test_every_workflow_metric_appears_on_the_dashboard():
     families = {name.rsplit("_", 1)[0] if name.endswith(("_bucket", "_sum", "_count")) else name
                 for name in shown}
     wanted = {metrics.INCIDENTS + "_total", metrics.ACTIONS + "_total", metrics.VERIFICATION_FAILURES + "_total",
-              metrics.DRILLS + "_total", metrics.FAST_APPROVALS + "_total", metrics.DECISION_SECONDS,
+              metrics.DRILLS + "_total", metrics.DRILL_VERDICTS + "_total", metrics.FAST_APPROVALS + "_total",
+              metrics.DECISION_SECONDS,
               metrics.APPROVAL_SECONDS, *WORKER_GAUGES, *INGRESS_METRICS}
     assert not wanted - families, sorted(wanted - families)
 

@@ -160,6 +160,49 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once(br
                  entry="rollback-checkout") == 1
 
 
+async def test_a_drill_counts_as_a_drill_per_person_and_never_as_an_incident_or_an_approval(bridge, temporal_env,
+                                                                                           tmp_path, aws_world):
+    from selfheal.models import Approval, AuditRecord
+    from selfheal.workflows.drill import DrillWorkflow
+    from tests.workflows.test_drills import DRILLED, RULES, _drill_of
+
+    task_queue = f"metrics-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "wl.yaml").write_text(DRILLED)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    settings_ = WorkerSettings(task_queue=task_queue, whitelist=str(tmp_path / "wl.yaml"),
+                               diagnosis=str(tmp_path / "rules.yaml"), incident=FAST)
+    client = await Client.connect(temporal_env.client.service_client.config.target_host,
+                                  data_converter=pydantic_data_converter, runtime=bridge.runtime)
+    loaded = load_whitelist(settings_.whitelist)
+    async with httpx.AsyncClient() as http:
+        activities = worker_module.build_activities(settings_, loaded, load_rules(settings_.diagnosis), client,
+                                                    LocalRunner(), http, False, aws_world.clients())
+        async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
+                          workflow_runner=worker_module.WORKFLOW_RUNNER):
+            incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
+            drill = client.get_workflow_handle(await _drill_of(incident), result_type=AuditRecord)
+            await wait_status(drill, "awaiting_approval", timeout=60)
+            await drill.execute_update(DrillWorkflow.approve, Approval(approver="alice"))  # missed
+            drilled = await drill.result()
+            await incident.execute_update(IncidentWorkflow.approve, Approval(approver="bob"))
+            await incident.result()
+    bridge.drain()
+    found = samples(generate_latest(bridge.registry))
+    entry = drilled.drill.proposal
+    asked = set(drilled.decision.approvers)
+    assert value(found, "selfheal_drills_total", task_queue=task_queue, entry=entry, verdict="missed") == 1
+    assert value(found, "selfheal_drill_verdicts_total", task_queue=task_queue, entry=entry, person="alice",
+                 verdict="missed") == 1
+    for person in asked - {"alice"}:  # asked, never answered
+        assert value(found, "selfheal_drill_verdicts_total", task_queue=task_queue, entry=entry, person=person,
+                     verdict="unanswered") == 1
+    # The incident counts; the drill does not, nor does its approval.
+    incidents = {dict(ls).get("entry") for (n, ls), v in found.items()
+                 if n == "selfheal_incidents_total" and ("task_queue", task_queue) in ls and v}
+    assert incidents == {"rollback-checkout"}
+    assert value(found, "selfheal_approval_seconds_count", task_queue=task_queue, tier="service") == 1
+
+
 # --- the governor's gauges -----------------------------------------------------------------
 
 def governor_registry(read, **options) -> tuple[CollectorRegistry, GovernorCollector]:

@@ -44,6 +44,8 @@ MAX_REFUSALS_PER_IDENTITY = 10
 class ApprovalDesk:
     """Mixed into a workflow class; ``_open_desk`` must run in its ``__init__``."""
 
+    COUNTS_APPROVALS = True  # in selfheal_approval_seconds and the rubber-stamp counter
+
     _audit: AuditRecord
     _snapshot: PolicySnapshot | None
 
@@ -191,7 +193,8 @@ class ApprovalDesk:
         event = ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note, channel=channel,
                               verified=verified, after_seconds=after, evidence_viewed=viewed, fast=fast)
         self._audit.approvals.append(event)
-        metrics.answered(event, decision.tier if decision else None)
+        if self.COUNTS_APPROVALS:  # a drill's answers are counted as drill verdicts, not approvals
+            metrics.answered(event, decision.tier if decision else None)
 
     def _approval_settled(self) -> bool:
         return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals

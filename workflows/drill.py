@@ -93,6 +93,8 @@ class DrillWorkflow(ApprovalDesk):
     ``status``. The result is the AuditRecord, with ``drill`` filled in at the end.
     """
 
+    COUNTS_APPROVALS = False  # drill answers are drill verdicts (workflows/metrics.py), never approvals
+
     @workflow.init
     def __init__(self, inp: DrillInput) -> None:
         self._open_desk(AuditRecord(incident_id=workflow.info().workflow_id, started_at=workflow.now(),

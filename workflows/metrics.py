@@ -21,7 +21,8 @@ DECISION_SECONDS = "selfheal_decision_seconds"         # histogram {decision}: i
 APPROVAL_SECONDS = "selfheal_approval_seconds"         # histogram {tier}: approval requested -> approval given
 ACTIONS = "selfheal_actions"                           # counter {entry, result}
 VERIFICATION_FAILURES = "selfheal_verification_failures"  # counter {entry}
-DRILLS = "selfheal_drills"                             # counter {verdict}: caught, missed, unanswered
+DRILLS = "selfheal_drills"                             # counter {entry, verdict}: caught, missed, unanswered
+DRILL_VERDICTS = "selfheal_drill_verdicts"             # counter {entry, person, verdict}: each person asked
 FAST_APPROVALS = "selfheal_fast_approvals"             # counter {tier}: sooner than the tier's min_review
 NONE = "none"
 
@@ -55,14 +56,25 @@ def answered(event: ApprovalEvent, tier: str | None) -> None:
 
 
 def ended(audit: AuditRecord) -> None:
-    """The incident (or drill) ended: its outcome, what ran, whether it verified."""
+    """The incident ended: its outcome, what ran, whether it verified. A drill is counted
+    as a drill only: it is no incident, and its entry was never proposed for real."""
     meter, entry = workflow.metric_meter(), _entry(audit)
+    if audit.drill is not None:
+        return _drill_ended(audit, meter, entry)
     meter.create_counter(INCIDENTS, "incidents by outcome").add(1, {"outcome": audit.outcome or NONE, "entry": entry})
     if audit.remediation is not None:
         meter.create_counter(ACTIONS, "remediation actions by entry and result").add(
             1, {"entry": audit.remediation.entry_id, "result": audit.remediation.action})
     if audit.outcome == "verification_failed":
         meter.create_counter(VERIFICATION_FAILURES, "actions that ran but did not clear the symptom").add(1, {"entry": entry})
-    if audit.drill is not None:
-        verdict = audit.outcome.removeprefix("drill_") if audit.outcome else NONE
-        meter.create_counter(DRILLS, "approval drills by verdict").add(1, {"verdict": verdict})
+
+
+def _drill_ended(audit: AuditRecord, meter, entry: str) -> None:
+    verdict = audit.outcome.removeprefix("drill_") if audit.outcome else NONE
+    meter.create_counter(DRILLS, "approval drills by verdict").add(1, {"entry": entry, "verdict": verdict})
+    # Per person asked: one who approved a drill that someone else then rejected missed it,
+    # though the drill as a whole was caught; one who did not answer let it pass unread.
+    asked = audit.decision.approvers if audit.decision is not None else []
+    counter = meter.create_counter(DRILL_VERDICTS, "each person's answer to an approval drill")
+    for person in sorted(set(asked) | set(audit.drill.verdicts)):
+        counter.add(1, {"entry": entry, "person": person, "verdict": audit.drill.verdicts.get(person, "unanswered")})
