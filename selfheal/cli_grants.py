@@ -35,7 +35,8 @@ def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
         path: Path = typer.Argument(..., help="the whitelist YAML file"),
         runners: Path = typer.Option(None, "--runners", help="the worker's runners file: add what its SSM rules need"),
     ) -> None:
-        """Print an IAM policy allowing exactly the calls the AWS entries need, scoped to their ARNs."""
+        """Print an IAM policy allowing exactly the calls the AWS entries need, scoped to their ARNs
+        (a shadow entry: only the reads its decision and diagnosis make)."""
         from selfheal.grants.iam import policy_document
 
         loaded = load_or_exit(path)
@@ -59,7 +60,7 @@ def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
         path: Path = typer.Argument(..., help="the whitelist YAML file"),
         out_dir: Path = typer.Option(None, "--out", help="write NAME.json files here instead of printing them"),
     ) -> None:
-        """Print (or write) one SSM Command document per whitelisted systemd unit."""
+        """Print (or write) one SSM Command document per whitelisted system unit (a shadow entry's only reads)."""
         from selfheal.grants.ssm import documents
 
         loaded = load_or_exit(path)

@@ -8,6 +8,16 @@ punctuation, capitalized; the purposes are Read, Tag, Write, Evidence, Alarms). 
 that differ only in punctuation (``a-b``, ``a_b``) would collide: the later one gets 2, 3…
 (``AB2Read``). Nothing is merged across entries, so each Sid shows one entry's authority.
 
+A shadow entry (``mode: shadow``) is decided, never executed, but its decision and its
+diagnosis read the world: ``read_world`` before deciding, for the kinds whose request
+needs it (``workflows/requests.py`` ``READS_FIRST``: the group's capacity, the instances'
+tags), and the entry's evidence (``activities/aws_evidence.py``). It gets exactly those
+reads (``SHADOW_READS``), in the same scopes as an active entry's, and never a write or a
+tag; its Sids start with ``Shadow`` (``ShadowScaleQueueWorkersRead``), so a reviewer sees
+which statements serve an entry that cannot act, and promoting it shows in the policy's
+diff. What only an executor or a verifier reads (``ec2:DescribeInstanceStatus``,
+``lambda:GetAlias``) is left out too.
+
 Scoped to the entry's exact ARNs, in its region, account and partition (``aws-cn`` for
 ``cn-*``, ``aws-us-gov`` for ``us-gov-*``, the ISO partitions likewise):
 
@@ -81,6 +91,22 @@ CALLS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 PURPOSES = ("read", "tag", "write", "evidence", "alarms")
 
+# What a shadow entry's decision and diagnosis read (nothing an executor or a verifier
+# alone calls): its kind's read_world calls when its request needs a read of the world
+# (asg.scale, ec2.reboot), and its evidence (aws_evidence.py). Checked against CALLS below.
+_ALARMS = "cloudwatch:DescribeAlarmHistory"  # evidence, when the alert names an alarm
+SHADOW_READS: dict[str, frozenset[str]] = {
+    "ecs.rollback": frozenset({"ecs:DescribeServices", _ALARMS}),  # evidence: service events, deployments
+    "asg.scale": frozenset({"autoscaling:DescribeAutoScalingGroups",  # read_world: the current capacity
+                            "autoscaling:DescribeScalingActivities", _ALARMS}),  # evidence
+    "ec2.reboot": frozenset({"ec2:DescribeInstances", _ALARMS}),  # read_world: the candidates' tags
+    "lambda.rollback": frozenset({"logs:FilterLogEvents", _ALARMS}),  # evidence: the function's log group
+}
+SHADOW_PURPOSES = ("read", "evidence", "alarms")
+for _kind, _reads in SHADOW_READS.items():  # only reads, each one a call its kind makes
+    if not _reads <= {a for a, p in CALLS[_kind] if p in SHADOW_PURPOSES}:
+        raise AssertionError(f"SHADOW_READS[{_kind!r}] names a call that is not one of its kind's reads")
+
 UNGRANTED = {
     "sts:GetCallerIdentity": "AWS authorizes it for every principal, even under an explicit Deny: "
                              "a grant would add nothing",
@@ -135,14 +161,21 @@ def _camel(entry_id: str) -> str:
     return "".join(p.capitalize() for p in re.split(r"[^a-z0-9]+", entry_id) if p)
 
 
+def granted(entry) -> list[tuple[str, str]]:
+    """(action, purpose) of every call granted to ``entry``: all of its kind's calls, or a
+    shadow entry's reads only; never what needs no grant."""
+    shadow = entry.mode == "shadow"
+    return [(a, p) for a, p in CALLS[entry.kind]
+            if a not in UNGRANTED and (not shadow or a in SHADOW_READS[entry.kind])]
+
+
 def entry_statements(entry, name: str) -> list[dict]:
     t = entry.target
     if t.region is None or t.account is None:
         raise ValueError(f"entry {entry.id!r} names no region or account: its ARNs cannot be exact")
     by_purpose: dict[str, list[str]] = {}
-    for action, purpose in CALLS[entry.kind]:
-        if action not in UNGRANTED:
-            by_purpose.setdefault(purpose, []).append(action)
+    for action, purpose in granted(entry):
+        by_purpose.setdefault(purpose, []).append(action)
     statements = []
     for purpose in PURPOSES:
         actions = by_purpose.get(purpose)
@@ -160,16 +193,18 @@ def entry_statements(entry, name: str) -> list[dict]:
 
 
 def policy_document(loaded: LoadedWhitelist, extra_statements: Sequence[dict] = ()) -> dict:
-    """The policy for every AWS entry of ``loaded``, in file order, then ``extra_statements``."""
+    """The policy for every AWS entry of ``loaded``, in file order, then ``extra_statements``.
+    A shadow entry gets its reads only (``SHADOW_READS``), under Sids starting ``Shadow``."""
     statements: list[dict] = []
     used: set[str] = set()
-    for entry in (e for e in loaded.whitelist.entries if e.mode != "shadow"):  # shadow entries never act
+    for entry in loaded.whitelist.entries:
         if entry.kind not in AWS_KINDS:
             continue
-        name, n = _camel(entry.id), 1
+        base = ("Shadow" if entry.mode == "shadow" else "") + _camel(entry.id)
+        name, n = base, 1
         while name in used:  # a-b and a_b: the later one becomes AB2
             n += 1
-            name = f"{_camel(entry.id)}{n}"
+            name = f"{base}{n}"
         used.add(name)
         statements += entry_statements(entry, name)
     statements += [dict(s) for s in extra_statements]

@@ -13,7 +13,9 @@ need no sudo (the file lists them in a comment).
 
 Reads need no sudo either: ``systemctl show`` asks systemd over D-Bus, which any user
 may do, and ``journalctl`` reads the system journal when the account is in the
-``systemd-journal`` group.
+``systemd-journal`` group. So a shadow entry (``mode: shadow``: decided, never executed),
+whose diagnosis reads its unit's state and journal, is granted nothing: the file names
+the shadow entries that apply to the host in a comment, and says why nothing is needed.
 
 Escaping was checked against sudo 1.9.13: ``,`` ``:`` ``=`` take one backslash; a literal
 backslash needs four, since sudo unescapes the file once and matches the arguments with
@@ -76,9 +78,10 @@ def _safe(text: str) -> str:
 def sudoers_text(loaded: LoadedWhitelist, host: str, user: str = "selfheal",
                  systemctl: str = "/usr/bin/systemctl") -> str:
     _check(host, user, systemctl)
-    entries = sorted((e for e in loaded.whitelist.entries
-                      if isinstance(e, SystemdRestartEntry) and e.mode != "shadow" and fnmatchcase(host, e.target.host)),
-                     key=lambda e: e.id)
+    applying = sorted((e for e in loaded.whitelist.entries
+                       if isinstance(e, SystemdRestartEntry) and fnmatchcase(host, e.target.host)), key=lambda e: e.id)
+    entries = [e for e in applying if e.mode != "shadow"]
+    shadow = [e for e in applying if e.mode == "shadow"]
     system = [e for e in entries if e.target.scope == "system"]
     user_scope = [e for e in entries if e.target.scope == "user"]
     lines = [
@@ -95,8 +98,14 @@ def sudoers_text(loaded: LoadedWhitelist, host: str, user: str = "selfheal",
         lines.append(f"# User-scope units, restarted through {user}'s own systemd --user manager without sudo:")
         lines += [f"#   {e.id}: {e.target.unit}" for e in user_scope]
         lines.append("")
+    if shadow:
+        lines.append("# Shadow entries (decided, never executed): they only read their unit's state and journal,")
+        lines.append("# which needs no sudo (see above), so nothing is granted for them:")
+        lines += [f"#   {_safe(e.id)}: {_safe(e.target.unit)} ({e.target.scope} scope)" for e in shadow]
+        lines.append("")
     if not system:
-        lines.append(f"# No system-scope systemd.restart entry applies to host {host}: this file grants nothing.")
+        what = "active (non-shadow) system-scope" if shadow else "system-scope"
+        lines.append(f"# No {what} systemd.restart entry applies to host {host}: this file grants nothing.")
         return "\n".join(lines) + "\n"
     used: set[str] = set()
     aliases = []

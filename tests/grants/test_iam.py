@@ -1,5 +1,7 @@
 """The generated IAM policy: its shape, its resources (parliament and policy-sentry's
 database, offline), and its actions (moto_server enforcing IAM on the real executors).
+Shadow entries' read-only grants are checked here for shape and resources, and in
+test_iam_shadow.py under moto, down to a shadow incident run end to end.
 
 moto's IAM enforcement checks actions only (every request is matched against resource
 ``*``), so moto gets the policy's ``action_projection``; resource scoping is checked
@@ -23,7 +25,7 @@ from botocore.exceptions import ClientError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal import aws_sim
-from selfheal.grants.iam import CALLS, UNGRANTED, UNSCOPABLE, action_projection, partition, policy_document
+from selfheal.grants.iam import CALLS, SHADOW_READS, UNGRANTED, UNSCOPABLE, action_projection, partition, policy_document
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes, target_of
 from selfheal.whitelist.models import AWS_KINDS
 
@@ -60,8 +62,36 @@ def elsewhere():
     return variant(_elsewhere)
 
 
+def _shadow(*ids: str):
+    def mutate(doc):
+        for entry in doc["entries"]:
+            if entry["id"] in ids:
+                entry["mode"] = "shadow"
+    return mutate
+
+
+AWS_IDS = ("rollback-checkout", "scale-queue-workers", "reboot-batch-hosts", "rollback-payments-webhook")
+
+
+@pytest.fixture(scope="module")
+def shadowed():
+    """The demo with its Auto Scaling and EC2 entries in shadow mode (the others active)."""
+    return variant(_shadow("scale-queue-workers", "reboot-batch-hosts"))
+
+
+@pytest.fixture(scope="module")
+def all_shadow():
+    """The demo with every AWS entry in shadow mode, spread over other partitions."""
+    return variant(lambda doc: (_shadow(*AWS_IDS)(doc), _elsewhere(doc)))
+
+
 def camel(entry_id: str) -> str:
     return "".join(p.capitalize() for p in re.split(r"[^a-z0-9]+", entry_id) if p)
+
+
+def sid_base(entry) -> str:
+    """What an entry's Sids start with: a shadow entry's with ``Shadow``."""
+    return ("Shadow" if entry.mode == "shadow" else "") + camel(entry.id)
 
 
 def statements_of(policy: dict, name: str) -> list[dict]:
@@ -113,13 +143,18 @@ def check_entry(entry, statements: list[dict]) -> None:
             assert s["Condition"] == {"StringEquals": tags, **(only_marker if s["Action"] == ["ec2:CreateTags"] else {})}, s
         else:
             assert "Condition" not in s, s
-    assert granted == expected(entry)
-    assert set(granted) == {a for a, _ in CALLS[entry.kind]} - set(UNGRANTED)
+    if entry.mode == "shadow":  # its reads only, in the scopes an active entry's get
+        assert granted == {a: r for a, r in expected(entry).items() if a in SHADOW_READS[entry.kind]}
+        assert set(granted) == SHADOW_READS[entry.kind]
+        assert {s["Sid"].removeprefix(sid_base(entry)) for s in statements} <= {"Read", "Evidence", "Alarms"}
+    else:
+        assert granted == expected(entry)
+        assert set(granted) == {a for a, _ in CALLS[entry.kind]} - set(UNGRANTED)
 
 
 # --- 1. shape -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["demo", "elsewhere"])
+@pytest.mark.parametrize("which", ["demo", "elsewhere", "shadowed", "all_shadow"])
 def test_each_statement_names_its_entry_and_grants_only_its_targets(which, request):
     loaded = request.getfixturevalue(which)
     policy = policy_document(loaded)
@@ -128,7 +163,7 @@ def test_each_statement_names_its_entry_and_grants_only_its_targets(which, reque
     assert len(sids) == len(set(sids)) and all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in sids)
     claimed = 0
     for entry in loaded.whitelist.entries:
-        mine = statements_of(policy, camel(entry.id))
+        mine = statements_of(policy, sid_base(entry))
         if entry.kind not in AWS_KINDS:
             assert mine == [], f"{entry.kind} {entry.id} must get no IAM statement"
             continue
@@ -136,6 +171,41 @@ def test_each_statement_names_its_entry_and_grants_only_its_targets(which, reque
         claimed += len(mine)
     assert claimed == len(policy["Statement"])  # every statement belongs to exactly one AWS entry
     assert not any(a.startswith("sts:") for s in policy["Statement"] for a in s["Action"])
+
+
+def test_shadow_entries_get_exactly_their_reads_and_never_a_write_or_tag(shadowed, all_shadow, demo):
+    policy = policy_document(shadowed)
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert [s for s in sids if s.startswith("Shadow")] == [
+        "ShadowScaleQueueWorkersRead", "ShadowScaleQueueWorkersEvidence", "ShadowScaleQueueWorkersAlarms",
+        "ShadowRebootBatchHostsRead", "ShadowRebootBatchHostsAlarms"]
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert {"autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"} <= actions  # what read_world asks
+    for call in ("autoscaling:SetDesiredCapacity", "ec2:RebootInstances", "ec2:CreateTags", "ec2:DescribeInstanceStatus"):
+        assert call not in actions, call  # the executors' and the verifier's calls
+    # The active entries' statements are exactly as without the shadow ones.
+    active = [s for s in policy_document(demo)["Statement"] if s["Sid"].startswith(("RollbackCheckout", "RollbackPaymentsWebhook"))]
+    assert [s for s in policy["Statement"] if not s["Sid"].startswith("Shadow")] == active
+    # All shadow: reads only, whatever the kind.
+    everything = {a for s in policy_document(all_shadow)["Statement"] for a in s["Action"]}
+    assert everything == set().union(*SHADOW_READS.values())
+    assert not any(a.split(":")[1].startswith(("Update", "Set", "Reboot", "Create", "Put", "Delete")) for a in everything)
+
+
+def test_shadow_reads_are_the_reads_of_their_kind():
+    for kind, reads in SHADOW_READS.items():
+        assert reads <= {a for a, p in CALLS[kind] if p in ("read", "evidence", "alarms")}, kind
+        assert "cloudwatch:DescribeAlarmHistory" in reads
+
+
+def test_a_shadow_sid_does_not_collide_with_an_active_entry_named_shadow_something():
+    def twin(doc):
+        asg = next(e for e in doc["entries"] if e["id"] == "scale-queue-workers")
+        doc["entries"].append({**asg, "id": "shadow-scale-queue-workers"})  # active, Sids ShadowScaleQueueWorkers…
+        asg["mode"] = "shadow"
+    sids = [s["Sid"] for s in policy_document(variant(twin))["Statement"]]
+    assert len(sids) == len(set(sids))
+    assert {"ShadowScaleQueueWorkersRead", "ShadowScaleQueueWorkers2Write"} <= set(sids)
 
 
 def test_partitions_follow_the_region(elsewhere):
@@ -180,7 +250,7 @@ def test_action_projection_keeps_the_actions_on_any_resource(demo):
 
 # --- 2. parliament ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["demo", "elsewhere"])
+@pytest.mark.parametrize("which", ["demo", "elsewhere", "shadowed", "all_shadow"])
 def test_parliament_finds_nothing(which, request):
     import parliament
 
@@ -198,7 +268,7 @@ def arn_pattern(fmt: str, part: str, region: str, account: str) -> re.Pattern:
                               for p in re.split(r"(\$\{[^}]+\})", fmt)))
 
 
-@pytest.mark.parametrize("which", ["demo", "elsewhere"])
+@pytest.mark.parametrize("which", ["demo", "elsewhere", "shadowed", "all_shadow"])
 def test_resources_match_policy_sentry_arn_formats(which, request):
     from policy_sentry.querying.actions import get_action_data
     from policy_sentry.util.arns import does_arn_match
@@ -208,7 +278,7 @@ def test_resources_match_policy_sentry_arn_formats(which, request):
     wildcard: set[str] = set()
     for entry in (e for e in loaded.whitelist.entries if e.kind in AWS_KINDS):
         t = entry.target
-        for s in statements_of(policy, camel(entry.id)):
+        for s in statements_of(policy, sid_base(entry)):
             for action in s["Action"]:
                 service, name = action.split(":")
                 rows = get_action_data(service, name)[service]
@@ -225,7 +295,9 @@ def test_resources_match_policy_sentry_arn_formats(which, request):
                 for key in (k for block in s.get("Condition", {}).values() for k in block):
                     assert key == "aws:RequestedRegion" or any(  # a global key, or one the action takes
                         re.fullmatch(re.escape(k).replace(r"\$\{TagKey\}", ".+"), key) for k in keys), (action, key)
-    assert wildcard == set(UNSCOPABLE)
+    # Every action without resource-level permission is one of UNSCOPABLE (all of them,
+    # unless shadow entries leave some out: ec2:DescribeInstanceStatus is the verifier's).
+    assert wildcard <= set(UNSCOPABLE) and (which not in ("demo", "elsewhere") or wildcard == set(UNSCOPABLE))
 
 
 # --- 4. moto, enforcing IAM on the actions -----------------------------------------------
@@ -327,6 +399,7 @@ def request_for(loaded, entry_id: str, **params):
 async def test_the_executors_act_with_the_policys_actions(enforcing, demo):
     from selfheal.activities.aws_remediate import AwsRemediator
     from selfheal.activities.verify import Verifier
+
     from selfheal.models import RemediationInput, VerifyInput
 
     env = ActivityEnvironment()

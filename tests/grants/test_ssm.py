@@ -22,7 +22,7 @@ import pytest
 
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
 from selfheal.aws_sim import DEMO_ACCOUNT, DEMO_REGION
-from selfheal.grants.ssm import ACTIONS, commands, documents, iam_statements
+from selfheal.grants.ssm import ACTIONS, SHADOW_ACTIONS, allowed_actions, commands, documents, iam_statements
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +40,11 @@ entries:
 """
 
 
-def entry(entry_id: str, unit: str, host: str, scope: str = "system") -> str:
+def entry(entry_id: str, unit: str, host: str, scope: str = "system", mode: str = "active") -> str:
     return f"""\
   - id: {entry_id}
     kind: systemd.restart
+    mode: {mode}
     target: {{unit: "{unit}", host: "{host}", scope: {scope}}}
     blast_radius: instance
     approvers: {{groups: [sre]}}
@@ -61,6 +62,17 @@ SYSTEM = BASE + entry("restart-nginx", "nginx.service", "i-*") + entry(
 
 def system_whitelist():
     return load_whitelist_bytes(SYSTEM.encode(), "system.yaml")
+
+
+# The same with a shadow system unit (decided, never executed: its document only reads)
+# listed first, and a shadow user unit (no document, as for an active one).
+SHADOWED = BASE + entry("a-watch-db", "db.service", "i-*", mode="shadow") + SYSTEM.removeprefix(BASE) + entry(
+    "watch-desktop", "desktop2.service", "i-*", scope="user", mode="shadow")
+SHADOW_DOC = "selfheal-restart-a-watch-db"
+
+
+def shadowed_whitelist():
+    return load_whitelist_bytes(SHADOWED.encode(), "shadowed.yaml")
 
 
 def script(doc: dict) -> str:
@@ -146,9 +158,34 @@ def test_any_other_plain_word_runs_nothing(word, tmp_path):
     assert (done.returncode, done.stdout) == (2, "")
 
 
-def test_documents_are_accepted_by_create_document(aws_world):
+def test_a_shadow_entrys_document_only_reads(tmp_path):
+    loaded = shadowed_whitelist()
+    docs = documents(loaded)
+    # Active entries first, then shadow ones: a restart both could match goes to the active one's.
+    assert list(docs) == ["selfheal-restart-restart-nginx", "selfheal-restart-restart-worker", SHADOW_DOC]
+    for name, plain in documents(system_whitelist()).items():  # the active entries' documents are unchanged
+        assert docs[name] == {**plain, "description": plain["description"].replace(system_whitelist().sha256, loaded.sha256)}
+    doc = docs[SHADOW_DOC]
+    assert doc["parameters"]["action"]["allowedValues"] == ["show", "journal"] == list(SHADOW_ACTIONS)
+    assert "restart" not in doc["parameters"]["action"]["description"]
+    assert "shadow mode" in doc["description"] and "never restart" in doc["description"]
+    text = script(doc)
+    assert [line.split(")")[0].strip() for line in text.splitlines()[1:-1]] == ["show", "journal", "*"]
+    assert " restart " not in text and "desktop2" not in json.dumps(docs)
+    # Even were SSM to let "restart" through, the script has no branch for it: nothing runs.
+    done = run_script(doc, "restart", tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    for action in ("show", "journal"):
+        done = run_script(doc, action, tmp_path)
+        assert done.returncode == 0 and tuple(done.stdout.splitlines()) == tuple(commands("db.service")[action])
+    assert "restart" not in allowed_actions(loaded.whitelist.entry("a-watch-db"))
+    assert allowed_actions(loaded.whitelist.entry("restart-nginx")) == ACTIONS
+
+
+@pytest.mark.parametrize("which", ["system", "shadowed"])
+def test_documents_are_accepted_by_create_document(aws_world, which):
     ssm = aws_world.client("ssm")
-    docs = documents(system_whitelist())
+    docs = documents(system_whitelist() if which == "system" else shadowed_whitelist())
     for name, doc in docs.items():
         ssm.create_document(Content=json.dumps(doc), Name=name, DocumentType="Command", DocumentFormat="JSON")
     for name, doc in docs.items():
@@ -156,6 +193,23 @@ def test_documents_are_accepted_by_create_document(aws_world):
         described = ssm.describe_document(Name=name)["Document"]
         assert described["DocumentType"] == "Command" and described["SchemaVersion"] == "2.2"
         assert [p["Name"] for p in described["Parameters"]] == ["action"]
+    if which == "shadowed":  # the read-only document, as SSM stored it: restart is not an allowed value
+        stored = json.loads(ssm.get_document(Name=SHADOW_DOC)["Content"])
+        assert stored["parameters"]["action"]["allowedValues"] == ["show", "journal"]
+
+
+async def test_the_ssm_runner_reads_a_shadow_unit_through_its_document(aws_world):
+    """The diagnosis of a shadow entry reads its unit's state and journal over SSM: through
+    the shadow entry's own document, with a read action."""
+    from selfheal.activities.ssm_runner import SsmRunner, SsmTarget
+
+    runner = SsmRunner(SsmTarget(region=DEMO_REGION, account=DEMO_ACCOUNT, poll_every=0.02), shadowed_whitelist(),
+                       aws_world.clients())
+    host = aws_world.seeded["batch_instances"][0]
+    state = await unit_state(runner, host, "system", "db.service")
+    assert state.active_state == ""  # moto runs nothing: an empty state
+    [command] = aws_world.client("ssm").list_commands()["Commands"]
+    assert command["DocumentName"] == SHADOW_DOC and command["Parameters"] == {"action": ["show"]}
 
 
 def test_iam_statements_name_only_the_generated_documents_and_tagged_instances():
@@ -179,11 +233,25 @@ def test_iam_statements_name_only_the_generated_documents_and_tagged_instances()
     assert all("Condition" not in s for s in untagged if s["Action"] == "ssm:SendCommand")
 
 
-def test_iam_statements_against_policy_sentry_and_parliament():
+def test_iam_statements_let_a_shadow_entrys_document_be_sent():
+    loaded = shadowed_whitelist()
+    statements = iam_statements(loaded, DEMO_REGION, DEMO_ACCOUNT)
+    documents_ = {s["Sid"]: s["Resource"] for s in statements if ":document/" in s["Resource"]}
+    assert documents_ == {
+        "SsmSendDocumentRestartNginx": f"arn:aws:ssm:{DEMO_REGION}:{DEMO_ACCOUNT}:document/selfheal-restart-restart-nginx",
+        "SsmSendDocumentRestartWorker": f"arn:aws:ssm:{DEMO_REGION}:{DEMO_ACCOUNT}:document/selfheal-restart-restart-worker",
+        "SsmSendShadowDocumentAWatchDb": f"arn:aws:ssm:{DEMO_REGION}:{DEMO_ACCOUNT}:document/{SHADOW_DOC}",
+    }
+    assert len(statements) == 5 and "AWS-RunShellScript" not in json.dumps(statements)
+
+
+@pytest.mark.parametrize("which", ["system", "shadowed"])
+def test_iam_statements_against_policy_sentry_and_parliament(which):
     import parliament
     from policy_sentry.querying.actions import get_action_data
 
-    statements = iam_statements(system_whitelist(), DEMO_REGION, DEMO_ACCOUNT, instance_tags={"Role": "batch"})
+    loaded = system_whitelist() if which == "system" else shadowed_whitelist()
+    statements = iam_statements(loaded, DEMO_REGION, DEMO_ACCOUNT, instance_tags={"Role": "batch"})
     rows = get_action_data("ssm", "SendCommand")["ssm"]
     instance_row = next(r for r in rows if r["resource_arn_format"].endswith(":instance/${InstanceId}"))
     assert "ssm:resourceTag/${TagKey}" in instance_row["condition_keys"]

@@ -42,10 +42,11 @@ entries:
 """
 
 
-def entry(entry_id: str, unit: str, host: str, scope: str = "system") -> str:
+def entry(entry_id: str, unit: str, host: str, scope: str = "system", mode: str = "active") -> str:
     return f"""\
   - id: {entry_id}
     kind: systemd.restart
+    mode: {mode}
     target: {{unit: "{unit}", host: "{host}", scope: {scope}}}
     blast_radius: instance
     approvers: {{groups: [sre]}}
@@ -56,12 +57,15 @@ def entry(entry_id: str, unit: str, host: str, scope: str = "system") -> str:
 """
 
 
-# Deliberately not in id order: the output must be sorted by entry id.
+# Deliberately not in id order: the output must be sorted by entry id. Shadow entries
+# (decided, never executed) only read, which needs no sudo: they are named, never granted.
 ENTRIES = [
     entry("restart-web-api", "web-api.service", "web-*"),
     entry("restart-db", "pg@15:main.service", "db-*"),
+    entry("watch-web-cache", "web-cache.service", "web-*", mode="shadow"),
     entry("restart-web-user", "web-user.service", "web-*", scope="user"),
     entry("restart-getty", "getty@tty1.service", "web-*"),
+    entry("watch-cache", "cache.service", "cache-*", mode="shadow"),
 ]
 
 
@@ -105,6 +109,23 @@ def test_web_host_gets_exactly_its_two_system_restarts(loaded):
     assert "#   restart-web-user: web-user.service" in text
     assert "without sudo" in text
     assert "pg@15" not in text
+
+
+def test_shadow_entries_are_named_and_granted_nothing(loaded):
+    text = sudoers_text(loaded, host="web-1")
+    assert "web-cache.service" not in "\n".join(rules(text))
+    assert ("# Shadow entries (decided, never executed): they only read their unit's state and journal,\n"
+            "# which needs no sudo (see above), so nothing is granted for them:\n"
+            "#   watch-web-cache: web-cache.service (system scope)\n") in text
+    assert "Reads need no\n# sudo: systemctl show works over D-Bus; journalctl needs selfheal in group systemd-journal." in text
+    assert "watch-cache" not in text  # cache-* only
+    # A host where only shadow entries apply: a file that says so and grants nothing.
+    only_shadow = sudoers_text(loaded, host="cache-1")
+    assert rules(only_shadow) == []
+    assert "#   watch-cache: cache.service (system scope)\n" in only_shadow
+    assert only_shadow.endswith("# No active (non-shadow) system-scope systemd.restart entry applies to host cache-1: "
+                                "this file grants nothing.\n")
+    assert "Shadow entries" not in sudoers_text(loaded, host="db-1")
 
 
 def test_header_names_whitelist_digest_host_and_install(loaded, wl_path):
@@ -214,7 +235,7 @@ def test_visudo_accepts_every_generated_file(loaded, tmp_path):
     collide = tmp_path / "collide.yaml"
     collide.write_text(BASE + entry("a-b", "a:b.service", "h") + entry("a.b", "b.service", "h"))
     demo = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "whitelist.yaml"
-    texts = [sudoers_text(loaded, host=h) for h in ("web-1", "db-1", "other")]
+    texts = [sudoers_text(loaded, host=h) for h in ("web-1", "db-1", "other", "cache-1")]
     texts += [sudoers_text(loaded, host="db-7", user="nobody", systemctl="/usr/local/bin/sys_ctl+x.1"),
               sudoers_text(load_whitelist(collide), host="h"), sudoers_text(load_whitelist(demo), host="localhost")]
     for text in texts:
@@ -332,6 +353,8 @@ def test_real_sudo_allows_exactly_the_whitelisted_restarts(real_sudo, wl_path):
         (script, "--system", "--no-pager", "restart", "other.service"),
         (script, "--system", "--no-pager", "restart", "pg@15:main.service"),  # db-* only
         (script, "--system", "--no-pager", "restart", "web-user.service"),  # user scope: no sudo
+        (script, "--system", "--no-pager", "restart", "web-cache.service"),  # shadow: never executed
+        (script, "--system", "--no-pager", "show", "web-cache.service"),  # its reads need no sudo
         (script, "--system", "--no-pager", "restart", unit, "--now"),
         (script, "--system", "--no-pager", "restart", unit, "other.service"),
         (script, "--system", "--no-pager", "restart", f"{unit} other.service"),
@@ -365,4 +388,12 @@ def test_real_sudo_with_a_file_granting_nothing_refuses_everything(real_sudo, lo
     real_sudo.install(sudoers_text(loaded, host="other", user="nobody", systemctl=script))
     for unit in ("web-api.service", "pg@15:main.service"):
         assert_refused(real_sudo, script, "--system", "--no-pager", "restart", unit)
+    assert real_sudo.logged() == []
+
+
+def test_real_sudo_grants_a_host_with_only_a_shadow_entry_nothing(real_sudo, loaded):
+    script = str(real_sudo.script)
+    real_sudo.install(sudoers_text(loaded, host="cache-1", user="nobody", systemctl=script))
+    for verb in ("restart", "show", "stop"):
+        assert_refused(real_sudo, script, "--system", "--no-pager", verb, "cache.service")
     assert real_sudo.logged() == []

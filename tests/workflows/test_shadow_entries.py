@@ -1,6 +1,6 @@
 """Shadow mode: an entry decided as usual that never executes. The incident ends `shadowed`
 with what would have run and with whose approval; it pages nobody and reserves nothing;
-the executors refuse it and the generated grants leave it out."""
+the executors refuse it and the generated grants give it reads only."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def test_a_shadow_entry_is_decided_recorded_and_never_executed(client, tas
     assert records[1].request.params == {"desired_capacity": 4, "current_capacity": 2}  # it read the group
 
 
-async def test_executors_refuse_a_shadow_entry_and_grants_leave_it_out(aws_world):
+async def test_executors_refuse_a_shadow_entry_and_grants_give_it_reads_only(aws_world):
     loaded = load_whitelist_bytes(SHADOW.encode(), "shadow.yaml")
     entry = loaded.whitelist.entry("rollback-checkout")
     inp = RemediationInput(incident_id="i", idempotency_key="i/act", whitelist_sha256=loaded.sha256,
@@ -51,5 +51,9 @@ async def test_executors_refuse_a_shadow_entry_and_grants_leave_it_out(aws_world
     with pytest.raises(ApplicationError, match="shadow mode"):
         await ActivityEnvironment().run(AwsRemediator(aws_world.clients(), loaded).rollback_ecs_service, inp)
     assert aws_world.calls() == []
-    sids = [s["Sid"] for s in policy_document(loaded)["Statement"]]
-    assert sids and not any(s.startswith(("RollbackCheckout", "ScaleQueueWorkers")) for s in sids)
+    statements = policy_document(loaded)["Statement"]
+    shadow = [s for s in statements if s["Sid"].startswith(("ShadowRollbackCheckout", "ShadowScaleQueueWorkers"))]
+    assert shadow and not any(s["Sid"].startswith(("RollbackCheckout", "ScaleQueueWorkers")) for s in statements)
+    granted = {a for s in shadow for a in s["Action"]}
+    assert "autoscaling:DescribeAutoScalingGroups" in granted  # what its decision reads
+    assert not granted & {"ecs:UpdateService", "autoscaling:SetDesiredCapacity", "ec2:RebootInstances", "ec2:CreateTags"}
