@@ -50,6 +50,9 @@ RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
 UPDATES_PER_RUN = 500
 KEEP_POLICIES = 16  # whitelists known by hash across continue-as-new; an older one is learned again
 KEEP_OUTCOMES = 2_000
+# Longer than any incident waits to act (its approval window, 4 h by default, then the
+# action and the verification): its reservation may be asked for again until then.
+INCIDENT_LIFETIME = timedelta(days=2)
 FAILED_OUTCOMES = frozenset({"verification_failed", "failed"})
 UNKNOWN_WHITELIST = "UnknownWhitelist"
 BRAKED = "Braked"  # the executor found autonomy paused (or the breaker open) right before acting
@@ -282,14 +285,28 @@ class EntryGovernorWorkflow:
                 f"(incidents {', '.join(f.incident_id for f in failures)})")
 
     def _pruned(self) -> EntryState:
-        cutoff = workflow.now() - RETAIN
+        """The state the next run needs: what still counts against the entry's windows (the
+        longest of every whitelist it knows, at most RETAIN), and the reservations and
+        assessments of incidents that may still ask again. Kept by window, not for RETAIN
+        flat: a busy entry's 1,000 decisions carried 0.5 MB into every new run, and a run's
+        input has Temporal's 2 MB payload limit."""
+        now = workflow.now()
         state = self._state.model_copy(deep=True)
-        state.executions = [e for e in state.executions if e.started_at > cutoff]
-        state.autonomous = [a for a in state.autonomous if a.at > cutoff]
-        state.failures = [f for f in state.failures if f.at > cutoff]
-        state.reservations = {k: v for k, v in state.reservations.items() if v.started_at > cutoff}
+        state.policies = dict(list(state.policies.items())[-KEEP_POLICIES:])
+        entries = [p.entries[0] for p in state.policies.values() if p is not None]
+
+        def kept_for(window) -> timedelta:
+            return min(RETAIN, max((window(e) for e in entries), default=RETAIN))
+
+        executions = now - kept_for(lambda e: max(e.rate_limit.window, e.cooldown))
+        autonomous = now - kept_for(lambda e: e.autonomy.window)
+        failures = now - kept_for(lambda e: max(e.failure_memory.window, e.breaker.window))
+        state.executions = [e for e in state.executions if e.started_at > executions]
+        state.autonomous = [a for a in state.autonomous if a.at > autonomous]
+        state.failures = [f for f in state.failures if f.at > failures]
+        # An incident asks again (a retried activity, a brake, an approval) only while it runs.
+        state.reservations = {k: v for k, v in state.reservations.items() if v.started_at > now - INCIDENT_LIFETIME}
         live = {a.incident_id for a in state.autonomous} | {e.incident_id for e in state.reservations.values()}
         state.assessed = {k: v for k, v in state.assessed.items() if k in live}
         state.outcomes = dict(list(state.outcomes.items())[-KEEP_OUTCOMES:])
-        state.policies = dict(list(state.policies.items())[-KEEP_POLICIES:])
         return state
