@@ -239,8 +239,8 @@ _PROCESS = {"entry": False}
 
 
 def _leave(code: int = 0) -> None:
-    """End a long-running command's process once it has shut down cleanly, skipping the
-    interpreter's finalization. The Temporal SDK's Rust core keeps native threads that can
+    """End the process once a command has finished cleanly, skipping the interpreter's
+    finalization. The Temporal SDK's Rust core keeps native threads that can
     still call into Python (log forwarding, metrics) while the interpreter finalizes, and
     about one graceful SIGTERM in eight then died with SIGABRT ("Fatal Python error:
     PyGILState_Release: thread state ... must be current when releasing; Python runtime
@@ -262,7 +262,17 @@ def _leave(code: int = 0) -> None:
 
 def main() -> None:
     _PROCESS["entry"] = True
-    app(prog_name="selfheal")
+    try:
+        app(prog_name="selfheal")
+    except SystemExit as exc:
+        # Every command leaves the same way: a Temporal client's native threads can crash
+        # the interpreter's finalization after any command that used one (a segfault after
+        # `selfheal approve` printed its answer was seen under load).
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        _leave(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        raise
+    _leave()
 
 
 if __name__ == "__main__":
