@@ -16,24 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models import Whitelist, aws_problems, consistency_problems, escalation_problems
-from .reviewed import Problem, ReviewedFileError, load_reviewed, read_reviewed
+from .reviewed import Problem, Refusal, ReviewedFileError, load_reviewed, read_reviewed
 
 __all__ = ["LoadedWhitelist", "Problem", "WhitelistError", "load_whitelist", "load_whitelist_bytes"]
 CHECKS = (consistency_problems, escalation_problems, aws_problems)
 
 
-class WhitelistError(Exception):
+class WhitelistError(Refusal, Exception):
     """The file was refused; ``problems`` lists every reason, each with its line.
 
     Not a ValueError, as before the shared loader: callers tell a bad whitelist apart."""
-
-    def __init__(self, path: str, problems: list[Problem]):
-        self.path = path
-        self.problems = sorted(problems, key=lambda p: (p.line, p.field))
-        super().__init__("\n".join(self.lines()))
-
-    def lines(self) -> list[str]:
-        return [f"{self.path}:{p.line}: {p.field}: {p.message}" for p in self.problems]
 
 
 @dataclass(frozen=True)

@@ -333,8 +333,7 @@ class Whitelist(Strict):
         an incident's history does not carry a fleet's whitelist."""
         keep = self.entries if self.drills.rate > 0 else [
             e for e in self.entries if any(matches_all(e.match, labels) for labels in label_sets)]
-        return WhitelistExcerpt(**{name: getattr(self, name) for name in Whitelist.model_fields if name != "entries"},
-                                entries=keep, omitted=len(self.entries) - len(keep))
+        return WhitelistExcerpt(**{**self._fields(), "entries": keep}, omitted=len(self.entries) - len(keep))
 
     def for_entry(self, entry_id: str) -> "Whitelist | None":
         """What deciding on ``entry_id`` needs of this whitelist, and nothing else: its
@@ -344,10 +343,12 @@ class Whitelist(Strict):
         entry = self.entry(entry_id)
         if entry is None:
             return None
-        fields = {name: getattr(self, name) for name in Whitelist.model_fields}
-        fields.update(groups={g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
-                      people={}, attestation_keys=[], drills=Drills(), entries=[entry])
-        return Whitelist(**fields)  # a plain whitelist, also when taken from an excerpt
+        return Whitelist(**{**self._fields(), "groups": {g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
+                            "people": {}, "attestation_keys": [], "drills": Drills(), "entries": [entry]})  # plain, also from an excerpt
+
+    def _fields(self) -> dict:
+        """This whitelist's fields as a plain ``Whitelist`` has them (an excerpt's own left out)."""
+        return {name: getattr(self, name) for name in Whitelist.model_fields}
 
     def entry(self, entry_id: str) -> SystemdRestartEntry | EcsRollbackEntry | AsgScaleEntry | Ec2RebootEntry | LambdaRollbackEntry | None:
         return next((e for e in self.entries if e.id == entry_id), None)

@@ -43,9 +43,9 @@ class Problem:
     message: str
 
 
-class ReviewedFileError(ValueError):
-    """The file was refused; ``problems`` lists every reason, each with its line. A
-    ValueError, as the configuration loaders raised before, so their callers still catch it."""
+class Refusal:
+    """What every refusal of a reviewed file carries: the file, and every problem sorted by
+    line. Mixed into an exception class (``ReviewedFileError``, the whitelist's own)."""
 
     def __init__(self, path: str, problems: list[Problem]):
         self.path = path
@@ -54,6 +54,11 @@ class ReviewedFileError(ValueError):
 
     def lines(self) -> list[str]:
         return [f"{self.path}:{p.line}: {p.field}: {p.message}" for p in self.problems]
+
+
+class ReviewedFileError(Refusal, ValueError):
+    """The file was refused; ``problems`` lists every reason, each with its line. A
+    ValueError, as the configuration loaders raised before, so their callers still catch it."""
 
 
 def read_reviewed(path: str | os.PathLike[str]) -> bytes:
