@@ -273,12 +273,13 @@ class IngressMetrics:
     # request), replayed (seen before by this ingress, or refused as a replay by the
     # workflow), unmapped_user (a Slack user or workspace the whitelist maps to nobody),
     # no_token and unknown_token (a token naming nobody), malformed_key (a bad
-    # Idempotency-Key). And the workflow's: refused (not allowed, wrong confirmation,
-    # ...), not_waiting, unknown_incident.
+    # Idempotency-Key), key_reused (a key counted for the other answer). And the
+    # workflow's: refused (not allowed, wrong confirmation, ...), not_waiting,
+    # unknown_incident.
     REFUSALS = {
         "slack": ("bad_signature", "malformed", "replayed", "unmapped_user", "refused", "not_waiting", "unknown_incident"),
         "token": ("no_token", "unknown_token", "malformed", "malformed_key", "replayed", "refused", "not_waiting",
-                  "unknown_incident"),
+                  "unknown_incident", "key_reused"),
     }
 
     def answered(self, source: str, answer: str, alerts: int = 1) -> None:

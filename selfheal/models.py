@@ -209,6 +209,9 @@ class ApprovalEvent(Model):
     after_seconds: float | None = None  # since the approval was requested
     evidence_viewed: bool = False     # the person opened the evidence (verified) before this
     fast: bool = False                # approved sooner than the tier's min_review after the request
+    # The ingress request a counted answer came from (attest.Statement.origin: a Slack action, a
+    # token request's Idempotency-Key): a retry of that request is answered from this event.
+    origin: str | None = None
 
 
 class NotificationRecord(Model):

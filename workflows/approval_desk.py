@@ -154,7 +154,7 @@ class ApprovalDesk:
                 kind = "ApprovalRefused" if j.kind == "refused" else "ApprovalUnverified"
                 raise ApplicationError(j.note, type=kind, non_retryable=True)
             return j.note
-        self._record(j.kind, message.approver, via, j.note, j.channel, j.verified)
+        self._record(j.kind, message.approver, via, j.note, j.channel, j.verified, j.origin)
         if rejecting:
             self._rejected = True
             return f"rejected by {message.approver}"
@@ -175,7 +175,8 @@ class ApprovalDesk:
         if self._audit.status != "awaiting_approval":
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
-    def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False) -> None:
+    def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False,
+                origin: str | None = None) -> None:
         if kind in ("refused", "unverified"):
             # Anyone who can reach the namespace can send refusals; the history keeps them
             # all, the audit record keeps the first ones (a few per name) and a count.
@@ -191,7 +192,7 @@ class ApprovalDesk:
         fast = (kind == "approved" and after is not None and tier is not None
                 and after < tier.min_review.total_seconds())
         event = ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note, channel=channel,
-                              verified=verified, after_seconds=after, evidence_viewed=viewed, fast=fast)
+                              verified=verified, after_seconds=after, evidence_viewed=viewed, fast=fast, origin=origin)
         self._audit.approvals.append(event)
         if self.COUNTS_APPROVALS:  # a drill's answers are counted as drill verdicts, not approvals
             metrics.answered(event, decision.tier if decision else None)

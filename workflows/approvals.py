@@ -59,6 +59,7 @@ class Judgement:
     channel: str       # ssh, slack, token, unverified
     verified: bool
     note: str          # the comment or reason given, or why it does not count
+    origin: str | None = None  # the ingress request a counted, signed answer came from
 
 
 def judge(message: Approval | Rejection, rejecting: bool, audit: AuditRecord, whitelist: Whitelist,
@@ -120,7 +121,7 @@ def judge(message: Approval | Rejection, rejecting: bool, audit: AuditRecord, wh
             typed = "no confirmation" if statement.confirm is None else f"confirmation {statement.confirm!r}"
             return Judgement(False, "refused", channel, True,
                              f"the {audit.decision.tier} tier asks to confirm the target: {typed} is not {expected!r}")
-    return Judgement(True, counted, channel, True, said)
+    return Judgement(True, counted, channel, True, said, origin=statement.origin)
 
 
 def _mismatch(statement: attest.Statement, message, rejecting: bool, audit: AuditRecord, now: datetime,

@@ -20,6 +20,7 @@ Errors, each meant for an HTTP answer::
     ├── UnknownIncident   404: no such incident
     ├── NotWaiting        409: the incident is not waiting for approval
     ├── ApprovalRefused   403: the workflow refused it (the reason is the workflow's)
+    ├── KeyReused         422: this Idempotency-Key was counted for another answer
     └── Unavailable       503: Temporal did not answer
 """
 
@@ -58,8 +59,33 @@ class ApprovalRefused(ApprovalError):
     status = 403
 
 
+class KeyReused(ApprovalError):
+    status = 422
+
+
 class Unavailable(ApprovalError):
     status = 503
+
+
+def answered_before(record: AuditRecord, origin: str | None, action: Literal["approve", "reject"]) -> str | None:
+    """The answer to a token request retried with its Idempotency-Key, if its first try counted.
+
+    A client that lost the first answer (a timeout, a dropped connection) retries with the
+    same key; it is owed the first answer, not a refusal, and the workflow counts nothing
+    twice (it refuses a second statement of the same origin). A Slack action is not
+    answered this way: Slack does not retry a click, so a second one goes to the workflow,
+    which refuses it and records the refusal.
+    """
+    if origin is None or not origin.startswith("token:"):
+        return None
+    for event in record.approvals:
+        if event.origin == origin and event.kind in ("approved", "rejected"):
+            if event.kind != ("approved" if action == "approve" else "rejected"):
+                what = "approval" if event.kind == "approved" else "rejection"
+                raise KeyReused(f"this Idempotency-Key was counted for the {what} of {record.incident_id} "
+                                f"by {event.approver} at {event.at.isoformat()}; a different answer needs a key of its own")
+            return f"{event.kind} by {event.approver} at {event.at.isoformat()} (this Idempotency-Key, counted once)"
+    return None
 
 
 def token_hash(token: str) -> str:
@@ -77,7 +103,7 @@ def reason_of(exc: ApprovalError) -> str:
     """The metric's reason for an approval the workflow (or Temporal) did not take."""
     if isinstance(exc, ApprovalRefused):
         return "replayed" if "replayed:" in str(exc) else "refused"
-    return {NotWaiting: "not_waiting", UnknownIncident: "unknown_incident"}.get(type(exc), "refused")
+    return {NotWaiting: "not_waiting", UnknownIncident: "unknown_incident", KeyReused: "key_reused"}.get(type(exc), "refused")
 
 
 class Approver:
@@ -108,6 +134,8 @@ class Approver:
         workflow counts a request once, whichever ingress attests it and however often.
         """
         record = await self.record(incident_id)
+        if (earlier := answered_before(record, origin, action)) is not None:
+            return earlier
         if record.status != "awaiting_approval" or record.decision is None or record.request is None:
             raise NotWaiting(f"{incident_id} is not waiting for approval (status: {record.status})")
         statement = attest.new_statement(
@@ -122,6 +150,8 @@ class Approver:
             return await self._client.get_workflow_handle(incident_id).execute_update(action, message, result_type=str)
         except WorkflowUpdateFailedError as exc:
             reason = str(getattr(exc.cause, "message", exc.cause))
+            if "replayed:" in reason and (earlier := answered_before(await self.record(incident_id), origin, action)):
+                return earlier  # the first try counted while this one was on its way (the refusal is recorded)
             raise (NotWaiting if "is not waiting for approval" in reason else ApprovalRefused)(reason) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:

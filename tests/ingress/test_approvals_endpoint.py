@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from temporalio.api.enums.v1 import EventType
+
 from selfheal.attest import public_line
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver, token_hash
@@ -98,6 +100,15 @@ async def waiting_incident(client, task_queue, alertname: str = "IngressTest"):
     return handle
 
 
+async def messages(handle) -> list[str]:
+    """The signals and updates an incident's history holds (its own timers and tasks may go on meanwhile)."""
+    return [EventType.Name(e.event_type) for e in (await handle.fetch_history()).events
+            if e.event_type in (EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+                                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ADMITTED,
+                                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+                                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_REJECTED)]
+
+
 async def refusals(http) -> dict[str, float]:
     """``selfheal_ingress_refusals_total{channel="token"}`` by reason, from the ingress's /metrics."""
     text = (await http.get("/metrics")).text
@@ -167,7 +178,6 @@ def load_whitelist_text(text: str):
 async def test_a_token_naming_nobody_is_a_401_logged_and_counted_and_reaches_no_workflow(
         client, task_queue, delivery, setup, caplog):
     handle = await waiting_incident(client, task_queue)
-    before = len((await handle.fetch_history()).events)
     caplog.set_level(logging.WARNING, logger="selfheal.ingress")
     async with ingress(client, delivery, setup.whitelist) as http:
         unknown = await post(http, "guess-token-xyz", incident=handle.id, action="approve")
@@ -176,7 +186,7 @@ async def test_a_token_naming_nobody_is_a_401_logged_and_counted_and_reaches_no_
         counted = await refusals(http)
     assert [unknown.status_code, missing.status_code, basic.status_code] == [401, 401, 401]
     assert counted == {"unknown_token": 1, "no_token": 2}
-    assert len((await handle.fetch_history()).events) == before  # no signal, no update: nothing reached the incident
+    assert await messages(handle) == []  # no signal, no update: nothing reached the incident
     record = await handle.query(IncidentWorkflow.audit)
     assert record.approvals == [] and record.status == "awaiting_approval"
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -184,24 +194,56 @@ async def test_a_token_naming_nobody_is_a_401_logged_and_counted_and_reaches_no_
     assert not any("guess-token-xyz" in m or TOKENS["alice"] in m for m in logged)
 
 
-async def test_a_token_request_retried_with_the_same_idempotency_key_counts_once(client, task_queue, delivery, setup):
-    handle = await waiting_incident(client, task_queue, "PairTest")  # two approvals: a retry reaches the workflow
+async def test_a_token_request_retried_with_the_same_idempotency_key_counts_once_and_gets_its_answer_again(
+        client, task_queue, delivery, setup):
+    handle = await waiting_incident(client, task_queue, "PairTest")  # two approvals: a retry could count
     async with ingress(client, delivery, setup.whitelist) as http, ingress(client, delivery, setup.whitelist) as other:
         first = await post(http, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
         retried = await post(other, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
+        turned = await post(other, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="reject", reason="x")
         bad = [await post(http, TOKENS["alice"], key=k, incident=handle.id, action="approve")
                for k in ("", "has space", "x" * 129, "ünï".encode("latin-1"))]
         counted = await refusals(http)
         counted_other = await refusals(other)
         assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # one of two approvals
         bob = await post(http, TOKENS["bob"], key="4f1c-retry-1", incident=handle.id, action="approve")  # keys are per person
+        record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+        after_close = await post(other, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
     assert first.status_code == 200 and first.json()["result"] == "approved by alice (1 of 2)"
-    assert retried.status_code == 403
-    assert "replayed: this token request (the same Idempotency-Key) was already used" in retried.json()["error"]
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["result"].startswith("approved by alice at ")
+    assert retried.json()["result"].endswith("(this Idempotency-Key, counted once)")
+    assert turned.status_code == 422 and "counted for the approval of" in turned.json()["error"]
     assert [b.status_code for b in bad] == [400] * 4 and "Idempotency-Key" in bad[0].json()["error"]
-    assert counted == {"malformed_key": 4} and counted_other == {"replayed": 1}
+    assert counted == {"malformed_key": 4} and counted_other == {"key_reused": 1}
     assert bob.status_code == 200 and bob.json()["result"] == "approved by bob (2 of 2)"
-    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
-    assert [(e.kind, e.approver, e.channel, e.verified) for e in record.approvals] == [
-        ("approved", "alice", "token", True), ("refused", "alice", "token", False), ("approved", "bob", "token", True)]
-    assert "replayed" in record.approvals[1].note
+    assert after_close.status_code == 200 and after_close.json() == retried.json()  # the incident moved on: same answer
+    assert [(e.kind, e.approver, e.channel, e.verified, e.origin) for e in record.approvals] == [
+        ("approved", "alice", "token", True, "token:alice:4f1c-retry-1"),
+        ("approved", "bob", "token", True, "token:bob:4f1c-retry-1")]
+
+
+async def test_a_retry_racing_its_first_try_is_refused_by_the_workflow_and_answered_like_the_first(
+        client, task_queue, delivery, setup):
+    """Two ingresses each read the incident before either try counted: the workflow counts
+    one, refuses the other as a replay (recorded), and both people-facing answers are 200."""
+    handle = await waiting_incident(client, task_queue, "PairTest")
+    stale = await handle.query(IncidentWorkflow.audit)  # what the second ingress read, before the first try counted
+
+    class Racing(Approver):
+        reads = 0
+
+        async def record(self, incident_id: str) -> AuditRecord:
+            self.reads += 1
+            return stale if self.reads == 1 else await super().record(incident_id)
+
+    racing = Racing(client, setup.whitelist, KEY)
+    async with ingress(client, delivery, setup.whitelist) as http:
+        first = await post(http, TOKENS["alice"], key="race-1", incident=handle.id, action="approve")
+    second = await racing.send("alice", "token", handle.id, "approve", origin="token:alice:race-1")
+    record = await handle.query(IncidentWorkflow.audit)
+    assert first.status_code == 200 and first.json()["result"] == "approved by alice (1 of 2)"
+    assert second.startswith("approved by alice at ") and racing.reads == 2
+    assert [(e.kind, e.approver) for e in record.approvals] == [("approved", "alice"), ("refused", "alice")]
+    assert "replayed: this token request (the same Idempotency-Key) was already used" in record.approvals[1].note
+    assert record.status == "awaiting_approval"  # counted once: still one of two
