@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -42,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act, GovernorView
     from selfheal.workflows import agent_answer
-    from selfheal.workflows.governor import Brake, EntryStatus
+    from selfheal.workflows.governor import Brake, EntryStatus, Message, Slim
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
 # Temporal refuses more than 2,000 updates per run (and 10 in flight): start afresh well
@@ -63,18 +62,14 @@ def entry_governor_id(task_queue: str, entry_id: str) -> str:
     return f"selfheal-governor:{task_queue}/{entry_id}"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Learn(_Model):
+class Learn(Message):
     whitelist_sha256: str
-    policy: Whitelist | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
+    policy: Slim[Whitelist] | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
 
 
-class Assess(_Model):
+class Assess(Message):
     whitelist_sha256: str
-    request: ActionRequest
+    request: Slim[ActionRequest]
     incident_id: str
     # Why the incident needs at least one person whatever the tier (a model's proposal or
     # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
@@ -92,13 +87,13 @@ class Reserve(Assess):
     approved_by: list[str] = []
 
 
-class AssessInput(_Model):
+class AssessInput(Message):
     """An incident's ``assess_action``: decided under its own snapshot (its hash, and what
     deciding needs of it, which the governor learns once)."""
 
     whitelist_sha256: str
-    policy: Whitelist  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
-    request: ActionRequest
+    policy: Slim[Whitelist]  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
+    request: Slim[ActionRequest]
     incident_id: str
     idempotency_key: str  # the key of the reservation an automatic decision takes at once
     raised_by: list[str] = []
@@ -110,19 +105,19 @@ class ReserveInput(AssessInput):
     approved_by: list[str] = []
 
 
-class Reserved(_Model):
+class Reserved(Message):
     granted: bool
-    decision: Decision  # the decision made right before acting; when not granted, why
-    execution: Execution | None = None
+    decision: Slim[Decision]  # the decision made right before acting; when not granted, why
+    execution: Slim[Execution] | None = None
     whitelist_sha256: str  # the whitelist that decision was made under
 
 
-class Assessed(_Model):
-    decision: Decision               # under the incident's own snapshot: what its audit records
+class Assessed(Message):
+    decision: Slim[Decision]         # under the incident's own snapshot: what its audit records
     reserved: Reserved | None = None  # an automatic decision's reservation, under the current whitelist
 
 
-class Outcome(_Model):
+class Outcome(Message):
     entry_id: str
     targets: list[str]
     incident_id: str
@@ -130,14 +125,14 @@ class Outcome(_Model):
     whitelist_sha256: str = ""  # whose breaker threshold counts (the current whitelist's)
 
 
-class EntryState(_Model):
+class EntryState(Message):
     entry_id: str
     updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
-    policies: dict[str, Whitelist | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
-    executions: list[Execution] = []
+    policies: dict[str, Slim[Whitelist] | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
+    executions: list[Slim[Execution]] = []
     autonomous: list[Act] = []
     failures: list[Act] = []
-    reservations: dict[str, Execution] = {}  # idempotency key -> execution
+    reservations: dict[str, Slim[Execution]] = {}  # idempotency key -> execution
     assessed: dict[str, Assessed] = {}       # incident id -> its assessment, for a retried one
     outcomes: dict[str, str] = {}            # "incident:outcome" -> the answer given, for a retried report
 

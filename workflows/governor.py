@@ -26,17 +26,18 @@ Messages:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal import attest
     from selfheal.whitelist import Whitelist
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act, Hold
+
+    from selfheal import attest
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
 # Temporal refuses more than 2,000 updates per run; people's commands and announcements
@@ -54,8 +55,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Announce(_Model):
-    whitelist: Whitelist
+# A governor's history grows with what its messages and its state carry, decision after
+# decision, and a fleet makes many. So they leave their defaults out (a model puts them
+# back when it is read: nothing a decision reads changes), and so do the whitelist's models
+# they carry (``Slim``). An incident's history, the audit trail, keeps every field.
+def _without_defaults(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+Slim = Annotated[M, PlainSerializer(_without_defaults, when_used="json-unless-none")]
+
+
+class Message(_Model):
+    """What a governor's history holds: an update's argument or answer, its state."""
+
+    @model_serializer(mode="wrap", when_used="json")
+    def _leave_defaults_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        fields = type(self).model_fields
+        return {name: value for name, value in data.items()
+                if fields[name].is_required() or getattr(self, name) != fields[name].get_default(call_default_factory=True)}
+
+
+class Announce(Message):
+    whitelist: Slim[Whitelist]
     whitelist_sha256: str
     source: str = ""  # the file, for the log
 
@@ -85,12 +109,12 @@ class Current(_Model):
     brake: Brake = Brake()
 
 
-class OpenBreaker(_Model):
+class OpenBreaker(Message):
     entry_id: str
     reason: str
 
 
-class _Proven(_Model):
+class _Proven(Message):
     """A signed statement (``selfheal.attest``) that proves ``by`` is who sent this."""
 
     channel: Literal["ssh", "slack", "token"] | None = None
@@ -116,7 +140,7 @@ class CloseBreaker(_Proven):
     reason: str
 
 
-class LogEvent(_Model):
+class LogEvent(Message):
     at: datetime
     by: str
     action: str  # announced, paused, resumed, breaker_opened, breaker_closed, refused
@@ -125,9 +149,9 @@ class LogEvent(_Model):
     verified: bool = False  # the person was proven (a signed statement), not a typed name
 
 
-class GovernorState(_Model):
+class GovernorState(Message):
     updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
-    whitelist: Whitelist | None = None
+    whitelist: Slim[Whitelist] | None = None
     whitelist_sha256: str = ""
     pause_all: Hold | None = None
     pauses: dict[str, Hold] = {}
