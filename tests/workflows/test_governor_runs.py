@@ -18,7 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from selfheal import worker as worker_module
-from selfheal.models import ActionRequest
+from selfheal.models import ActionRequest, Execution
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.workflows.entry_governor import (
     Assess, EntryGovernorWorkflow, EntryState, Learn, Outcome, Reserve, entry_governor_id,
@@ -110,6 +110,44 @@ async def test_an_entry_governor_continues_as_new_with_its_claims_failures_and_w
     assert ledger.autonomous_targets == ["web-1"] and ledger.executions_in_rate_window == 2
     assert [f.incident_id for f in ledger.recent_failures] == ["i-1"]
     record(request, "governor-entry-continued-as-new", wid, history)
+
+
+async def test_a_reload_that_shortens_a_window_does_not_let_a_new_run_forget_what_the_older_window_counts(
+        client, task_queue):
+    """A new run keeps what the longest window of every whitelist it knows still counts: an
+    incident deciding under the file before a reload that shortened the rate window still
+    sees the execution that file's window holds, and one under the reload does not."""
+    def once_in(revision: int, window: str):
+        text = WHITELIST.replace("REVISION", str(revision)).replace(
+            "rate_limit: {max_executions: 100, window: 1h}", f"rate_limit: {{max_executions: 1, window: {window}}}")
+        return load_whitelist_bytes(text.encode(), f"wl-{revision}.yaml")
+
+    long_window, short_window = once_in(1, "1h"), once_in(2, "10m")
+    wid = entry_governor_id(task_queue, "restart-web")
+    half_an_hour_ago = datetime.now(timezone.utc) - timedelta(minutes=30)
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await client.start_workflow(
+            EntryGovernorWorkflow.run,
+            EntryState(entry_id="restart-web", updates_per_run=2,
+                       policies={wl.sha256: wl.whitelist.for_entry("restart-web") for wl in (long_window, short_window)},
+                       executions=[Execution(entry_id="restart-web", started_at=half_an_hour_ago, incident_id="i-0",
+                                             targets=["web-1"])]),
+            id=wid, task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+        first_run = handle.result_run_id
+        for wl in (long_window, short_window):  # two updates: the run turns over
+            await handle.execute_update(EntryGovernorWorkflow.learn, Learn(
+                whitelist_sha256=wl.sha256, policy=wl.whitelist.for_entry("restart-web")))
+
+        async def turned_over():
+            return (await client.get_workflow_handle(wid).describe()).run_id != first_run
+        await wait_for(turned_over)
+        later = client.get_workflow_handle(wid)
+        under = {name: await later.execute_update(EntryGovernorWorkflow.assess, Assess(
+            whitelist_sha256=wl.sha256, request=web("web-1"), incident_id=f"i-{name}"))
+            for name, wl in (("before", long_window), ("after", short_window))}
+    assert under["before"].decision.kind == "deny" and under["before"].decision.rule == "rate_limit", under["before"]
+    assert under["after"].decision.kind != "deny", under["after"]  # 30 minutes ago is outside its 10 minutes
 
 
 async def test_the_deployment_governor_continues_as_new_with_its_whitelist_and_pauses(client, task_queue, request):
