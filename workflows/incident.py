@@ -243,6 +243,8 @@ class IncidentWorkflow(ApprovalDesk):
                                         Assessed, f"decide {entry.id} at the governor (tier, limits, autonomy)")
         decision, self._reserved = assessed.decision, assessed.reserved
         self._audit.request, self._audit.decision = request, decision
+        if assessed.reserved is not None:
+            self._audit.reserved_under_sha256 = assessed.reserved.whitelist_sha256
         metrics.decided(self._audit, workflow.now())
         self._upsert(search.ENTRY.value_set(search.fit(entry.id)), search.BLAST_RADIUS.value_set(search.fit(entry.blast_radius)))
         return decision
@@ -316,7 +318,6 @@ class IncidentWorkflow(ApprovalDesk):
         key = self._key(entry.id)
         # An automatic decision was reserved with it; after people decided, reserve now.
         reserved, self._reserved = self._reserved or await self._reserve(entry), None
-        self._audit.reserved_under_sha256 = reserved.whitelist_sha256
         if not reserved.granted:
             return await self._refused_at_reservation(entry, reserved)
         self._acted_on = reserved.decision.targets
@@ -410,12 +411,16 @@ class IncidentWorkflow(ApprovalDesk):
             except ActivityError as exc:  # the outcome stands; say that the governor did not hear it
                 self._audit.outcome_detail += f" (the governor was not told: {cause_text(exc)})"
         self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
+        # Counted now, in a workflow task that schedules the notification, not in the last one,
+        # which completes the workflow: the server refuses that completion when an event came
+        # in meanwhile (a signal, this incident's drill ending), and the task that then runs
+        # again is not a replay, so whatever it recorded would be counted twice.
+        metrics.ended(self._audit)
         answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
                             + (f" (fast: {e.after_seconds:.0f}s after the request)" if e.fast else "")
                             for e in self._audit.approvals)
         await self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
         self._audit.ended_at = workflow.now()
-        metrics.ended(self._audit)
 
     # --- observe ----------------------------------------------------------------------
 
