@@ -8,10 +8,10 @@ retry policy backs off.
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from selfheal.activities.heartbeat import heartbeating
-from selfheal.models import ChatMessage, ModelTurn, ModelTurnInput
+from selfheal.contract import ChatMessage, ModelTurn, ModelTurnInput
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.redact import DEFAULT, Redactor
 
 
@@ -27,7 +27,7 @@ class ModelTurns:
                            for c in m.tool_calls],
         })
 
-    @activity.defn(name="model_turn")
+    @implements(declared.model_turn)
     @heartbeating
     async def model_turn(self, inp: ModelTurnInput) -> ModelTurn:
         sent = inp.model_copy(update={"messages": [self._message(m) for m in inp.messages]})

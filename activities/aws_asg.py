@@ -9,7 +9,7 @@ and people decide. Verified by counting the group's InService instances.
 from __future__ import annotations
 
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.models import Check, RemediationInput, WorldState
+from selfheal.contract import Check, RemediationInput, WorldState
 from selfheal.whitelist.models import AsgScaleEntry
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.models import Check, RemediationInput, WorldState
+from selfheal.contract import Check, RemediationInput, WorldState
 from selfheal.whitelist.models import Ec2RebootEntry
-from selfheal.workflows.requests import INSTANCE_ID, MAX_CANDIDATES
+from selfheal.contract.kinds import INSTANCE_ID, MAX_CANDIDATES
 
 REBOOT_TAG = "selfheal:reboot"
 

@@ -9,7 +9,7 @@ service's first deployment after an update; the check reads its rollout state.)
 from __future__ import annotations
 
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.models import Check, RemediationInput, WorldState
+from selfheal.contract import Check, RemediationInput, WorldState
 from selfheal.whitelist.models import EcsRollbackEntry
 
 

@@ -21,15 +21,15 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.aws_clients import AwsClients
 from selfheal.activities.aws_ecs import revision
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.remediate import out_of_policy
-from selfheal.models import Evidence, EvidenceItem
+from selfheal.contract import AwsEvidenceRequest, EvidenceItem
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.redact import redact
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry
@@ -38,15 +38,6 @@ MAX_WINDOW = timedelta(hours=24)
 MAX_ITEMS, MAX_LOG_EVENTS, MAX_LOG_BYTES, MAX_LOG_PAGES = 100, 200, 64 * 1024, 20
 EXCERPT = 1000
 LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-
-
-class AwsEvidenceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    entry_id: str
-    since: datetime
-    until: datetime
-    alarm_name: str | None = None
 
 
 def invalid(message: str) -> ApplicationError:
@@ -193,7 +184,7 @@ class AwsEvidence:
                 raise
             return [EvidenceItem(id=f"unavailable:{name}", source=name, query=query, excerpt=cut(f"unavailable ({exc.type}): {exc}"))]
 
-    @activity.defn(name="read_aws_evidence")
+    @implements(declared.read_aws_evidence)
     @heartbeating
     async def read_aws_evidence(self, request: AwsEvidenceRequest) -> list[EvidenceItem]:
         """Read-only, bounded evidence for one whitelisted AWS entry: never writes."""

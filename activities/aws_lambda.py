@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.models import Check, RemediationInput, WorldState
+from selfheal.contract import Check, RemediationInput, WorldState
 from selfheal.whitelist.models import LambdaRollbackEntry
 
 

@@ -16,7 +16,9 @@ from selfheal.activities import aws_asg, aws_ec2, aws_ecs, aws_lambda
 from selfheal.activities.aws_clients import AwsClients
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.remediate import out_of_policy
-from selfheal.models import ActionRequest, RemediationInput, RemediationResult, WorldState
+from selfheal.contract import ActionRequest, RemediationInput, RemediationResult, WorldState
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry
 from selfheal.whitelist.policy import check_request, check_target
@@ -51,7 +53,7 @@ class AwsRemediator:
             return await aws_ec2.read(self._clients, entry, ids if isinstance(ids, list) else [])
         return await MODULES[entry.kind].read(self._clients, entry)
 
-    @activity.defn(name="read_world")
+    @implements(declared.read_world)
     @heartbeating
     async def read_world(self, request: ActionRequest) -> WorldState:
         """Read-only: the target as it is now (before deciding, and right before acting)."""
@@ -79,22 +81,22 @@ class AwsRemediator:
         return RemediationResult(entry_id=entry.id, kind=kind, idempotency_key=inp.idempotency_key, action=action,
                                  detail=detail, before=before, after=after)
 
-    @activity.defn(name="rollback_ecs_service")
+    @implements(declared.rollback_ecs_service)
     @heartbeating
     async def rollback_ecs_service(self, inp: RemediationInput) -> RemediationResult:
         return await self._execute(inp, "ecs.rollback")
 
-    @activity.defn(name="scale_asg")
+    @implements(declared.scale_asg)
     @heartbeating
     async def scale_asg(self, inp: RemediationInput) -> RemediationResult:
         return await self._execute(inp, "asg.scale")
 
-    @activity.defn(name="reboot_instances")
+    @implements(declared.reboot_instances)
     @heartbeating
     async def reboot_instances(self, inp: RemediationInput) -> RemediationResult:
         return await self._execute(inp, "ec2.reboot")
 
-    @activity.defn(name="rollback_lambda_alias")
+    @implements(declared.rollback_lambda_alias)
     @heartbeating
     async def rollback_lambda_alias(self, inp: RemediationInput) -> RemediationResult:
         return await self._execute(inp, "lambda.rollback")

@@ -22,10 +22,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.redact import DEFAULT, Redactor, redact
 from selfheal.activities.runner import CommandRunner, UnreachableHost
 from selfheal.activities.systemd import SystemdError, journal_lines
-from selfheal.models import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
+from selfheal.contract import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param
 from selfheal.whitelist.durations import PositiveDuration
 from selfheal.whitelist.matchers import matches_all, parse_matcher
 from selfheal.whitelist.reviewed import load_reviewed
@@ -90,7 +92,7 @@ class RuleDiagnoser:
         # and chat: secrets in log lines are redacted before they leave this activity.
         self._redact = redactor
 
-    @activity.defn(name="diagnose")
+    @implements(declared.diagnose)
     @heartbeating
     async def diagnose(self, inp: DiagnoseInput) -> Diagnosis:
         firing = [a for a in inp.alerts if a.status == "firing"] or inp.alerts
@@ -139,7 +141,7 @@ class RuleDiagnoser:
     async def _aws_evidence(self, entry_id: str, firing: list[Alert], since, cache: dict) -> list[Evidence] | str:
         """The proposed AWS entry's evidence, one ``Evidence`` per source, each line citing
         its item id; or why it could not be read."""
-        from selfheal.activities.aws_evidence import AwsEvidenceRequest
+        from selfheal.contract import AwsEvidenceRequest
 
         if self._aws is None:
             return f"aws:{entry_id}: this worker has no AWS evidence reader"

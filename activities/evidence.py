@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import as_activity_errors, unit_state
-from selfheal.models import ActionRequest, UnitState
+from selfheal.contract import ActionRequest, UnitState
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import SystemdRestartEntry
 
@@ -18,7 +19,7 @@ class EvidenceReader:
         self._runner = runner
         self._loaded = loaded
 
-    @activity.defn(name="read_unit_state")
+    @implements(declared.read_unit_state)
     @heartbeating
     async def read_unit_state(self, request: ActionRequest) -> UnitState:
         entry = self._loaded.whitelist.entry(request.entry_id)

@@ -46,14 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import Scope, SystemdError, as_activity_errors
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.evidence_config import FileSource, JournalSource, LoadedEvidence, PromQuery, render
-from selfheal.models import EXCERPT, Alert, EvidenceItem, EvidenceRead
+from selfheal.contract import EXCERPT, Alert, EvidenceItem, EvidenceRead
 from selfheal.redact import DEFAULT, Redactor
 from selfheal.whitelist.durations import format_duration
 
@@ -211,7 +212,7 @@ class EvidenceSources:
     def config(self):
         return self._loaded.config
 
-    @activity.defn(name="read_evidence")
+    @implements(declared.read_evidence)
     @heartbeating
     async def read_evidence(self, request: EvidenceRead) -> list[EvidenceItem]:
         """Read one configured evidence source, bounded and redacted. Never writes."""
@@ -513,7 +514,7 @@ class EvidenceSources:
 
     async def _aws_read(self, entry_id: str | None, alerts: list[Alert], since: datetime,
                         until: datetime) -> list[EvidenceItem]:
-        from selfheal.activities.aws_evidence import AwsEvidenceRequest
+        from selfheal.contract import AwsEvidenceRequest
 
         if self._aws is None:
             raise refused("aws: this worker has no AWS evidence reader")

@@ -24,15 +24,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal.activities.heartbeat import heartbeating, recall, remember
-from selfheal.models import RemediationInput
+from selfheal.contract import RemediationInput
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist import Whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
-from selfheal.workflows.entry_governor import (
-    BRAKED, BREAKER, UNKNOWN_WHITELIST, Assess, Assessed, AssessInput, EntryGovernorWorkflow, EntryState, Learn, Outcome, Reserve,
-    ReserveInput, Reserved, entry_governor_id,
-)
-from selfheal.workflows.governor import (
-    Announce, Brake, Current, GovernorState, GovernorStatus, GovernorWorkflow, OpenBreaker, governor_id,
+from selfheal.contract.governor import (
+    BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
+    Brake, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
+    Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id,
 )
 
 BUSY_BACKOFF_FIRST = 0.05  # seconds
@@ -55,15 +55,16 @@ class Updater:
         self._task_queue = task_queue
         self._slots: dict[str, asyncio.Semaphore] = {}
 
-    async def update(self, wid: str, run, initial: Any, update, arg: Any) -> Any:
+    async def update(self, wid: str, workflow: str, initial: Any, update: str, arg: Any, result_type: type) -> Any:
         async with self._slots.setdefault(wid, asyncio.Semaphore(SLOTS)):
             delay = BUSY_BACKOFF_FIRST
             while True:
                 # A fresh operation per call: the SDK refuses to reuse one.
-                start = WithStartWorkflowOperation(run, initial, id=wid, task_queue=self._task_queue,
+                start = WithStartWorkflowOperation(workflow, initial, id=wid, task_queue=self._task_queue,
                                                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
                 try:
-                    return await self._client.execute_update_with_start_workflow(update, arg, start_workflow_operation=start)
+                    return await self._client.execute_update_with_start_workflow(update, arg, start_workflow_operation=start,
+                                                                                 result_type=result_type)
                 except RPCError as exc:
                     if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
                         raise
@@ -72,11 +73,12 @@ class Updater:
                     delay = min(delay * 2, BUSY_BACKOFF_MAX)
 
 
-async def _query(client: Client, wid: str, query, arg: Any = None, default: Any = None) -> Any:
+async def _query(client: Client, wid: str, query: str, result_type: type, arg: Any = None, default: Any = None) -> Any:
     """A governor's query, or ``default`` when that governor has not started yet."""
     try:
         handle = client.get_workflow_handle(wid)
-        return await (handle.query(query) if arg is None else handle.query(query, arg))
+        return await (handle.query(query, result_type=result_type) if arg is None
+                      else handle.query(query, arg, result_type=result_type))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return default
@@ -86,25 +88,25 @@ async def _query(client: Client, wid: str, query, arg: Any = None, default: Any 
 async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:
     """Tell the deployment governor this worker's whitelist (at start, and on each reload).
     It adopts it unless the current one has a higher revision; the answer says which."""
-    current: Current = await _query(client, governor_id(task_queue), GovernorWorkflow.current, "", Current())
+    current: Current = await _query(client, governor_id(task_queue), Governor.CURRENT, Current, "", Current())
     if current.whitelist_sha256 == loaded.sha256:
         return f"whitelist {loaded.sha256[:12]} is current"
     return await Updater(client, task_queue).update(
-        governor_id(task_queue), GovernorWorkflow.run, GovernorState(), GovernorWorkflow.announce,
-        Announce(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, source=loaded.path))
+        governor_id(task_queue), GOVERNOR_WORKFLOW, GovernorState(), Governor.ANNOUNCE,
+        Announce(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, source=loaded.path), str)
 
 
 async def read_status(client: Client, task_queue: str) -> GovernorStatus | None:
     """The deployment governor's status with each entry's ledger filled in from its own
     governor; None when no worker has started the governor yet."""
-    status: GovernorStatus | None = await _query(client, governor_id(task_queue), GovernorWorkflow.status)
+    status: GovernorStatus | None = await _query(client, governor_id(task_queue), Governor.STATUS, GovernorStatus)
     if status is None:
         return None
     limit = asyncio.Semaphore(16)
 
     async def ledger(entry_id: str):
         async with limit:
-            return await _query(client, entry_governor_id(task_queue, entry_id), EntryGovernorWorkflow.ledger)
+            return await _query(client, entry_governor_id(task_queue, entry_id), EntryGovernor.LEDGER, EntryStatus)
 
     ledgers = await asyncio.gather(*(ledger(e.entry_id) for e in status.entries))
     entries = [e if got is None else got.model_copy(update={"paused": e.paused, "breaker": e.breaker})
@@ -127,7 +129,7 @@ class BrakeReader:
     async def check(self, inp: RemediationInput) -> None:
         if not inp.autonomous or recall("brake") == "passed":
             return
-        brake: Brake = await _query(self._client, self._id, GovernorWorkflow.brake, inp.request.entry_id, Brake())
+        brake: Brake = await _query(self._client, self._id, Governor.BRAKE, Brake, inp.request.entry_id, Brake())
         why = brake.engaged(datetime.now(timezone.utc))
         if why:
             raise ApplicationError(f"{inp.request.entry_id} did not run alone: {why}", type=BRAKED, non_retryable=True)
@@ -143,33 +145,33 @@ class GovernorActivities:
         self._updater = Updater(client, task_queue)
 
     async def _current(self, entry_id: str) -> Current:
-        current: Current = await _query(self._client, self._id, GovernorWorkflow.current, entry_id, Current())
+        current: Current = await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
         if not current.whitelist_sha256:
             # No worker has announced a whitelist yet (this one's start-up announcement
             # may still be on its way): announce this worker's, then read again.
             await announce_whitelist(self._client, self._task_queue, self._loaded)
-            current = await _query(self._client, self._id, GovernorWorkflow.current, entry_id, Current())
+            current = await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
         return current
 
-    async def _entry_update(self, entry_id: str, update, arg, policies: dict[str, Whitelist | None]):
+    async def _entry_update(self, entry_id: str, update: str, arg, result_type: type, policies: dict[str, Whitelist | None]):
         """``update`` on the entry's governor; taught one of ``policies`` (whitelist hash ->
         ``Whitelist.for_entry``) first whenever it names a hash it does not know."""
         wid = entry_governor_id(self._task_queue, entry_id)
         initial = EntryState(entry_id=entry_id, policies=policies)  # a governor started now knows them all
         for _ in range(2 * len(policies) + 1):
             try:
-                return await self._updater.update(wid, EntryGovernorWorkflow.run, initial, update, arg)
+                return await self._updater.update(wid, ENTRY_GOVERNOR_WORKFLOW, initial, update, arg, result_type)
             except WorkflowUpdateFailedError as exc:
                 cause = exc.cause
                 unknown = cause.details[0] if isinstance(cause, ApplicationError) and cause.type == UNKNOWN_WHITELIST \
                     and cause.details else None
                 if unknown not in policies:
                     raise RuntimeError(f"the governor of {entry_id} refused: {cause}") from None
-                await self._updater.update(wid, EntryGovernorWorkflow.run, initial, EntryGovernorWorkflow.learn,
-                                           Learn(whitelist_sha256=unknown, policy=policies[unknown]))
+                await self._updater.update(wid, ENTRY_GOVERNOR_WORKFLOW, initial, EntryGovernor.LEARN,
+                                           Learn(whitelist_sha256=unknown, policy=policies[unknown]), str)
         raise RuntimeError(f"the governor of {entry_id} kept forgetting the whitelists it was taught")
 
-    @activity.defn(name="assess_action")
+    @implements(declared.assess_action)
     @heartbeating
     async def assess_action(self, inp: AssessInput) -> Assessed:
         # Decided under the incident's snapshot; an automatic decision is reserved at once
@@ -179,10 +181,10 @@ class GovernorActivities:
         assess = Assess(whitelist_sha256=inp.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
                         raised_by=inp.raised_by, brake=current.brake, reserve_under=current.whitelist_sha256,
                         idempotency_key=inp.idempotency_key)
-        return await self._entry_update(entry_id, EntryGovernorWorkflow.assess, assess,
+        return await self._entry_update(entry_id, EntryGovernor.ASSESS, assess, Assessed,
                                         {inp.whitelist_sha256: inp.policy, current.whitelist_sha256: current.policy})
 
-    @activity.defn(name="reserve_action")
+    @implements(declared.reserve_action)
     @heartbeating
     async def reserve_action(self, inp: ReserveInput) -> Reserved:
         # Right before acting, decide again under the deployment's current whitelist (it
@@ -196,17 +198,17 @@ class GovernorActivities:
         reserve = Reserve(whitelist_sha256=current.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
                           raised_by=inp.raised_by, brake=current.brake, idempotency_key=inp.idempotency_key,
                           approved_by=inp.approved_by)
-        return await self._entry_update(entry_id, EntryGovernorWorkflow.reserve, reserve,
+        return await self._entry_update(entry_id, EntryGovernor.RESERVE, reserve, Reserved,
                                         {current.whitelist_sha256: current.policy})
 
-    @activity.defn(name="record_outcome")
+    @implements(declared.record_outcome)
     @heartbeating
     async def record_outcome(self, outcome: Outcome) -> str:
         current = await self._current(outcome.entry_id)
         outcome = outcome.model_copy(update={"whitelist_sha256": current.whitelist_sha256})
-        answer = await self._entry_update(outcome.entry_id, EntryGovernorWorkflow.record_outcome, outcome,
+        answer = await self._entry_update(outcome.entry_id, EntryGovernor.RECORD_OUTCOME, outcome, str,
                                           {current.whitelist_sha256: current.policy})
         if answer.startswith(BREAKER):
-            answer = await self._updater.update(self._id, GovernorWorkflow.run, GovernorState(), GovernorWorkflow.open_breaker,
-                                                OpenBreaker(entry_id=outcome.entry_id, reason=answer[len(BREAKER):]))
+            answer = await self._updater.update(self._id, GOVERNOR_WORKFLOW, GovernorState(), Governor.OPEN_BREAKER,
+                                                OpenBreaker(entry_id=outcome.entry_id, reason=answer[len(BREAKER):]), str)
         return answer

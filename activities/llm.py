@@ -2,7 +2,7 @@
 
 Two wire formats: OpenAI Chat Completions (also served by Ollama, vLLM, llama.cpp under
 ``/v1``) and Anthropic Messages; the conversation itself is provider-neutral
-(``selfheal.models``). Failures are ``ApplicationError``s for the activity's retry policy:
+(``selfheal.contract``). Failures are ``ApplicationError``s for the activity's retry policy:
 overload, rate limits and network trouble are retried (``LlmUnavailable``), so is a
 garbled answer (``LlmMalformed``: another sample may be fine); a request the provider
 refuses (bad key, unknown model, bad request) is not (``LlmRefused``).
@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from temporalio.exceptions import ApplicationError
 
-from selfheal.models import ChatMessage, ModelTurn, ModelTurnInput, ToolCall
+from selfheal.contract import ChatMessage, ModelTurn, ModelTurnInput, ToolCall
 
 log = logging.getLogger(__name__)
 

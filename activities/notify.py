@@ -13,7 +13,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
-from selfheal.models import Notification
+from selfheal.contract import Notification
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.redact import DEFAULT, Redactor
 from selfheal.slack import SlackApi, decided_blocks, request_blocks
 
@@ -27,7 +29,7 @@ class Notifier:
         self._slack = slack if channel else None
         self._channel = channel
 
-    @activity.defn(name="notify")
+    @implements(declared.notify)
     @heartbeating
     async def notify(self, note: Notification) -> str:
         # Leaving the machine: redact once more, whatever the workflow put in (alert

@@ -3,10 +3,10 @@ in the incident's history."""
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from selfheal.activities.heartbeat import heartbeating
-from selfheal.settings import IncidentSettings, LoadPolicy, PolicySnapshot
+from selfheal.contract import IncidentSettings, LoadPolicy, PolicySnapshot
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist.loader import LoadedWhitelist
 
 
@@ -18,7 +18,7 @@ class PolicyActivities:
         self._loaded = loaded
         self._settings = settings
 
-    @activity.defn(name="load_policy")
+    @implements(declared.load_policy)
     @heartbeating
     async def load_policy(self, inp: LoadPolicy) -> PolicySnapshot:
         # One read of the current whitelist, so the excerpt and its hash are of one file.

@@ -19,7 +19,9 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import as_activity_errors, systemctl, unit_state
-from selfheal.models import RemediationInput, RemediationResult, UnitState
+from selfheal.contract import RemediationInput, RemediationResult, UnitState
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import SystemdRestartEntry
 from selfheal.whitelist.policy import check_request
@@ -54,7 +56,7 @@ class SystemdRemediator:
             activity.logger.warning("whitelist changed since the decision: %s -> %s", inp.whitelist_sha256, self._loaded.sha256)
         return entry
 
-    @activity.defn(name="restart_unit")
+    @implements(declared.restart_unit)
     @heartbeating
     async def restart_unit(self, inp: RemediationInput) -> RemediationResult:
         entry = self._entry(inp)

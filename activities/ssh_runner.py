@@ -27,7 +27,7 @@ from typing import Sequence
 
 import asyncssh
 
-from selfheal.activities.routing import SshTarget, check_host
+from selfheal.activities.targets import SshTarget, check_host
 from selfheal.activities.runner import CommandResult, UnreachableHost
 
 log = logging.getLogger(__name__)

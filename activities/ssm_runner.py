@@ -2,8 +2,8 @@
 
 ``run`` accepts exactly the argv ``systemd.py`` and the remediator send for a whitelisted
 system-scope unit on a host its entry covers, sends that entry's document
-(``selfheal.grants.ssm``) with the matching ``action`` and polls ``GetCommandInvocation``
-until the command ends. Anything else is refused before any AWS call.
+(``activities/ssm_documents.py``; ``selfheal grants ssm`` writes them) with the matching
+``action`` and polls ``GetCommandInvocation`` until the command ends. Anything else is refused before any AWS call.
 
 A restart's CommandId goes into the activity's heartbeat details as soon as it is sent: a
 retry (the worker died with the command in flight) polls that command instead of sending a
@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.aws_clients import AwsClients
 from selfheal.activities.heartbeat import recall, remember
 from selfheal.activities.runner import CommandResult, UnreachableHost
-from selfheal.grants.ssm import PREFIX, commands, document_name, system_entries
+from selfheal.activities.ssm_documents import PREFIX, commands, document_name, system_entries
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import SystemdRestartEntry
 

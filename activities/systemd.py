@@ -10,10 +10,10 @@ from typing import Iterator, Literal
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.runner import CommandRunner, UnreachableHost
-from selfheal.models import UnitState
+from selfheal.contract import UnitState
 
 Scope = Literal["system", "user"]
-_PROPS = ("InvocationID", "NRestarts", "ActiveEnterTimestampMonotonic", "ActiveState", "SubState", "LoadState")
+UNIT_PROPERTIES = ("InvocationID", "NRestarts", "ActiveEnterTimestampMonotonic", "ActiveState", "SubState", "LoadState")
 
 
 class SystemdError(Exception):
@@ -42,7 +42,7 @@ def systemctl(scope: Scope, *args: str) -> list[str]:
 
 
 async def unit_state(runner: CommandRunner, host: str, scope: Scope, unit: str) -> UnitState:
-    result = await runner.run(host, systemctl(scope, "show", "-p", ",".join(_PROPS), unit), timeout=30)
+    result = await runner.run(host, systemctl(scope, "show", "-p", ",".join(UNIT_PROPERTIES), unit), timeout=30)
     if not result.ok:
         raise SystemdError(f"systemctl show {unit} failed ({result.returncode}): {result.stderr.strip()}")
     props = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)

@@ -12,9 +12,11 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import SystemdError, unit_state
-from selfheal.models import Check, UnitState, Verification, VerifyInput
+from selfheal.contract import Check, UnitState, Verification, VerifyInput
+from selfheal.contract import activities as declared
+from selfheal.contract.activities import implements
 from selfheal.whitelist.loader import LoadedWhitelist
-from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry, SystemdRestartEntry
+from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, SystemdRestartEntry
 
 POLL_EVERY = 0.5
 AWS_POLL_EVERY = 3.0  # AWS APIs throttle; a deployment settles in minutes, not milliseconds
@@ -28,7 +30,7 @@ class Verifier:
         self._loaded = loaded
         self._aws = aws  # AwsClients, for the AWS kinds' own checks
 
-    @activity.defn(name="verify_remediation")
+    @implements(declared.verify_remediation)
     @heartbeating
     async def verify_remediation(self, inp: VerifyInput) -> Verification:
         entry = self._loaded.whitelist.entry(inp.request.entry_id)

@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +47,13 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from bench.bare import BareApproval, BareApprovalInput  # noqa: E402
 from selfheal import search  # noqa: E402
-from selfheal.models import (  # noqa: E402
+from selfheal.contract import (  # noqa: E402
     ActionRequest, Alert, Approval, AuditRecord, IncidentInput, Notification, RemediationInput, VerifyInput,
 )
 from selfheal.settings import WorkerSettings  # noqa: E402
 from selfheal.whitelist import load_whitelist, target_of  # noqa: E402
 from selfheal.workflows.incident import IncidentWorkflow  # noqa: E402
-from selfheal.workflows.entry_governor import ReserveInput  # noqa: E402
+from selfheal.contract.governor import ReserveInput  # noqa: E402
 from tests.support.systemd_user import SystemdUser  # noqa: E402
 
 RSS_LIMIT_MB = 300

@@ -75,9 +75,9 @@ from fleet_storm import (  # noqa: E402
 )
 
 from selfheal import attest, connection  # noqa: E402
-from selfheal.models import ActionRequest, Approval, AuditRecord, Notification, RemediationInput, VerifyInput  # noqa: E402
+from selfheal.contract import ActionRequest, Approval, AuditRecord, Notification, RemediationInput, VerifyInput  # noqa: E402
 from selfheal.whitelist import load_whitelist, target_of  # noqa: E402
-from selfheal.workflows.entry_governor import ReserveInput  # noqa: E402
+from selfheal.contract.governor import ReserveInput  # noqa: E402
 
 RSS_LIMIT_MB = 300
 RATIO_LIMIT = 1.2

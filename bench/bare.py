@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.models import Notification, RemediationInput, RemediationResult, UnitState, Verification, VerifyInput
+    from selfheal.contract import Notification, RemediationInput, RemediationResult, UnitState, Verification, VerifyInput
     from selfheal.workflows import incident as wf
-    from selfheal.workflows.entry_governor import ReserveInput, Reserved
+    from selfheal.contract.governor import ReserveInput, Reserved
 
 
 @activity.defn

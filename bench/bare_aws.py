@@ -18,12 +18,12 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.models import (ActionRequest, DiagnoseInput, Diagnosis, Notification, RemediationInput, RemediationResult,
+    from selfheal.contract import (ActionRequest, DiagnoseInput, Diagnosis, Notification, RemediationInput, RemediationResult,
                                  Verification, VerifyInput, WorldState)
-    from selfheal.settings import LoadPolicy, PolicySnapshot
+    from selfheal.contract import LoadPolicy, PolicySnapshot
     from selfheal.workflows import incident as wf
     from selfheal.workflows.approval_desk import NOTIFY_RETRY, NOTIFY_TIMEOUT
-    from selfheal.workflows.entry_governor import Assessed, AssessInput, Reserved, ReserveInput
+    from selfheal.contract.governor import Assessed, AssessInput, Reserved, ReserveInput
 
 
 HEARTBEAT = timedelta(seconds=5)  # the settings' default heartbeat timeout, as the incident's

@@ -50,7 +50,7 @@ from selfheal.ingress.app import create_app  # noqa: E402
 from selfheal.ingress.auth import SourceAuth  # noqa: E402
 from selfheal.ingress.delivery import Delivery  # noqa: E402
 from selfheal.ingress.settings import IngressSettings  # noqa: E402
-from selfheal.models import Alert, AlertBatch, IncidentInput  # noqa: E402
+from selfheal.contract import Alert, AlertBatch, IncidentInput  # noqa: E402
 from selfheal.settings import WorkerSettings  # noqa: E402
 from tests.ingress.conftest import RULES, WHITELIST  # noqa: E402
 from tests.ingress.served import serving  # noqa: E402

@@ -580,10 +580,10 @@ def automatic_input(loaded, i: int, instance: str, wid: str):
     """What an automatic incident of service ``i`` gives its activities (bench/bare_aws.py)."""
     from bare_aws import BareAwsAutomaticInput
 
-    from selfheal.models import ActionRequest, Alert, DiagnoseInput, Notification, RemediationInput, VerifyInput
-    from selfheal.settings import LoadPolicy
+    from selfheal.contract import ActionRequest, Alert, DiagnoseInput, Notification, RemediationInput, VerifyInput
+    from selfheal.contract import LoadPolicy
     from selfheal.whitelist import target_of
-    from selfheal.workflows.entry_governor import AssessInput
+    from selfheal.contract.governor import AssessInput
 
     entry = loaded.whitelist.entry(f"reboot-{svc(i)}")
     raw = fleet_alert(i, instance)
@@ -852,7 +852,7 @@ def governor_lines(g: dict) -> list[str]:
         f"{g['whitelist_announcement_bytes'] / 1e6:.2f} MB; without them "
         f"{fmt(g['bytes_per_decision_without_announcements'] and g['bytes_per_decision_without_announcements'] / 1e3, ' KB')} per decision",
         f"    other events > {g['announcement_threshold_bytes'] // 1000} KB: {g['other_big_events'] or 'none'}",
-        f"    largest by event type: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in list(g["storm_bytes_by_event_type"].items())[:4]),
+        "    largest by event type: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in list(g["storm_bytes_by_event_type"].items())[:4]),
         f"    longest workflow task: {fmt(g['longest_workflow_task_s'], digits=3)} (deadlock timeout {DEADLOCK_TIMEOUT:.0f}s) "
         f"at {g['longest_workflow_task_at']}; workflow task failures/timeouts: {len(g['workflow_task_failures'])}",
         *(f"      {f}" for f in g["workflow_task_failures"][:5]),

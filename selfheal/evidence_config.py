@@ -377,7 +377,7 @@ class LoadedEvidence:
     def record(self):
         """The ``EvidenceCatalog`` an incident records: the hash, every allowed source as the
         model may see it (id, kind, description, bounds), and what each id may read."""
-        from selfheal.models import EvidenceCatalog, SourceInfo
+        from selfheal.contract import EvidenceCatalog, SourceInfo
 
         refs = sorted({ref for refs in self.config.allow.values() for ref in refs})
         return EvidenceCatalog(sha256=self.sha256, source=str(self.path),

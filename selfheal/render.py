@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 
 
 def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:

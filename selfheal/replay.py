@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnose import RuleDiagnoser, load_rules
 from selfheal.activities.runner import CommandResult
-from selfheal.models import (AuditRecord, DiagnoseInput, Diagnosis, EvidenceItem, EvidenceRead,
+from selfheal.contract import (AuditRecord, DiagnoseInput, Diagnosis, EvidenceItem, EvidenceRead,
                              ModelTurn, ModelTurnInput, SourceInfo)
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist

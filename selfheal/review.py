@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from statistics import median
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from selfheal.review_models import (ApproverFigures, Counts, DrillSummary, EntryFigures, History, OpenItem, Recommendation,
                                     Review, SameAlert, ShadowFigures)
 from selfheal.whitelist.durations import format_duration

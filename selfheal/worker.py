@@ -45,7 +45,8 @@ from selfheal.workflows.incident import IncidentWorkflow
 from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
 from selfheal.workflows.drill import DrillWorkflow
 from selfheal.workflows.entry_governor import EntryGovernorWorkflow
-from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow, governor_id
+from selfheal.contract.governor import Governor, GovernorStatus, governor_id
+from selfheal.workflows.governor import GovernorWorkflow
 
 log = logging.getLogger("selfheal.worker")
 WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, EntryGovernorWorkflow, DiagnosisAgentWorkflow, DrillWorkflow]
@@ -187,7 +188,7 @@ async def _export(stack: AsyncExitStack, metrics: SdkMetrics, client: Client, se
 
     async def governor_status() -> GovernorStatus:
         handle = client.get_workflow_handle(governor_id(settings.task_queue))
-        return await handle.query(GovernorWorkflow.status, result_type=GovernorStatus)
+        return await handle.query(Governor.STATUS, result_type=GovernorStatus)
 
     governor = GovernorCollector(governor_status, asyncio.get_running_loop())
     metrics.registry.register(governor)

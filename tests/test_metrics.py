@@ -30,11 +30,11 @@ from selfheal.ingress import delivery as delivery_module
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
 from selfheal.metrics import ANSWERS, GovernorCollector, SdkMetrics, parse_address, serve
-from selfheal.models import Rejection
+from selfheal.contract import Rejection
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.vocabulary import Hold
-from selfheal.workflows.governor import EntryStatus, GovernorStatus
+from selfheal.contract.governor import EntryStatus, GovernorStatus
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.conftest import temporal_binary
 from tests.ingress.conftest import SECRET, TOKEN, settings
@@ -162,7 +162,7 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once(br
 
 async def test_a_drill_counts_as_a_drill_per_person_and_never_as_an_incident_or_an_approval(bridge, temporal_env,
                                                                                            tmp_path, aws_world):
-    from selfheal.models import Approval, AuditRecord
+    from selfheal.contract import Approval, AuditRecord
     from selfheal.workflows.drill import DrillWorkflow
     from tests.workflows.test_drills import DRILLED, RULES, _drill_of
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from selfheal import review as rv
 from selfheal.cli import app
-from selfheal.cli_review import APPROVER_COLUMNS, ENTRY_COLUMNS, as_markdown, as_text
-from selfheal.models import ApprovalEvent, AuditRecord, Decision, Diagnosis, DrillRecord, RemediationResult
+from selfheal.cli.review import APPROVER_COLUMNS, ENTRY_COLUMNS, as_markdown, as_text
+from selfheal.contract import ApprovalEvent, AuditRecord, Decision, Diagnosis, DrillRecord, RemediationResult
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.whitelist.policy import effective_tier
 from selfheal.whitelist.vocabulary import Act, GovernorView, Hold
@@ -395,7 +395,7 @@ def test_bad_options_are_refused_before_temporal_is_asked(args, message):
 
 
 def test_a_shadow_entry_lists_the_same_alerts_oldest_first_and_text_shows_the_newest():
-    from selfheal.cli_review import SAME_ALERTS_SHOWN, shadow_lines
+    from selfheal.cli.review import SAME_ALERTS_SHOWN, shadow_lines
 
     people = [incident("rollback-checkout", "rejected", key="pay", age=timedelta(minutes=m)) for m in range(SAME_ALERTS_SHOWN + 3)]
     review = build(shadowed(1) + people)

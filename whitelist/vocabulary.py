@@ -3,7 +3,7 @@
 and pauses), and what the policy answers (``Decision``).
 
 It lives inside the trust boundary so that ``whitelist`` imports nothing from the rest of
-selfheal; ``selfheal.models`` re-exports these names for the layers above.
+selfheal; ``selfheal.contract`` re-exports these names for the layers above.
 
 Decision kinds::
 

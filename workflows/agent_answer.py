@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from selfheal.models import AgentBounds, AgentInput, Alert, Candidate, Diagnosis, Evidence, EvidenceItem, Hypothesis
+from selfheal.contract import AgentBounds, AgentInput, Alert, Candidate, Diagnosis, Evidence, EvidenceItem, Hypothesis
+from selfheal.contract.kinds import KINDS
 
 SUBMIT = "submit_diagnosis"
 READ = "read_evidence"
 # What each kind lets a diagnosis choose. Rollbacks and restarts take nothing: the target
 # is the entry's; reboots take instances from the alerts, never from a diagnosis.
-KIND_PARAMS = MappingProxyType({"asg.scale": MappingProxyType({"desired_capacity": "integer"})})
 
 
 class _Hypothesis(BaseModel):
@@ -87,7 +86,7 @@ def validate(raw: Any, candidates: list[Candidate], evidence: dict[str, Evidence
     if answer.proposal is not None and answer.proposal not in by_id:
         return None, (f"proposal {answer.proposal[:80]!r} is not one of the candidates "
                       f"({', '.join(by_id) or 'none'}); propose one of them or null")
-    allowed = dict(KIND_PARAMS.get(by_id[answer.proposal].kind, {})) if answer.proposal else {}
+    allowed = dict(KINDS[by_id[answer.proposal].kind].model_params) if answer.proposal else {}
     extra = sorted(set(answer.params) - set(allowed))
     if extra:
         return None, f"parameters {extra} are not defined for {answer.proposal or 'no proposal'} (it takes {sorted(allowed) or 'none'})"
@@ -126,7 +125,7 @@ def model_reasons(rules: Diagnosis, model: Diagnosis) -> list[str]:
 
 def raised(decision, whitelist, reasons: list[str]):
     """``decision`` needing at least the whitelist's approving tier, for ``reasons``."""
-    from selfheal.models import Decision
+    from selfheal.contract import Decision
 
     if not reasons or decision.kind == "deny":  # a refusal stays a refusal: raising never allows
         return decision
@@ -149,7 +148,7 @@ def agent_input(incident_id: str, alerts: list[Alert], whitelist, matched: list[
     """What the agent is given, for the incident workflow and for diagnosis replay alike:
     the matched entries as candidates (no targets), the sources the evidence catalog allows
     for them and for the rules' signatures, and the candidate whose AWS evidence "aws" reads."""
-    candidates = [Candidate(id=e.id, kind=e.kind, description=e.description, params=dict(KIND_PARAMS.get(e.kind, {})))
+    candidates = [Candidate(id=e.id, kind=e.kind, description=e.description, params=dict(KINDS[e.kind].model_params))
                   for e in (whitelist.entry(i) for i in matched) if e is not None]
     sources = catalog.allowed([c.id for c in candidates] + [h.id for h in rules.hypotheses]) if catalog else []
     firing = [a for a in alerts if a.status == "firing"] or alerts

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from selfheal.models import AgentInput, AgentResult, ChatMessage, EvidenceItem, ModelTurn, ModelTurnInput, ToolSpec
+from selfheal.contract import AgentInput, AgentResult, ChatMessage, EvidenceItem, ModelTurn, ModelTurnInput, ToolSpec
 from selfheal.workflows import agent_answer
 
 MAX_CALLS_PER_TURN = 4

@@ -20,9 +20,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import attest, search
-    from selfheal.models import (Approval, ApprovalEvent, AuditRecord, EvidenceView, Notification, NotificationRecord,
+    from selfheal.contract import (Approval, ApprovalEvent, AuditRecord, EvidenceView, Notification, NotificationRecord,
                                  Rejection, Viewing)
-    from selfheal.settings import IncidentSettings, PolicySnapshot
+    from selfheal.contract import IncidentSettings, PolicySnapshot
+    from selfheal.contract.activities import notify
+    from selfheal.contract.workflows import Incident
     from selfheal.workflows import approvals, metrics
 
 NOTIFY_TIMEOUT = timedelta(seconds=30)
@@ -95,9 +97,9 @@ class ApprovalDesk:
         note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary, details=details or {})
         try:
             detail = await workflow.execute_activity(
-                "notify", note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
+                notify, note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
                 retry_policy=NOTIFY_RETRY,
-                result_type=str, summary=f"notify: {kind}",
+                summary=f"notify: {kind}",
             )
             delivered = True
         except ActivityError as exc:
@@ -110,7 +112,7 @@ class ApprovalDesk:
     # nothing is waiting for approval; who may approve is checked in the handler, which
     # records the refusal and fails the update with the reason.
 
-    @workflow.update
+    @workflow.update(name=Incident.APPROVE)
     def approve(self, raw: Any = None) -> str:
         return self._answer(raw, rejecting=False, via="update")
 
@@ -118,7 +120,7 @@ class ApprovalDesk:
     def _approve_while_waiting(self, raw: Any = None) -> None:
         self._require_waiting()
 
-    @workflow.update
+    @workflow.update(name=Incident.REJECT)
     def reject(self, raw: Any = None) -> str:
         return self._answer(raw, rejecting=True, via="update")
 
@@ -126,11 +128,11 @@ class ApprovalDesk:
     def _reject_while_waiting(self, raw: Any = None) -> None:
         self._require_waiting()
 
-    @workflow.signal
+    @workflow.signal(name=Incident.APPROVE_SIGNAL)
     def approve_signal(self, raw: Any = None) -> None:
         self._answer(raw, rejecting=False, via="signal")
 
-    @workflow.signal
+    @workflow.signal(name=Incident.REJECT_SIGNAL)
     def reject_signal(self, raw: Any = None) -> None:
         self._answer(raw, rejecting=True, via="signal")
 
@@ -161,7 +163,7 @@ class ApprovalDesk:
         self._approved_by.append(message.approver)
         return f"approved by {message.approver} ({len(self._approved_by)} of {self._audit.decision.approvals})"
 
-    @workflow.signal
+    @workflow.signal(name=Incident.EVIDENCE_VIEWED)
     def evidence_viewed(self, raw: Any = None) -> None:
         """Someone opened the evidence; recorded, and noted on their later approval."""
         message, who, malformed = approvals.decode(raw, Viewing, who_field="person")
@@ -202,11 +204,11 @@ class ApprovalDesk:
 
     # --- queries and helpers ---------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=Incident.AUDIT)
     def audit(self) -> AuditRecord:
         return self._audit
 
-    @workflow.query
+    @workflow.query(name=Incident.STATUS)
     def status(self) -> str:
         return self._audit.status
 

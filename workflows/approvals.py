@@ -17,13 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfheal import attest
-from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.contract import Approval, AuditRecord, Rejection
+from selfheal.contract.audit import UNMAPPED_SLACK
 from selfheal.whitelist import Whitelist
 
 MAX_SHOWN = 80  # characters of an untrusted approver name kept in a refusal record
-# The name an ingress gives a Slack user the whitelist maps to nobody ("slack:TEAM:USER").
-# No person can be called that (a person's name has no ':'), so it can never count.
-UNMAPPED_SLACK = "slack:"
 
 
 def decode(raw: Any, model, who_field: str = "approver") -> tuple[Any, str, str | None]:

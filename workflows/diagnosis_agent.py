@@ -19,7 +19,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.models import AgentInput, AgentResult, EvidenceItem, EvidenceRead, ModelTurn, ModelTurnInput
+    from selfheal.contract import AgentInput, AgentResult, EvidenceItem, EvidenceRead, ModelTurn, ModelTurnInput
+    from selfheal.contract.activities import model_turn, read_evidence
+    from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW
     from selfheal.workflows.agent_loop import AgentLoop, ReadFailed, TurnFailed
     from selfheal.workflows.approval_desk import cause_text
 
@@ -43,18 +45,18 @@ class _DurableLoop(AgentLoop):
     async def turn(self, inp: ModelTurnInput, step: int) -> ModelTurn:
         try:
             return await workflow.execute_activity(
-                "model_turn", inp, start_to_close_timeout=self._turn_timeout, heartbeat_timeout=HEARTBEAT,
-                retry_policy=MODEL_RETRY, result_type=ModelTurn, summary=f"model turn {step}")
+                model_turn, inp, start_to_close_timeout=self._turn_timeout, heartbeat_timeout=HEARTBEAT,
+                retry_policy=MODEL_RETRY, summary=f"model turn {step}")
         except ActivityError as exc:
             raise TurnFailed(cause_text(exc)) from None
 
     async def read_items(self, ref: str, entry_id: str | None, inp: AgentInput) -> list[EvidenceItem]:
         try:
             return await workflow.execute_activity(
-                "read_evidence", EvidenceRead(ref=ref, entry_id=entry_id, alerts=inp.alerts, since=inp.since,
-                                              until=workflow.now()),
+                read_evidence, EvidenceRead(ref=ref, entry_id=entry_id, alerts=inp.alerts, since=inp.since,
+                                            until=workflow.now()),
                 start_to_close_timeout=READ_TIMEOUT, heartbeat_timeout=HEARTBEAT, retry_policy=READ_RETRY,
-                result_type=list[EvidenceItem], summary=f"read {ref}")
+                summary=f"read {ref}")
         except ActivityError as exc:
             raise ReadFailed(cause_text(exc)) from None
 
@@ -62,7 +64,7 @@ class _DurableLoop(AgentLoop):
         return workflow.now()
 
 
-@workflow.defn
+@workflow.defn(name=DIAGNOSIS_WORKFLOW)
 class DiagnosisAgentWorkflow:
     @workflow.run
     async def run(self, inp: AgentInput) -> AgentResult:

@@ -22,14 +22,15 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import search
-    from selfheal.models import ActionRequest, Alert, AuditRecord, Decision, Diagnosis, DrillRecord
-    from selfheal.settings import PolicySnapshot
+    from selfheal.contract import ActionRequest, Alert, AuditRecord, Decision, Diagnosis, DrillRecord
+    from selfheal.contract import PolicySnapshot
     from selfheal.whitelist import decide, matching_entries
     from selfheal.workflows import metrics
     from selfheal.workflows.approval_desk import ApprovalDesk
-    from selfheal.workflows.requests import READS_FIRST, build_request
+    from selfheal.contract.kinds import KINDS
+    from selfheal.contract.workflows import DRILL_WORKFLOW
+    from selfheal.workflows.requests import build_request
 
-DRILL_WORKFLOW = "DrillWorkflow"
 
 
 class DrillInput(BaseModel):
@@ -62,7 +63,7 @@ def wrong_proposal(snapshot: PolicySnapshot, alerts: list[Alert], matched: list[
     firing = [a for a in alerts if a.status == "firing"] or alerts
     options = []
     for entry in whitelist.entries:
-        if entry.mode != "active" or entry.id in matched or entry.kind in READS_FIRST:
+        if entry.mode != "active" or entry.id in matched or KINDS[entry.kind].reads_first:
             continue
         if any(entry.id in matching_entries(whitelist, a.labels) for a in firing):
             continue

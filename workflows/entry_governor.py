@@ -37,107 +37,25 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist, decide
+    from selfheal.contract.governor import (
+        BREAKER, ENTRY_GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Assess, Assessed, EntryGovernor, EntryState, EntryStatus,
+        Learn, Outcome, Reserve, Reserved,
+    )
+    from selfheal.whitelist import Decision, Execution, Whitelist, decide
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act, GovernorView
     from selfheal.workflows import agent_answer
-    from selfheal.workflows.governor import Brake, EntryStatus, Message, Slim
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
-# Temporal refuses more than 2,000 updates per run (and 10 in flight): start afresh well
-# before, carrying the state over.
-UPDATES_PER_RUN = 500
 KEEP_POLICIES = 16  # whitelists known by hash across continue-as-new; an older one is learned again
 KEEP_OUTCOMES = 2_000
 # Longer than any incident waits to act (its approval window, 4 h by default, then the
 # action and the verification): its reservation may be asked for again until then.
 INCIDENT_LIFETIME = timedelta(days=2)
 FAILED_OUTCOMES = frozenset({"verification_failed", "failed"})
-UNKNOWN_WHITELIST = "UnknownWhitelist"
-BRAKED = "Braked"  # the executor found autonomy paused (or the breaker open) right before acting
-BREAKER = "open the breaker: "
 
 
-def entry_governor_id(task_queue: str, entry_id: str) -> str:
-    return f"selfheal-governor:{task_queue}/{entry_id}"
-
-
-class Learn(Message):
-    whitelist_sha256: str
-    policy: Slim[Whitelist] | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
-
-
-class Assess(Message):
-    whitelist_sha256: str
-    request: Slim[ActionRequest]
-    incident_id: str
-    # Why the incident needs at least one person whatever the tier (a model's proposal or
-    # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
-    # people never claims autonomy first.
-    raised_by: list[str] = []
-    brake: Brake = Brake()  # the deployment governor's, read just before this update
-    # With an assessment: the deployment's current whitelist. An automatic decision is then
-    # reserved at once, decided again under it: nothing but a read of the target stands
-    # between it and the executor, which checks the brake once more.
-    reserve_under: str = ""
-    idempotency_key: str = ""
-
-
-class Reserve(Assess):
-    approved_by: list[str] = []
-
-
-class AssessInput(Message):
-    """An incident's ``assess_action``: decided under its own snapshot (its hash, and what
-    deciding needs of it, which the governor learns once)."""
-
-    whitelist_sha256: str
-    policy: Slim[Whitelist]  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
-    request: Slim[ActionRequest]
-    incident_id: str
-    idempotency_key: str  # the key of the reservation an automatic decision takes at once
-    raised_by: list[str] = []
-
-
-class ReserveInput(AssessInput):
-    """An incident's ``reserve_action``: decided again under the current whitelist."""
-
-    approved_by: list[str] = []
-
-
-class Reserved(Message):
-    granted: bool
-    decision: Slim[Decision]  # the decision made right before acting; when not granted, why
-    execution: Slim[Execution] | None = None
-    whitelist_sha256: str  # the whitelist that decision was made under
-
-
-class Assessed(Message):
-    decision: Slim[Decision]         # under the incident's own snapshot: what its audit records
-    reserved: Reserved | None = None  # an automatic decision's reservation, under the current whitelist
-
-
-class Outcome(Message):
-    entry_id: str
-    targets: list[str]
-    incident_id: str
-    outcome: str
-    whitelist_sha256: str = ""  # whose breaker threshold counts (the current whitelist's)
-
-
-class EntryState(Message):
-    entry_id: str
-    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
-    policies: dict[str, Slim[Whitelist] | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
-    executions: list[Slim[Execution]] = []
-    autonomous: list[Act] = []
-    failures: list[Act] = []
-    reservations: dict[str, Slim[Execution]] = {}  # idempotency key -> execution
-    assessed: dict[str, Assessed] = {}       # incident id -> its assessment, for a retried one
-    outcomes: dict[str, str] = {}            # "incident:outcome" -> the answer given, for a retried report
-
-
-@workflow.defn
+@workflow.defn(name=ENTRY_GOVERNOR_WORKFLOW)
 class EntryGovernorWorkflow:
     @workflow.init
     def __init__(self, state: EntryState) -> None:
@@ -152,14 +70,14 @@ class EntryGovernorWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(self._pruned())
 
-    @workflow.update
+    @workflow.update(name=EntryGovernor.LEARN)
     def learn(self, inp: Learn) -> str:
         self._updates += 1
         self._state.policies.pop(inp.whitelist_sha256, None)  # most recent last
         self._state.policies[inp.whitelist_sha256] = inp.policy
         return inp.whitelist_sha256
 
-    @workflow.update
+    @workflow.update(name=EntryGovernor.ASSESS)
     def assess(self, inp: Assess) -> Assessed:
         self._updates += 1
         earlier = self._state.assessed.get(inp.incident_id)
@@ -177,7 +95,7 @@ class EntryGovernorWorkflow:
         self._state.assessed[inp.incident_id] = assessed
         return assessed
 
-    @workflow.update
+    @workflow.update(name=EntryGovernor.RESERVE)
     def reserve(self, inp: Reserve) -> Reserved:
         self._updates += 1
         return self._reserve(inp)
@@ -206,7 +124,7 @@ class EntryGovernorWorkflow:
         self._state.reservations[inp.idempotency_key] = execution
         return Reserved(granted=True, decision=decision, execution=execution, whitelist_sha256=inp.whitelist_sha256)
 
-    @workflow.update
+    @workflow.update(name=EntryGovernor.RECORD_OUTCOME)
     def record_outcome(self, outcome: Outcome) -> str:
         self._updates += 1
         key = f"{outcome.incident_id}:{outcome.outcome}"
@@ -218,7 +136,7 @@ class EntryGovernorWorkflow:
         self._state.outcomes[key] = answer
         return answer
 
-    @workflow.query
+    @workflow.query(name=EntryGovernor.LEDGER)
     def ledger(self) -> EntryStatus:
         now = workflow.now()
         policy = next(reversed([p for p in self._state.policies.values() if p is not None]), None)

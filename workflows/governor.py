@@ -25,162 +25,26 @@ Messages:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from selfheal import attest
+    from selfheal.contract.governor import (
+        GOVERNOR_WORKFLOW, Announce, Brake, CloseBreaker, Current, EntryStatus, Governor, GovernorState, GovernorStatus,
+        LogEvent, OpenBreaker, Pause, Proven, Resume,
+    )
     from selfheal.whitelist import Whitelist
     from selfheal.whitelist.durations import format_duration
-    from selfheal.whitelist.vocabulary import Act, Hold
-
-    from selfheal import attest
+    from selfheal.whitelist.vocabulary import Hold
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
-# Temporal refuses more than 2,000 updates per run; people's commands and announcements
-# are rare, so this is reached only by a long-lived deployment.
-UPDATES_PER_RUN = 500
 MAX_LOG = 200                # governor events kept in state; the history keeps them all
 
 
-def governor_id(task_queue: str) -> str:
-    # Per task queue: the queue names one deployment and its whitelist.
-    return f"selfheal-governor:{task_queue}"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# A governor's history grows with what its messages and its state carry, decision after
-# decision, and a fleet makes many. So they leave their defaults out (a model puts them
-# back when it is read: nothing a decision reads changes), and so do the whitelist's models
-# they carry (``Slim``). An incident's history, the audit trail, keeps every field.
-def _without_defaults(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", exclude_defaults=True)
-
-
-M = TypeVar("M", bound=BaseModel)
-Slim = Annotated[M, PlainSerializer(_without_defaults, when_used="json-unless-none")]
-
-
-class Message(_Model):
-    """What a governor's history holds: an update's argument or answer, its state."""
-
-    @model_serializer(mode="wrap", when_used="json")
-    def _leave_defaults_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        fields = type(self).model_fields
-        return {name: value for name, value in data.items()
-                if fields[name].is_required() or getattr(self, name) != fields[name].get_default(call_default_factory=True)}
-
-
-class Announce(Message):
-    whitelist: Slim[Whitelist]
-    whitelist_sha256: str
-    source: str = ""  # the file, for the log
-
-
-class Brake(_Model):
-    """What takes autonomy away from one entry right now."""
-
-    paused: list[Hold] = []
-    breaker: Hold | None = None
-
-    def engaged(self, now: datetime) -> str | None:
-        """Why an action may not run alone now, or None."""
-        paused = [h for h in self.paused if h.active(now)]
-        if paused:
-            return f"autonomy paused by {paused[0].by}: {paused[0].reason}"
-        if self.breaker is not None:
-            return f"the breaker is open: {self.breaker.reason}"
-        return None
-
-
-class Current(_Model):
-    """The current whitelist as one entry's decision needs it."""
-
-    whitelist_sha256: str = ""       # empty: no worker has announced one yet
-    revision: int = 0
-    policy: Whitelist | None = None  # ``Whitelist.for_entry``; None when the entry is not in it
-    brake: Brake = Brake()
-
-
-class OpenBreaker(Message):
-    entry_id: str
-    reason: str
-
-
-class _Proven(Message):
-    """A signed statement (``selfheal.attest``) that proves ``by`` is who sent this."""
-
-    channel: Literal["ssh", "slack", "token"] | None = None
-    statement: str = ""
-    signature: str = ""
-
-
-class Pause(_Proven):
-    by: str
-    reason: str
-    entry_id: str | None = None  # None: every entry
-    until: datetime | None = None
-
-
-class Resume(_Proven):
-    by: str
-    entry_id: str | None = None
-
-
-class CloseBreaker(_Proven):
-    by: str
-    entry_id: str
-    reason: str
-
-
-class LogEvent(Message):
-    at: datetime
-    by: str
-    action: str  # announced, paused, resumed, breaker_opened, breaker_closed, refused
-    entry_id: str | None = None
-    reason: str = ""
-    verified: bool = False  # the person was proven (a signed statement), not a typed name
-
-
-class GovernorState(Message):
-    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
-    whitelist: Slim[Whitelist] | None = None
-    whitelist_sha256: str = ""
-    pause_all: Hold | None = None
-    pauses: dict[str, Hold] = {}
-    breakers: dict[str, Hold] = {}
-    nonces: list[str] = []                   # signed statements already used
-    log: list[LogEvent] = []
-
-
-class EntryStatus(_Model):
-    entry_id: str
-    paused: list[Hold] = []
-    breaker: Hold | None = None
-    # From the entry's own governor (``EntryGovernorWorkflow.ledger``); the deployment's
-    # status query leaves them empty, ``activities.governor.read_status`` fills them in.
-    autonomous_targets: list[str] = []  # acted on alone within the entry's autonomy window
-    window: str = ""
-    executions_in_rate_window: int = 0
-    recent_failures: list[Act] = []
-
-
-class GovernorStatus(_Model):
-    whitelist_sha256: str = ""
-    revision: int = 0
-    pause_all: Hold | None = None
-    entries: list[EntryStatus] = []
-    log: list[LogEvent] = []
-
-
-@workflow.defn
+@workflow.defn(name=GOVERNOR_WORKFLOW)
 class GovernorWorkflow:
     @workflow.init
     def __init__(self, state: GovernorState) -> None:
@@ -197,7 +61,7 @@ class GovernorWorkflow:
 
     # --- workers -----------------------------------------------------------------------
 
-    @workflow.update
+    @workflow.update(name=Governor.ANNOUNCE)
     def announce(self, ann: Announce) -> str:
         self._updates += 1
         current, sha = self._state.whitelist, ann.whitelist_sha256
@@ -218,7 +82,7 @@ class GovernorWorkflow:
         self._log("selfheal", "announced", None, reason)
         return reason
 
-    @workflow.update
+    @workflow.update(name=Governor.OPEN_BREAKER)
     def open_breaker(self, cmd: OpenBreaker) -> str:
         self._updates += 1
         if cmd.entry_id in self._state.breakers:
@@ -231,7 +95,7 @@ class GovernorWorkflow:
     # As with approvals, the rules run in the handlers (not validators), so that every
     # refusal is recorded: Temporal keeps no trace of an update its validator rejected.
 
-    @workflow.update
+    @workflow.update(name=Governor.PAUSE)
     def pause(self, cmd: Pause) -> str:
         self._updates += 1
         wl = self._whitelist_or_refuse(cmd.by, "pause")
@@ -253,7 +117,7 @@ class GovernorWorkflow:
                   verified=verified)
         return f"autonomy paused for {cmd.entry_id or 'every entry'} by {cmd.by}"
 
-    @workflow.update
+    @workflow.update(name=Governor.RESUME)
     def resume(self, cmd: Resume) -> str:
         self._updates += 1
         wl = self._whitelist_or_refuse(cmd.by, "resume")
@@ -274,7 +138,7 @@ class GovernorWorkflow:
         self._log(cmd.by, "resumed", cmd.entry_id, "", verified=True)
         return f"autonomy resumed for {cmd.entry_id or 'every entry'} by {cmd.by}"
 
-    @workflow.update
+    @workflow.update(name=Governor.CLOSE_BREAKER)
     def close_breaker(self, cmd: CloseBreaker) -> str:
         self._updates += 1
         wl = self._whitelist_or_refuse(cmd.by, "close breaker")
@@ -292,13 +156,13 @@ class GovernorWorkflow:
 
     # --- queries -----------------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=Governor.BRAKE)
     def brake(self, entry_id: str) -> Brake:
         now = workflow.now()
         holds = (self._state.pause_all, self._state.pauses.get(entry_id))
         return Brake(paused=[h for h in holds if h and h.active(now)], breaker=self._state.breakers.get(entry_id))
 
-    @workflow.query
+    @workflow.query(name=Governor.CURRENT)
     def current(self, entry_id: str) -> Current:
         wl = self._state.whitelist
         if wl is None:
@@ -306,7 +170,7 @@ class GovernorWorkflow:
         return Current(whitelist_sha256=self._state.whitelist_sha256, revision=wl.metadata.revision,
                        policy=wl.for_entry(entry_id), brake=self.brake(entry_id))
 
-    @workflow.query
+    @workflow.query(name=Governor.STATUS)
     def status(self) -> GovernorStatus:
         now = workflow.now()
         wl = self._state.whitelist
@@ -324,7 +188,7 @@ class GovernorWorkflow:
             self._refuse(by, None, f"{what} refused: no worker has told the governor its whitelist yet")
         return self._state.whitelist
 
-    def _proven(self, cmd: _Proven, action: str, wl: Whitelist) -> str | None:
+    def _proven(self, cmd: Proven, action: str, wl: Whitelist) -> str | None:
         """Why ``cmd`` does not prove its sender (None if it does). Giving authority back
         (resume, closing a breaker) is an approval too: a typed name proves nothing."""
         if not cmd.signature:

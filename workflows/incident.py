@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from types import MappingProxyType
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal.models import (
-        Alert,
-        AlertBatch,
-        AuditRecord,
-        DiagnoseInput,
-        Diagnosis,
-        IncidentInput,
-        RemediationInput,
-        RemediationResult,
-        UnitState,
-        Verification,
-        VerifyInput,
-        WorldState,
-        Check,
-        Decision,
-        AgentResult,
-    )
     from selfheal import attest, search
-    from selfheal.settings import LoadPolicy, PolicySnapshot
+    from selfheal.contract import (
+        AgentResult, Alert, AlertBatch, AuditRecord, Check, Decision, DiagnoseInput, Diagnosis, IncidentInput, LoadPolicy,
+        RemediationInput, RemediationResult, Verification, VerifyInput,
+    )
+    from selfheal.contract.activities import (
+        assess_action, diagnose, load_policy, read_world, record_outcome, reserve_action, verify_remediation,
+    )
+    from selfheal.contract.governor import BRAKED, AssessInput, Outcome, ReserveInput, Reserved
+    from selfheal.contract.kinds import KINDS
+    from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW, DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
     from selfheal.whitelist import decide, matching_entries
     from selfheal.whitelist.durations import format_duration
-    from selfheal.workflows import agent_answer, metrics, requests
-    from selfheal.workflows.requests import build_request
-    from selfheal.workflows import drill
-    from selfheal.workflows.entry_governor import BRAKED, Assessed, AssessInput, Outcome, ReserveInput, Reserved
+    from selfheal.workflows import agent_answer, drill, metrics, requests
     from selfheal.workflows.approval_desk import ApprovalDesk, cause_text
+    from selfheal.workflows.requests import build_request
 
 # Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
 # Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
@@ -59,19 +48,12 @@ REMEDIATION_RETRY = RetryPolicy(
 )
 GOVERNOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 
-# Executors by whitelist kind: (baseline reader or None, executor activity name).
-EXECUTORS = MappingProxyType({"systemd.restart": ("read_unit_state", "restart_unit")})
-# The AWS kinds, read with ``read_world``.
-AWS_EXECUTORS = MappingProxyType({
-    "ecs.rollback": "rollback_ecs_service", "asg.scale": "scale_asg",
-    "ec2.reboot": "reboot_instances", "lambda.rollback": "rollback_lambda_alias",
-})
 
 RAISED = object()  # _act's answer when the tier rose and people must decide again
 MAX_RECORDED_ALERTS = 200
 
 
-@workflow.defn
+@workflow.defn(name=INCIDENT_WORKFLOW)
 class IncidentWorkflow(ApprovalDesk):
     """One incident, from first alert to audit record.
 
@@ -111,8 +93,8 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _handle(self) -> None:
         self._snapshot = await workflow.execute_activity(
-            "load_policy", LoadPolicy(label_sets=[a.labels for a in self._audit.alerts]), start_to_close_timeout=POLICY_TIMEOUT, heartbeat_timeout=POLICY_HEARTBEAT, retry_policy=READ_RETRY,
-            result_type=PolicySnapshot, summary="load the whitelist",
+            load_policy, LoadPolicy(label_sets=[a.labels for a in self._audit.alerts]), start_to_close_timeout=POLICY_TIMEOUT, heartbeat_timeout=POLICY_HEARTBEAT, retry_policy=READ_RETRY,
+            summary="load the whitelist",
         )
         self._audit.whitelist_sha256 = self._snapshot.sha256
         self._audit.whitelist_source = self._snapshot.source
@@ -164,13 +146,12 @@ class IncidentWorkflow(ApprovalDesk):
     async def _diagnose(self) -> Diagnosis | None:
         self._set_status("diagnosing")
         diagnosis = await workflow.execute_activity(
-            "diagnose",
+            diagnose,
             DiagnoseInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts, candidates=self._audit.matched_entries),
             schedule_to_close_timeout=self._settings.diagnose_timeout,
             start_to_close_timeout=READ_TIMEOUT,
             heartbeat_timeout=self._settings.heartbeat_timeout,
             retry_policy=READ_RETRY,
-            result_type=Diagnosis,
             summary="diagnose: read evidence, form hypotheses",
         )
         if self._settings.diagnoser == "llm":
@@ -192,7 +173,7 @@ class IncidentWorkflow(ApprovalDesk):
         bounds = self._settings.agent
         try:
             agent: AgentResult = await workflow.execute_child_workflow(
-                "DiagnosisAgentWorkflow",
+                DIAGNOSIS_WORKFLOW,
                 agent_answer.agent_input(self._audit.incident_id, self._audit.alerts, self._snapshot.whitelist,
                                          self._audit.matched_entries, rules, catalog, bounds),
                 id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
@@ -228,7 +209,7 @@ class IncidentWorkflow(ApprovalDesk):
     async def _decide(self, entry, diagnosis: Diagnosis):
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
-        if entry.kind in requests.READS_FIRST:
+        if KINDS[entry.kind].reads_first:
             request, nothing = await self._read_first(entry, diagnosis)
             if nothing:  # nothing to ask the policy: recorded as a denial by the target rule
                 self._audit.request, self._audit.decision = request, Decision.deny(entry.id, "target", nothing)
@@ -239,8 +220,8 @@ class IncidentWorkflow(ApprovalDesk):
         # governor is told, so such a request never claims autonomy on its way to people.
         reasons = self._raised_by = (agent_answer.model_reasons(self._audit.rules_diagnosis, diagnosis) + self._unconfirmed
                                      if self._settings.diagnoser == "llm" and self._audit.rules_diagnosis is not None else [])
-        assessed = await self._governor("assess_action", self._assessment(request, AssessInput, raised_by=reasons),
-                                        Assessed, f"decide {entry.id} at the governor (tier, limits, autonomy)")
+        assessed = await self._governor(assess_action, self._assessment(request, AssessInput, raised_by=reasons),
+                                        f"decide {entry.id} at the governor (tier, limits, autonomy)")
         decision, self._reserved = assessed.decision, assessed.reserved
         self._audit.request, self._audit.decision = request, decision
         if assessed.reserved is not None:
@@ -254,8 +235,8 @@ class IncidentWorkflow(ApprovalDesk):
         the instances' tags), and why there is nothing to ask when the read says so."""
         request = requests.first_request(entry, self._audit.alerts, diagnosis)
         self._audit.observed = await workflow.execute_activity(
-            "read_world", request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
-            heartbeat_timeout=self._settings.heartbeat_timeout, result_type=WorldState,
+            read_world, request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+            heartbeat_timeout=self._settings.heartbeat_timeout,
             summary=f"read {entry.kind} target before deciding",
         )
         return requests.completed_request(entry, request, self._audit.observed)
@@ -266,7 +247,7 @@ class IncidentWorkflow(ApprovalDesk):
         have run and whose approval it needed, page nobody, execute nothing."""
         self._set_status("deciding")
         request, nothing = build_request(entry, self._audit.alerts, diagnosis), None
-        if entry.kind in requests.READS_FIRST:  # read-only, as for an active entry
+        if KINDS[entry.kind].reads_first:  # read-only, as for an active entry
             request, nothing = await self._read_first(entry, diagnosis)
         decision = (Decision.deny(entry.id, "target", nothing) if nothing
                     else decide(self._snapshot.whitelist, request, [], workflow.now()))
@@ -298,7 +279,7 @@ class IncidentWorkflow(ApprovalDesk):
         request, decision, why = chosen
         try:
             await workflow.start_child_workflow(
-                drill.DRILL_WORKFLOW,
+                DRILL_WORKFLOW,
                 drill.DrillInput(of_incident=a.incident_id, alerts=a.alerts, matched_entries=a.matched_entries,
                                  diagnosis=a.diagnosis, rules_diagnosis=a.rules_diagnosis, snapshot=self._snapshot,
                                  request=request, decision=decision, why_wrong=why),
@@ -311,8 +292,8 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _act(self, entry) -> RemediationResult | None:
         self._set_status("acting")
-        aws = entry.kind in AWS_EXECUTORS
-        if entry.kind not in EXECUTORS and not aws:
+        kind = KINDS.get(entry.kind)
+        if kind is None:
             await self._finish("failed", f"this worker has no executor for {entry.kind}")
             return None
         key = self._key(entry.id)
@@ -321,22 +302,19 @@ class IncidentWorkflow(ApprovalDesk):
         if not reserved.granted:
             return await self._refused_at_reservation(entry, reserved)
         self._acted_on = reserved.decision.targets
-        baseline_activity, executor = ("read_world", AWS_EXECUTORS[entry.kind]) if aws else EXECUTORS[entry.kind]
         baseline = await workflow.execute_activity(
-            baseline_activity, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
-            heartbeat_timeout=self._settings.heartbeat_timeout,
-            result_type=WorldState if aws else UnitState, summary="read the world before acting",
+            kind.reader, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
+            heartbeat_timeout=self._settings.heartbeat_timeout, summary="read the world before acting",
         )
         try:
             result = await workflow.execute_activity(
-                executor,
+                kind.executor,
                 RemediationInput(incident_id=self._audit.incident_id, idempotency_key=key,
                                  whitelist_sha256=self._snapshot.sha256, request=self._audit.request, baseline=baseline,
                                  autonomous=reserved.execution.autonomous),
                 start_to_close_timeout=self._settings.remediation_timeout,
                 heartbeat_timeout=self._settings.remediation_heartbeat,
                 retry_policy=REMEDIATION_RETRY,
-                result_type=RemediationResult,
                 summary=f"{entry.kind} {entry.id}",
             )
         except ActivityError as exc:
@@ -357,9 +335,9 @@ class IncidentWorkflow(ApprovalDesk):
 
     async def _reserve(self, entry) -> Reserved:
         reserved = await self._governor(
-            "reserve_action", self._assessment(self._audit.request, ReserveInput,
-                                               approved_by=list(self._approved_by), raised_by=self._raised_by),
-            Reserved, f"decide {entry.id} again and reserve it at the governor")
+            reserve_action, self._assessment(self._audit.request, ReserveInput,
+                                             approved_by=list(self._approved_by), raised_by=self._raised_by),
+            f"decide {entry.id} again and reserve it at the governor")
         self._audit.reserved_under_sha256 = reserved.whitelist_sha256
         return reserved
 
@@ -383,11 +361,10 @@ class IncidentWorkflow(ApprovalDesk):
         self._set_status("verifying")
         timeout = entry.verify.timeout
         verification = await workflow.execute_activity(
-            "verify_remediation",
+            verify_remediation,
             VerifyInput(incident_id=self._audit.incident_id, request=self._audit.request, timeout_seconds=timeout.total_seconds()),
             start_to_close_timeout=timeout + VERIFY_MARGIN, heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=READ_RETRY,
-            result_type=Verification, summary=f"verify {entry.id}",
+            retry_policy=READ_RETRY, summary=f"verify {entry.id}",
         )
         if entry.verify.alert_resolves:
             try:
@@ -405,9 +382,9 @@ class IncidentWorkflow(ApprovalDesk):
         if self._acted_on is not None and outcome in ("verification_failed", "failed"):
             # Failure memory and the breaker: the next incident for these targets asks people.
             try:
-                await self._governor("record_outcome", Outcome(entry_id=self._audit.request.entry_id, targets=self._acted_on,
+                await self._governor(record_outcome, Outcome(entry_id=self._audit.request.entry_id, targets=self._acted_on,
                                                                incident_id=self._audit.incident_id, outcome=outcome),
-                                     str, f"tell the governor: {outcome}")
+                                     f"tell the governor: {outcome}")
             except ActivityError as exc:  # the outcome stands; say that the governor did not hear it
                 self._audit.outcome_detail += f" (the governor was not told: {cause_text(exc)})"
         self._set_status("done", search.OUTCOME.value_set(outcome))  # one visibility write, not two
@@ -446,11 +423,11 @@ class IncidentWorkflow(ApprovalDesk):
                     matched.append(entry_id)
         return matched
 
-    @workflow.signal
+    @workflow.signal(name=Incident.ALERTS)
     def alerts(self, batch: AlertBatch) -> None:
         self._observe(batch.alerts)
 
-    @workflow.signal
+    @workflow.signal(name=Incident.RESOLVED)
     def resolved(self) -> None:
         self._audit.resolved = True
 
@@ -459,10 +436,10 @@ class IncidentWorkflow(ApprovalDesk):
                      request=request, incident_id=self._audit.incident_id, idempotency_key=self._key(request.entry_id),
                      **extra)
 
-    async def _governor(self, activity: str, arg, result_type, summary: str):
+    async def _governor(self, activity, arg, summary: str):
         return await workflow.execute_activity(
             activity, arg, start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=GOVERNOR_RETRY, result_type=result_type, summary=summary,
+            retry_policy=GOVERNOR_RETRY, summary=summary,
         )
 
 def _error_type(exc: ActivityError) -> str | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from temporalio import workflow
 
-from selfheal.models import ApprovalEvent, AuditRecord
+from selfheal.contract import ApprovalEvent, AuditRecord
 
 INCIDENTS = "selfheal_incidents"                       # counter {outcome, entry}
 DECISION_SECONDS = "selfheal_decision_seconds"         # histogram {decision}: incident start -> decision

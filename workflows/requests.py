@@ -8,15 +8,12 @@ ids that the read found carrying every tag of the selector.
 
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatchcase
 
-from selfheal.models import ActionRequest, Alert, Diagnosis, WorldState
+from selfheal.contract import ActionRequest, Alert, Diagnosis, WorldState
+from selfheal.contract.kinds import INSTANCE_ID, MAX_CANDIDATES
 from selfheal.whitelist import target_of
 
-INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
-MAX_CANDIDATES = 100
-READS_FIRST = ("asg.scale", "ec2.reboot")  # kinds whose request needs a read of the world
 GLOB_CHARS = frozenset("*?[")
 
 

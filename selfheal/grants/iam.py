@@ -10,7 +10,7 @@ that differ only in punctuation (``a-b``, ``a_b``) would collide: the later one 
 
 A shadow entry (``mode: shadow``) is decided, never executed, but its decision and its
 diagnosis read the world: ``read_world`` before deciding, for the kinds whose request
-needs it (``workflows/requests.py`` ``READS_FIRST``: the group's capacity, the instances'
+needs it (``selfheal.contract.kinds``, ``reads_first``: the group's capacity, the instances'
 tags), and the entry's evidence (``activities/aws_evidence.py``). It gets exactly those
 reads (``SHADOW_READS``), in the same scopes as an active entry's, and never a write or a
 tag; its Sids start with ``Shadow`` (``ShadowScaleQueueWorkersRead``), so a reviewer sees

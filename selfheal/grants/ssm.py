@@ -31,47 +31,14 @@ from __future__ import annotations
 
 import re
 
-from selfheal.activities.systemd import _PROPS, systemctl
+from selfheal.activities.ssm_documents import PREFIX, allowed_actions, commands, document_name, system_entries
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import SystemdRestartEntry
 
-PREFIX = "selfheal-restart-"
-ACTIONS = ("show", "restart", "journal")
-SHADOW_ACTIONS = ("show", "journal")  # a shadow entry's document: the reads only
-JOURNAL_SINCE, JOURNAL_LINES = "-15min", 50
 EXECUTION_TIMEOUT = 600  # seconds; the remediator waits as long for a restart
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
-
-
-def commands(unit: str) -> dict[str, list[str]]:
-    """The argv each action runs: built with ``systemd.py``'s own helpers, so ``show`` and
-    ``restart`` cannot drift from what ``unit_state`` and the remediator send."""
-    return {
-        "show": systemctl("system", "show", "-p", ",".join(_PROPS), unit),
-        "restart": systemctl("system", "restart", unit),
-        "journal": ["journalctl", "--unit", unit, "--output", "json", "--output-fields", "MESSAGE", "--no-pager",
-                    "--since", JOURNAL_SINCE, "--lines", str(JOURNAL_LINES), "--reverse"],
-    }
-
-
-def system_entries(loaded: LoadedWhitelist) -> list[SystemdRestartEntry]:
-    """The system-scope systemd entries, each of which gets a document: active ones first
-    (by id), then shadow ones (by id), whose documents only read."""
-    return sorted((e for e in loaded.whitelist.entries
-                   if isinstance(e, SystemdRestartEntry) and e.target.scope == "system"),
-                  key=lambda e: (e.mode == "shadow", e.id))
-
-
-def allowed_actions(entry: SystemdRestartEntry) -> tuple[str, ...]:
-    """The values the entry's document lets ``action`` take: a shadow entry's only read."""
-    return SHADOW_ACTIONS if entry.mode == "shadow" else ACTIONS
-
-
-def document_name(entry: SystemdRestartEntry, prefix: str = PREFIX) -> str:
-    # Entry ids are [a-z0-9][a-z0-9_.-]{0,79}: always a valid SSM name (3-128) after the prefix.
-    return f"{prefix}{entry.id}"
 
 
 def _quote(word: str) -> str:

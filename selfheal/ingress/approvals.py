@@ -36,9 +36,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal import attest
 from selfheal.metrics import IngressMetrics
-from selfheal.models import Approval, AuditRecord, Rejection, Viewing
+from selfheal.contract import Approval, AuditRecord, Rejection, Viewing
+from selfheal.contract.audit import UNMAPPED_SLACK
+from selfheal.contract.workflows import Incident
 from selfheal.whitelist.models import Whitelist
-from selfheal.workflows.approvals import UNMAPPED_SLACK
 
 log = logging.getLogger("selfheal.ingress.approvals")
 
@@ -119,7 +120,7 @@ class Approver:
 
     async def record(self, incident_id: str) -> AuditRecord:
         try:
-            return await self._client.get_workflow_handle(incident_id).query("audit", result_type=AuditRecord)
+            return await self._client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord)
         except RPCError as exc:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise UnknownIncident(f"no incident {incident_id!r}") from None
@@ -147,7 +148,8 @@ class Approver:
         message = (Approval(approver=person, comment=note, confirm=confirm, **proof) if action == "approve"
                    else Rejection(approver=person, reason=note, **proof))
         try:
-            return await self._client.get_workflow_handle(incident_id).execute_update(action, message, result_type=str)
+            return await self._client.get_workflow_handle(incident_id).execute_update(
+                Incident.APPROVE if action == "approve" else Incident.REJECT, message, result_type=str)
         except WorkflowUpdateFailedError as exc:
             reason = str(getattr(exc.cause, "message", exc.cause))
             if "replayed:" in reason and (earlier := answered_before(await self.record(incident_id), origin, action)):
@@ -167,7 +169,7 @@ class Approver:
         viewing = Viewing(person=person, channel=channel, statement=data.decode(),
                           signature=attest.sign_attestation(data, self._key))
         try:
-            await self._client.get_workflow_handle(incident_id).signal("evidence_viewed", viewing)
+            await self._client.get_workflow_handle(incident_id).signal(Incident.EVIDENCE_VIEWED, viewing)
         except RPCError as exc:  # the evidence was still shown; only the record of the view is missing
             raise Unavailable(f"Temporal did not take the evidence view: {exc.message}") from None
 
@@ -182,7 +184,7 @@ class Approver:
         message = (Approval(approver=name, channel="slack", comment=display) if action == "approve"
                    else Rejection(approver=name, channel="slack", reason=display))
         try:
-            await self._client.get_workflow_handle(incident_id).signal(f"{action}_signal", message)
+            await self._client.get_workflow_handle(incident_id).signal(Incident.APPROVE_SIGNAL if action == "approve" else Incident.REJECT_SIGNAL, message)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise UnknownIncident(f"no incident {incident_id!r}") from None

@@ -45,8 +45,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from selfheal import search
+from selfheal.contract import Alert, AlertBatch, IncidentInput
+from selfheal.contract.workflows import INCIDENT_WORKFLOW, Incident
 from selfheal.ingress.parsers import episode_of
-from selfheal.models import Alert, AlertBatch, IncidentInput
 
 DEADLINE = timedelta(seconds=5)
 REMEMBERED = 20_000  # entries per memory (alerts delivered, open and ended incidents): a storm's working set
@@ -167,7 +168,7 @@ class Delivery:
             if firing is not None and start:
                 await self._signal_with_start(wid, fresh, firing)
             else:
-                await self._client.get_workflow_handle(wid).signal("alerts", AlertBatch(alerts=fresh))
+                await self._client.get_workflow_handle(wid).signal(Incident.ALERTS, AlertBatch(alerts=fresh))
         except WorkflowAlreadyStartedError:
             self._ended[wid] = None  # a later post for the episode costs nothing
             _bound(self._ended, self._remembered)
@@ -195,7 +196,7 @@ class Delivery:
             if self._search_attributes else None
         )
         await self._client.start_workflow(
-            "IncidentWorkflow",
+            INCIDENT_WORKFLOW,
             IncidentInput(alerts=alerts),
             id=wid,
             task_queue=self._task_queue,
@@ -209,7 +210,7 @@ class Delivery:
     async def _running(self, key: str) -> str | None:
         """The key's newest running incident, if any (keys are ``parsers.safe``: no quoting needed)."""
         # Drills share the key's id prefix (they look like incidents) but take no alerts.
-        query = f'WorkflowId STARTS_WITH "{key}~" AND ExecutionStatus = "Running" AND WorkflowType = "IncidentWorkflow"'
+        query = f'WorkflowId STARTS_WITH "{key}~" AND ExecutionStatus = "Running" AND WorkflowType = "{INCIDENT_WORKFLOW}"'
         newest = None
         async for execution in self._client.list_workflows(query, limit=10):
             if newest is None or execution.start_time > newest.start_time:

@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from selfheal.redact import redact
-from selfheal.models import Alert
+from selfheal.contract import Alert
 
 # Alertmanager and Grafana send this for "no end time".
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)

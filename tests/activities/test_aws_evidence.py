@@ -19,8 +19,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.activities.aws_evidence import (AwsEvidence, AwsEvidenceRequest, EvidenceItem, alarm_history,
-                                              asg_activities, ecs_service_events, log_events)
+from selfheal.activities.aws_evidence import AwsEvidence, alarm_history, asg_activities, ecs_service_events, log_events
+from selfheal.contract import AwsEvidenceRequest, EvidenceItem
 from selfheal.aws_sim import DEMO_REGION
 from selfheal.whitelist import load_whitelist
 

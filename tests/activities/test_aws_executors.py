@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.verify import Verifier
-from selfheal.models import ActionRequest, RemediationInput, VerifyInput
+from selfheal.contract import ActionRequest, RemediationInput, VerifyInput
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes, target_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser
 from selfheal.activities.runner import LocalRunner
-from selfheal.models import Alert, DiagnoseInput
+from selfheal.contract import Alert, DiagnoseInput
 
 
 def alert(**labels) -> Alert:

@@ -12,7 +12,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.llm import MAX_BODY, AnthropicMessages, LlmConfig, OpenAIChat, client_for
-from selfheal.models import ChatMessage, ModelTurnInput, ToolCall, ToolSpec
+from selfheal.contract import ChatMessage, ModelTurnInput, ToolCall, ToolSpec
 from tests.support.fake_llm import FakeLLM, delay, status, text, tool_call, tool_calls
 
 KEY = "sk-test-9f8e7d6c5b4a-never-shown"
@@ -321,7 +321,7 @@ def test_the_turn_timeout_follows_the_token_limit_unless_set():
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_diagnose_replay_retries_a_turn_as_the_workflow_does_then_reports_it_failed(provider):
     from selfheal.activities.agent import ModelTurns
-    from selfheal.models import AgentInput, Diagnosis
+    from selfheal.contract import AgentInput, Diagnosis
     from selfheal.replay import OfflineLoop
     from selfheal.workflows.diagnosis_agent import MODEL_RETRY
 

@@ -17,7 +17,7 @@ from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser
 from selfheal.activities.notify import Notifier
 from selfheal.activities.runner import LocalRunner
 from selfheal.ingress.parsers import GenericPayload, from_generic
-from selfheal.models import Alert, DiagnoseInput, Notification
+from selfheal.contract import Alert, DiagnoseInput, Notification
 from selfheal.redact import Pattern, Redactor
 from selfheal.whitelist import load_whitelist
 from tests.workflows.helpers import NotificationSink

@@ -6,7 +6,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.evidence import EvidenceReader
 from selfheal.activities.remediate import SystemdRemediator
-from selfheal.models import ActionRequest, RemediationInput
+from selfheal.contract import ActionRequest, RemediationInput
 from tests.workflows.helpers import whitelist_yaml
 from selfheal.whitelist import load_whitelist_bytes, target_of
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.whitelist.conftest import models_within
-from selfheal.activities.routing import (
-    LocalTarget, RoutingRunner, RunnerRule, RunnersConfig, SshTarget, build_runner,
-)
+from selfheal.activities.routing import RoutingRunner, RunnerRule, RunnersConfig, build_runner
 from selfheal.activities.runner import CommandResult, LocalRunner, UnreachableHost
 from selfheal.activities.ssh_runner import SshRunner
+from selfheal.activities.targets import LocalTarget, SshTarget
 
 EXAMPLE = """\
 runners:

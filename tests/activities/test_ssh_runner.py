@@ -22,11 +22,12 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.evidence import EvidenceReader
 from selfheal.activities.remediate import SystemdRemediator
-from selfheal.activities.routing import RunnersConfig, SshTarget, build_runner
+from selfheal.activities.routing import RunnersConfig, build_runner
+from selfheal.activities.targets import SshTarget
 from selfheal.activities.runner import UnreachableHost
 from selfheal.activities.ssh_runner import SshConnectError, SshRunner
 from selfheal.activities.systemd import journal_lines, unit_state
-from selfheal.models import ActionRequest, RemediationInput
+from selfheal.contract import ActionRequest, RemediationInput
 from selfheal.whitelist import load_whitelist_bytes, target_of
 from tests.support.sshd import Sshd, free_port, keygen
 from tests.support.sshd import sshd  # noqa: F401  (pytest fixture)

@@ -391,7 +391,7 @@ def enforcing(moto_server, demo, tmp_path_factory):
 
 
 def request_for(loaded, entry_id: str, **params):
-    from selfheal.models import ActionRequest
+    from selfheal.contract import ActionRequest
 
     return ActionRequest(entry_id=entry_id, target=target_of(loaded.whitelist.entry(entry_id)), params=params)
 
@@ -400,7 +400,7 @@ async def test_the_executors_act_with_the_policys_actions(enforcing, demo):
     from selfheal.activities.aws_remediate import AwsRemediator
     from selfheal.activities.verify import Verifier
 
-    from selfheal.models import RemediationInput, VerifyInput
+    from selfheal.contract import RemediationInput, VerifyInput
 
     env = ActivityEnvironment()
     enforcing.calls.clear()

@@ -19,10 +19,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal import aws_sim
-from selfheal.activities.aws_evidence import AwsEvidence, AwsEvidenceRequest
+from selfheal.activities.aws_evidence import AwsEvidence
+from selfheal.contract import AwsEvidenceRequest
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.grants.iam import SHADOW_READS, policy_document
-from selfheal.models import ActionRequest, AuditRecord
+from selfheal.contract import ActionRequest, AuditRecord
 from selfheal.whitelist import load_whitelist_bytes, target_of
 from tests.grants.test_iam import Enforcing, _setup, moto_policy
 from tests.workflows.helpers import alert, running_worker, settings_for, start_incident

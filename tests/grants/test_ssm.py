@@ -22,7 +22,8 @@ import pytest
 
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
 from selfheal.aws_sim import DEMO_ACCOUNT, DEMO_REGION
-from selfheal.grants.ssm import ACTIONS, SHADOW_ACTIONS, allowed_actions, commands, documents, iam_statements
+from selfheal.activities.ssm_documents import ACTIONS, SHADOW_ACTIONS, allowed_actions, commands
+from selfheal.grants.ssm import documents, iam_statements
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

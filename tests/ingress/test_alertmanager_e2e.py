@@ -3,7 +3,7 @@
 import asyncio
 
 from selfheal.ingress.app import create_app
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from tests.ingress.conftest import TOKEN, settings
 from tests.ingress.payloads import incidents_for
 from tests.ingress.served import serving

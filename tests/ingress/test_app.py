@@ -7,7 +7,7 @@ import time
 import pytest
 from temporalio.service import RPCError
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from tests.ingress.conftest import SECRET, TOKEN
 from tests.ingress.payloads import alertmanager, body, generic, grafana, incident as incident_of, prom_alert, sign
 from tests.workflows.helpers import wait_status

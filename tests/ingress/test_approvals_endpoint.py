@@ -21,7 +21,7 @@ from temporalio.api.enums.v1 import EventType
 from selfheal.attest import public_line
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver, token_hash
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.incident import IncidentWorkflow

@@ -4,7 +4,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from tests.workflows.helpers import alert, start_incident, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]

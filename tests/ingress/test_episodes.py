@@ -18,8 +18,9 @@ import pytest_asyncio
 
 from selfheal.ingress.app import create_app
 from selfheal.ingress.delivery import Delivery
-from selfheal.models import Approval, AuditRecord, Rejection
-from selfheal.settings import IncidentSettings, WorkerSettings
+from selfheal.contract import Approval, AuditRecord, Rejection
+from selfheal.contract import IncidentSettings
+from selfheal.settings import WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES, TOKEN, WHITELIST, settings
 from tests.ingress.payloads import alertmanager, body, incident, incidents_for, prom_alert

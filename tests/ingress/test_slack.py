@@ -24,7 +24,7 @@ from selfheal.attest import public_line
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver
 from selfheal.ingress.slack import MAX_FORWARDED_REFUSALS, SlackInteractions
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.slack import SlackApi
 from selfheal.whitelist import load_whitelist

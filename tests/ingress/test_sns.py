@@ -32,7 +32,7 @@ from selfheal.ingress.sns import (
     parse_cloudwatch_alarm,
     string_to_sign,
 )
-from selfheal.models import Alert
+from selfheal.contract import Alert
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
 TIMESTAMP = "2026-11-25T11:59:58.123Z"

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from selfheal.models import ActionRequest, Decision, Execution
+from selfheal.contract import ActionRequest, Decision, Execution
 from selfheal.whitelist import decide, target_of
 from selfheal.whitelist.vocabulary import GovernorView
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfheal.models import ActionRequest, Execution
+from selfheal.contract import ActionRequest, Execution
 from selfheal.whitelist import decide
 from selfheal.whitelist.models import Whitelist
 

@@ -23,8 +23,9 @@ from selfheal.activities.diagnose import load_rules
 from selfheal import search
 from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.activities.runner import CommandRunner, LocalRunner
-from selfheal.models import Alert, IncidentInput
-from selfheal.settings import IncidentSettings, WorkerSettings
+from selfheal.contract import Alert, IncidentInput
+from selfheal.contract import IncidentSettings
+from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.incident import IncidentWorkflow
 

@@ -24,10 +24,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from selfheal.activities.governor import announce_whitelist, read_status
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
-from selfheal.workflows.governor import GovernorWorkflow, Pause, governor_id
+from selfheal.contract.governor import Pause, governor_id
+from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
 from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, alert, start_incident, wait_for, wait_status

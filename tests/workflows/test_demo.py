@@ -5,7 +5,7 @@ from pathlib import Path
 
 import httpx
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from selfheal.settings import WorkerSettings
 from tests.workflows.helpers import FAST, alert, running_worker, start_incident
 

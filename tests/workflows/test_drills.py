@@ -11,8 +11,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from selfheal.models import Approval, AuditRecord, Rejection
-from selfheal.settings import IncidentSettings, PolicySnapshot
+from selfheal.contract import Approval, AuditRecord, Rejection
+from selfheal.contract import IncidentSettings, PolicySnapshot
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.workflows.drill import DrillWorkflow, drill_id, wrong_proposal
 from selfheal.workflows.incident import IncidentWorkflow

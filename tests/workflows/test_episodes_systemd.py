@@ -18,7 +18,7 @@ from selfheal.ingress.app import create_app
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.payloads import incidents_for
 from tests.workflows.helpers import running_worker, settings_for, wait_status

@@ -4,7 +4,7 @@ people reviewing how approvals are given, never a second gate."""
 
 from __future__ import annotations
 
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident, wait_status
 from tests.workflows.test_incident_aws import RULES, WHITELIST

@@ -21,10 +21,11 @@ from selfheal import worker as worker_module
 from selfheal.activities.diagnose import load_rules
 from selfheal.activities.governor import announce_whitelist, read_status
 from selfheal.activities.runner import LocalRunner
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
-from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow, Pause, Resume, governor_id
+from selfheal.contract.governor import GovernorStatus, Pause, Resume, governor_id
+from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
 from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, alert, start_incident, wait_for, wait_status

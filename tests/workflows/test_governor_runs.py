@@ -18,12 +18,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from selfheal import worker as worker_module
-from selfheal.models import ActionRequest, Execution
+from selfheal.contract import ActionRequest, Execution
 from selfheal.whitelist import load_whitelist_bytes
-from selfheal.workflows.entry_governor import (
-    Assess, EntryGovernorWorkflow, EntryState, Learn, Outcome, Reserve, entry_governor_id,
-)
-from selfheal.workflows.governor import Announce, GovernorState, GovernorWorkflow, Pause, governor_id
+from selfheal.contract.governor import Assess, EntryState, Learn, Outcome, Reserve, entry_governor_id
+from selfheal.workflows.entry_governor import EntryGovernorWorkflow
+from selfheal.contract.governor import Announce, GovernorState, Pause, governor_id
+from selfheal.workflows.governor import GovernorWorkflow
 from tests.workflows.helpers import TYPED_NAMES_COUNT, wait_for
 
 HISTORIES = Path(__file__).parent / "histories"

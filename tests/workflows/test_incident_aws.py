@@ -5,7 +5,7 @@ rollback, and an approved action on an AWS that cannot be reached."""
 
 from __future__ import annotations
 
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.workflows.helpers import TYPED_NAMES_COUNT, alert, running_worker, settings_for, start_incident, wait_status
 

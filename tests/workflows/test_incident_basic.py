@@ -1,6 +1,6 @@
 """Incidents that end before anything could act: no systemd needed."""
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident
 
 

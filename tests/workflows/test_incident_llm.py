@@ -9,7 +9,7 @@ import pytest
 
 from selfheal import render
 from selfheal.activities.llm import LlmConfig
-from selfheal.models import AgentBounds, Approval, AuditRecord, Rejection
+from selfheal.contract import AgentBounds, Approval, AuditRecord, Rejection
 from selfheal.settings import WorkerSettings
 from selfheal.activities.governor import read_status
 from selfheal.workflows.incident import IncidentWorkflow
@@ -208,6 +208,15 @@ async def test_openai_compatible_servers_get_tool_choice_and_string_content(clie
     assert all(body["tool_choice"] == "auto" for body in chats)  # llama-cpp-python drops tools without it
     follow_up = [m for m in chats[1]["messages"] if m["role"] == "assistant"]
     assert follow_up and all(isinstance(m["content"], str) for m in follow_up)  # never null beside tool calls
+
+
+async def test_raw_newlines_in_a_llama_cpp_answer_are_read_as_the_answer(client, task_queue, tmp_path, aws_world):
+    # llama-cpp-python's server lets a model write real newlines inside JSON strings of its
+    # tool calls (bench/real_model.py saw it): the answer counts, it is not "not a JSON object".
+    answer = '{"hypotheses": [], "proposal": null, "rationale": "no remedy fits;\nthe queue drains", "confidence": 0.4}'
+    record, _ = await run(client, task_queue, tmp_path, aws_world, [tool_call("submit_diagnosis", answer)])
+    assert record.agent.refused == [] and record.agent.steps == 1
+    assert record.diagnosis.rationale == "no remedy fits;\nthe queue drains" and record.outcome == "no_remedy"
 
 
 async def test_an_out_of_bounds_parameter_is_denied_by_the_policy_never_clamped(client, task_queue, tmp_path, aws_world):

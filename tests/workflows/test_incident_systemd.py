@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from selfheal.models import Approval, AuditRecord, Rejection
-from selfheal.settings import IncidentSettings
+from selfheal.contract import Approval, AuditRecord, Rejection
+from selfheal.contract import IncidentSettings
 from tests.workflows.helpers import (
     FAST,
     NotificationSink,

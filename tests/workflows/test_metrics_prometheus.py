@@ -20,8 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from selfheal.models import Approval, AuditRecord
-from selfheal.workflows.governor import GovernorWorkflow, Pause, governor_id
+from selfheal.contract import Approval, AuditRecord
+from selfheal.contract.governor import Pause, governor_id
+from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.payloads import alertmanager, body, prom_alert
 from tests.ingress.served import free_port

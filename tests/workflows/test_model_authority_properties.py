@@ -10,20 +10,20 @@ from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from selfheal.models import Diagnosis, WorldState
+from selfheal.contract import Candidate, Diagnosis, WorldState
+from selfheal.contract.kinds import KINDS
 from selfheal.whitelist import decide, load_whitelist_bytes, matching_entries, target_of
 from selfheal.whitelist.policy import check_request
 from selfheal.whitelist.vocabulary import GovernorView
 from selfheal.workflows import agent_answer, requests
 from selfheal.workflows.incident import build_request
-from selfheal.models import Candidate
 from tests.workflows.helpers import alert
 from tests.workflows.test_incident_llm import WHITELIST
 
 WL = load_whitelist_bytes(WHITELIST.encode(), "wl.yaml").whitelist
 ALERTS = [alert("CheckoutSlow", service="checkout")]
 MATCHED = matching_entries(WL, ALERTS[0].labels)
-CANDIDATES = [Candidate(id=e, kind=WL.entry(e).kind, params=dict(agent_answer.KIND_PARAMS.get(WL.entry(e).kind, {})))
+CANDIDATES = [Candidate(id=e, kind=WL.entry(e).kind, params=dict(KINDS[WL.entry(e).kind].model_params))
               for e in MATCHED]
 RULES = Diagnosis(proposal="scale-queue-workers", params={"desired_capacity": 4})
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -46,7 +46,7 @@ answers = st.fixed_dictionaries(
 
 def request_for(entry, model: Diagnosis):
     """The request the workflow would build: reading the world itself where the kind needs it."""
-    if entry.kind in requests.READS_FIRST:
+    if KINDS[entry.kind].reads_first:
         first = requests.first_request(entry, ALERTS, model)
         world = WorldState(resource="asg:demo-queue-workers", facts={"desired_capacity": 2, "min_size": 2, "max_size": 8})
         return requests.completed_request(entry, first, world)[0]

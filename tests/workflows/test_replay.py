@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.worker import Replayer
 
 from selfheal.worker import STRICT_RUNNER, WORKFLOW_RUNNER, WORKFLOWS
-from selfheal.models import AuditRecord, IncidentInput
+from selfheal.contract import AuditRecord, IncidentInput
 from selfheal.workflows.incident import IncidentWorkflow
 
 HISTORIES = sorted(p for p in (Path(__file__).parent / "histories").glob("*.json") if p.name != "workflow_ids.json")

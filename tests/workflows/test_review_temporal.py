@@ -13,10 +13,10 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from selfheal.cli_review import review_with
-from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.cli.review import review_with
+from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.review import Review, days
-from selfheal.settings import IncidentSettings
+from selfheal.contract import IncidentSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.drill import DrillWorkflow
 from selfheal.workflows.incident import IncidentWorkflow

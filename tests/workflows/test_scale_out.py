@@ -27,7 +27,7 @@ from temporalio.api.enums.v1 import DescribeTaskQueueMode, PendingActivityState,
 from temporalio.api.taskqueue.v1 import TaskQueue, TaskQueueVersionSelection
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES as WAITING_RULES, WHITELIST as WAITING_WHITELIST

@@ -11,7 +11,7 @@ import pytest
 
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.grants.iam import policy_document
-from selfheal.models import ActionRequest, AuditRecord, RemediationInput
+from selfheal.contract import ActionRequest, AuditRecord, RemediationInput
 from selfheal.whitelist import load_whitelist_bytes, target_of
 from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident
 from tests.workflows.test_incident_aws import RULES, WHITELIST

@@ -17,7 +17,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from selfheal import attest
-from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.workflows.approval_desk import MAX_REFUSALS_PER_IDENTITY
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml

@@ -33,7 +33,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from selfheal.models import AuditRecord
+from selfheal.contract import AuditRecord
 from tests.ingress.payloads import alertmanager, body, prom_alert
 from tests.ingress.served import free_port
 from tests.support.certs import Issued, Pki

@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 
 from selfheal.activities.governor import announce_whitelist
 from selfheal.current_whitelist import CurrentWhitelist
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.workflows.helpers import (NotificationSink, alert, rules_yaml, settings_for, start_incident, wait_for,

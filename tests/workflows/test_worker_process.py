@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.systemd_user import SystemdUser
 from tests.workflows.helpers import LoopbackHTTP, alert, rules_yaml, start_incident, wait_for, wait_status, whitelist_yaml

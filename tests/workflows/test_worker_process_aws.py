@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from selfheal.aws_sim import DEMO_CREDENTIALS
-from selfheal.models import Approval, AuditRecord
+from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.moto import operation
 from tests.workflows.helpers import LoopbackHTTP, alert, start_incident, wait_for, wait_status

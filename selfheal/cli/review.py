@@ -18,15 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal import search
-from selfheal.cli_incidents import AddressOption, NamespaceOption, _client
-from selfheal.cli_replay import parse_since, retention_days, window_query
-from selfheal.models import AuditRecord
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal
+from selfheal.cli.replay import parse_since, retention_days, window_query
+from selfheal.contract import AuditRecord
 from selfheal.review import OpenItem, Review, build_review, days
 
-from selfheal.workflows.drill import DRILL_WORKFLOW as DRILL
+from selfheal.contract.workflows import DRILL_WORKFLOW as DRILL, INCIDENT_WORKFLOW as INCIDENT
 
-# The workflow types whose results are AuditRecords (selfheal.workflows.incident, .drill).
-INCIDENT = "IncidentWorkflow"
 # Each result is one history read on the frontend; 16 at a time reads thousands of
 # incidents in seconds without crowding a small cluster's per-namespace request limit.
 FETCH_CONCURRENCY = 16
@@ -198,7 +196,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             raise typer.Exit(2) from None
 
         async def run() -> Review:
-            return await review_with(await _client(address, namespace), window, limit, current)
+            return await review_with(await connect_temporal(address, namespace), window, limit, current)
 
         try:
             result = asyncio.run(run())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import datetime, timezone
 
 import typer
@@ -11,24 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal import search
-from selfheal.models import Approval, AuditRecord, Rejection
+from selfheal.contract import Approval, AuditRecord, Rejection
+from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, send_update
 from selfheal.render import as_markdown, as_text
-
-AddressOption = typer.Option(None, "--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend (default localhost:7233)")
-NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE", help="namespace (default: default)")
-
-
-async def _client(address: str | None, namespace: str | None):
-    """A client as the temporal CLI would connect: its profile and TEMPORAL_* variables
-    (TLS, API key; selfheal.connection), with --address and --namespace on top."""
-    from selfheal.connection import ConnectionProblem, Overrides, connect, connect_config
-
-    try:
-        return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
-    except ConnectionProblem as exc:  # one line that says where and why, not a traceback
-        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
 
 def _age(start: datetime | None) -> str:
     if start is None:
@@ -38,25 +23,6 @@ def _age(start: datetime | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def send_update(out: Console, err: Console, handle_of, update: str, arg, address, namespace) -> None:
-    """Send a workflow update and print its answer; a refusal prints the reason and exits 1."""
-    from temporalio.client import WorkflowUpdateFailedError
-    from temporalio.service import RPCError
-
-    async def run() -> str:
-        client = await _client(address, namespace)
-        return await handle_of(client).execute_update(update, arg, result_type=str)
-
-    try:
-        out.print(asyncio.run(run()), markup=False)
-    except WorkflowUpdateFailedError as exc:
-        err.print(f"refused: {getattr(exc.cause, 'message', exc.cause)}", markup=False)
-        raise typer.Exit(1) from None
-    except RPCError as exc:
-        err.print(f"refused: {exc.message}", markup=False)
-        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer, out: Console, err: Console) -> None:
@@ -70,7 +36,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                                        help="the deployment whose pauses and breakers to show (default selfheal)"),
     ) -> None:
         """List incidents (id, service, status, action, tier, age), and what holds autonomy back."""
-        from selfheal.cli_governor import governor_status, holds_line
+        from selfheal.cli.governor import governor_status, holds_line
 
         async def holds() -> str:
             try:
@@ -79,9 +45,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                 return f"autonomy: the governor could not be read ({exc})"
 
         async def run():
-            client = await _client(address, namespace)
+            client = await connect_temporal(address, namespace)
             # Drills are listed as incidents are: on the list, a drill looks like any request.
-            query = 'WorkflowType IN ("IncidentWorkflow", "DrillWorkflow")' + (' AND ExecutionStatus = "Running"' if open_only else "")
+            query = f'WorkflowType IN ("{INCIDENT_WORKFLOW}", "{DRILL_WORKFLOW}")' + (' AND ExecutionStatus = "Running"' if open_only else "")
             rows = []
             async for wf in client.list_workflows(query, limit=limit):
                 attrs = wf.typed_search_attributes
@@ -119,12 +85,12 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         from temporalio.client import WorkflowExecutionStatus
 
         async def run() -> AuditRecord:
-            client = await _client(address, namespace)
+            client = await connect_temporal(address, namespace)
             handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result()
-            return await handle.query("audit", result_type=AuditRecord)
+            return await handle.query(Incident.AUDIT, result_type=AuditRecord)
 
         try:
             record = asyncio.run(run())
@@ -143,7 +109,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     def _viewed(incident_id: str, name: str, key: str | None, address, namespace) -> None:
         """Tell the incident that ``name`` read its evidence: noted on their approval."""
         from selfheal import attest
-        from selfheal.models import Viewing
+        from selfheal.contract import Viewing
         from selfheal.signing import signing_key
 
         statement = attest.new_statement(action="evidence", subject=incident_id, person=name, channel="ssh")
@@ -154,9 +120,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             return
 
         async def run() -> None:
-            client = await _client(address, namespace)
+            client = await connect_temporal(address, namespace)
             viewing = Viewing(person=name, channel="ssh", statement=statement.canonical().decode(), signature=signature)
-            await client.get_workflow_handle(incident_id).signal("evidence_viewed", viewing)
+            await client.get_workflow_handle(incident_id).signal(Incident.EVIDENCE_VIEWED, viewing)
 
         asyncio.run(run())
         err.print(f"recorded: {name} read the evidence of {incident_id}", markup=False)
@@ -178,7 +144,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     ) -> None:
         """Approve the incident's action, signed with your SSH key (the workflow's `approve` update)."""
         proof = {} if unsigned else _signed(incident_id, "approve", name, key, confirm, address, namespace)
-        _send(incident_id, "approve", Approval(approver=name, comment=comment, confirm=confirm, **proof), address, namespace)
+        _send(incident_id, Incident.APPROVE, Approval(approver=name, comment=comment, confirm=confirm, **proof), address, namespace)
 
     @app.command("reject")
     def reject(
@@ -192,7 +158,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     ) -> None:
         """Reject the incident's action, signed with your SSH key (the workflow's `reject` update): nothing runs."""
         proof = {} if unsigned else _signed(incident_id, "reject", name, key, None, address, namespace)
-        _send(incident_id, "reject", Rejection(approver=name, reason=reason, **proof), address, namespace)
+        _send(incident_id, Incident.REJECT, Rejection(approver=name, reason=reason, **proof), address, namespace)
 
     def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
         """Sign a statement about the incident's current decision; exits with the reason if it cannot."""
@@ -200,8 +166,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         from selfheal.signing import signing_key
 
         async def current() -> AuditRecord:
-            client = await _client(address, namespace)
-            return await client.get_workflow_handle(incident_id).query("audit", result_type=AuditRecord)
+            client = await connect_temporal(address, namespace)
+            return await client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord)
 
         try:
             record = asyncio.run(current())

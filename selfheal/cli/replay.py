@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 import typer
 
-from selfheal.cli_incidents import AddressOption, NamespaceOption, _client
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal
+from selfheal.contract.workflows import INCIDENT_WORKFLOW
 from selfheal.whitelist.durations import PositiveDuration
 
 
@@ -26,7 +27,7 @@ def parse_since(text: str) -> timedelta:
     return TypeAdapter(PositiveDuration).validate_python(text)
 
 
-def window_query(since: timedelta, types: tuple[str, ...] = ("IncidentWorkflow",), closed_only: bool = True) -> str:
+def window_query(since: timedelta, types: tuple[str, ...] = (INCIDENT_WORKFLOW,), closed_only: bool = True) -> str:
     """The visibility query for workflows of ``types`` that started within ``since``."""
     start = (datetime.now(timezone.utc) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
     kinds = " OR ".join(f"WorkflowType = '{t}'" for t in types)
@@ -44,13 +45,13 @@ async def retention_days(client, namespace: str) -> float | None:
 async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[dict], str]:
     import httpx
 
-    from selfheal.models import AuditRecord
+    from selfheal.contract import AuditRecord
     from selfheal.replay import replay_one
     from selfheal.settings import WorkerSettings
 
     since = parse_since(since_text)
     settings = WorkerSettings.from_mapping(dict(os.environ))
-    client = await _client(address, namespace)
+    client = await connect_temporal(address, namespace)
     days = await retention_days(client, client.namespace)
     reach = (f"history reaches back {days:g} days (the namespace's retention)" if days else "the namespace keeps history forever")
     if days and since.total_seconds() > days * 86400:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal import cli_governor, cli_grants, cli_whitelist_diff, cli_incidents, cli_replay, cli_review
+from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_diff as cli_whitelist_diff
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
 whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")

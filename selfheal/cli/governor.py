@@ -1,7 +1,8 @@
 """``selfheal pause|resume|breaker close|status``: the governor, from a terminal.
 
 Thin adapters: each sends the governor workflow's update or query and prints the answer.
-Who may do what is the governor's rule (``selfheal.workflows.governor``), not this file's.
+Who may do what is the governor's rule (``selfheal.workflows.governor``), not this file's; it speaks to
+the governor by the names in ``selfheal.contract.governor``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli_incidents import AddressOption, NamespaceOption, _client, send_update
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, send_update
 from selfheal.settings import TASK_QUEUE
 from selfheal.whitelist.durations import PositiveDuration
 
@@ -23,7 +24,7 @@ TaskQueueOption = typer.Option(None, "--task-queue", envvar="SELFHEAL_TASK_QUEUE
 
 
 def _governor(client, task_queue: str | None):
-    from selfheal.workflows.governor import governor_id
+    from selfheal.contract.governor import governor_id
 
     return client.get_workflow_handle(governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE))
 
@@ -34,14 +35,14 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
     from temporalio.service import RPCError, RPCStatusCode
 
     from selfheal.activities.governor import read_status
-    from selfheal.workflows.governor import GovernorStatus, GovernorWorkflow
+    from selfheal.contract.governor import Governor, GovernorStatus
 
-    client = await _client(address, namespace)
+    client = await connect_temporal(address, namespace)
     queue = task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE
     if entries:
         return await read_status(client, queue)
     try:
-        return await _governor(client, task_queue).query(GovernorWorkflow.status, result_type=GovernorStatus)
+        return await _governor(client, task_queue).query(Governor.STATUS, result_type=GovernorStatus)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -73,7 +74,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     def _proof(action: str, name: str, entry: str | None, key: str | None, task_queue: str | None) -> dict:
         from selfheal import attest
         from selfheal.signing import signing_key
-        from selfheal.workflows.governor import governor_id
+        from selfheal.contract.governor import governor_id
 
         subject = governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE)
         statement = attest.new_statement(action=action, subject=subject, entry=entry, person=name, channel="ssh")
@@ -98,7 +99,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Turn every autonomous action (or one entry's) into an approval request, now."""
-        from selfheal.workflows.governor import Pause
+        from selfheal.contract.governor import Governor, Pause
 
         until = None
         if duration:
@@ -110,7 +111,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                 err.print(f"--for {duration!r}: {exc.errors()[0]['msg']} (write 2h, 30m, 1h30m)", markup=False)
                 raise typer.Exit(2) from None
         proof = _proof("pause", name, entry, key, task_queue) if sign or key else {}
-        _send("pause", Pause(by=name, reason=reason, entry_id=entry, until=until, **proof), address, namespace, task_queue)
+        _send(Governor.PAUSE, Pause(by=name, reason=reason, entry_id=entry, until=until, **proof), address, namespace, task_queue)
 
     @app.command("resume")
     def resume(
@@ -120,10 +121,10 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Give autonomy back, signed with your SSH key. Incidents already waiting keep waiting."""
-        from selfheal.workflows.governor import Resume
+        from selfheal.contract.governor import Governor, Resume
 
         proof = _proof("resume", name, entry, key, task_queue)
-        _send("resume", Resume(by=name, entry_id=entry, **proof), address, namespace, task_queue)
+        _send(Governor.RESUME, Resume(by=name, entry_id=entry, **proof), address, namespace, task_queue)
 
     @breaker_app.command("close")
     def close(
@@ -134,10 +135,10 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Close an entry's open breaker, signed with your SSH key: it may act alone again, as declared."""
-        from selfheal.workflows.governor import CloseBreaker
+        from selfheal.contract.governor import CloseBreaker, Governor
 
         proof = _proof("close_breaker", name, entry, key, task_queue)
-        _send("close_breaker", CloseBreaker(by=name, entry_id=entry, reason=reason, **proof), address, namespace, task_queue)
+        _send(Governor.CLOSE_BREAKER, CloseBreaker(by=name, entry_id=entry, reason=reason, **proof), address, namespace, task_queue)
 
     @app.command("status")
     def status(

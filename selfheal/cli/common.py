@@ -1,0 +1,43 @@
+"""What every command that talks to Temporal shares: where to connect, and sending an update."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import typer
+from rich.console import Console
+
+AddressOption = typer.Option(None, "--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend (default localhost:7233)")
+NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE", help="namespace (default: default)")
+
+
+async def connect_temporal(address: str | None, namespace: str | None):
+    """A client as the temporal CLI would connect: its profile and TEMPORAL_* variables
+    (TLS, API key; selfheal.connection), with --address and --namespace on top."""
+    from selfheal.connection import ConnectionProblem, Overrides, connect, connect_config
+
+    try:
+        return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
+    except ConnectionProblem as exc:  # one line that says where and why, not a traceback
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def send_update(out: Console, err: Console, handle_of, update: str, arg, address, namespace) -> None:
+    """Send a workflow update and print its answer; a refusal prints the reason and exits 1."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    async def run() -> str:
+        temporal = await connect_temporal(address, namespace)
+        return await handle_of(temporal).execute_update(update, arg, result_type=str)
+
+    try:
+        out.print(asyncio.run(run()), markup=False)
+    except WorkflowUpdateFailedError as exc:
+        err.print(f"refused: {getattr(exc.cause, 'message', exc.cause)}", markup=False)
+        raise typer.Exit(1) from None
+    except RPCError as exc:
+        err.print(f"refused: {exc.message}", markup=False)
+        raise typer.Exit(1) from None

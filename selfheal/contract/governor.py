@@ -1,0 +1,267 @@
+"""The governors' messages: what incidents, workers and people send them, and what they keep.
+
+Two workflows bound autonomy across incidents (``workflows/governor.py``,
+``workflows/entry_governor.py``); everything that reaches them, or that they answer or
+carry into their next run, is defined here, with their ids and the names of their
+messages, so that an activity, the CLI or a test talks to a governor without importing
+it. The deployment's governor (``GovernorWorkflow``, ``governor_id``) holds the current
+whitelist, pauses and breakers; each entry's (``EntryGovernorWorkflow``,
+``entry_governor_id``) decides and counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
+
+from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist
+from selfheal.whitelist.vocabulary import Act, Hold
+
+GOVERNOR_WORKFLOW = "GovernorWorkflow"
+ENTRY_GOVERNOR_WORKFLOW = "EntryGovernorWorkflow"
+
+
+class Governor:
+    """The deployment governor's messages, by name."""
+
+    ANNOUNCE = "announce"            # update Announce -> str: a worker's whitelist; adopted unless older
+    PAUSE = "pause"                  # update Pause -> str          (people, proven; checked against
+    RESUME = "resume"                # update Resume -> str          the current whitelist)
+    CLOSE_BREAKER = "close_breaker"  # update CloseBreaker -> str
+    OPEN_BREAKER = "open_breaker"    # update OpenBreaker -> str: an entry governor counted enough failures
+    BRAKE = "brake"                  # query entry_id -> Brake: what takes autonomy away from the entry now
+    CURRENT = "current"              # query entry_id -> Current
+    STATUS = "status"                # query -> GovernorStatus
+
+
+class EntryGovernor:
+    """An entry governor's messages, by name."""
+
+    LEARN = "learn"                    # update Learn -> str: what deciding needs of a whitelist, by its hash
+    ASSESS = "assess"                  # update Assess -> Assessed: decide (and reserve, if automatic)
+    RESERVE = "reserve"                # update Reserve -> Reserved: decide again right before acting
+    RECORD_OUTCOME = "record_outcome"  # update Outcome -> str: failure memory; BREAKER when it trips
+    LEDGER = "ledger"                  # query -> EntryStatus
+
+
+# Temporal refuses more than 2,000 updates per run (and 10 in flight): a governor starts
+# afresh well before, carrying its state over (the state says when: tests choose a small one).
+UPDATES_PER_RUN = 500
+UNKNOWN_WHITELIST = "UnknownWhitelist"  # an update named a hash the governor does not hold: teach it, ask again
+BRAKED = "Braked"  # the executor found autonomy paused (or the breaker open) right before acting
+BREAKER = "open the breaker: "  # record_outcome's answer when the entry's failures reach its threshold
+
+
+def governor_id(task_queue: str) -> str:
+    # Per task queue: the queue names one deployment and its whitelist.
+    return f"selfheal-governor:{task_queue}"
+
+
+def entry_governor_id(task_queue: str, entry_id: str) -> str:
+    return f"selfheal-governor:{task_queue}/{entry_id}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# A governor's history grows with what its messages and its state carry, decision after
+# decision, and a fleet makes many. So they leave their defaults out (a model puts them
+# back when it is read: nothing a decision reads changes), and so do the whitelist's models
+# they carry (``Slim``). An incident's history, the audit trail, keeps every field.
+def _without_defaults(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+Slim = Annotated[M, PlainSerializer(_without_defaults, when_used="json-unless-none")]
+
+
+class Message(_Model):
+    """What a governor's history holds: an update's argument or answer, its state."""
+
+    @model_serializer(mode="wrap", when_used="json")
+    def _leave_defaults_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        fields = type(self).model_fields
+        return {name: value for name, value in data.items()
+                if fields[name].is_required() or getattr(self, name) != fields[name].get_default(call_default_factory=True)}
+
+
+class Announce(Message):
+    whitelist: Slim[Whitelist]
+    whitelist_sha256: str
+    source: str = ""  # the file, for the log
+
+
+class Brake(_Model):
+    """What takes autonomy away from one entry right now."""
+
+    paused: list[Hold] = []
+    breaker: Hold | None = None
+
+    def engaged(self, now: datetime) -> str | None:
+        """Why an action may not run alone now, or None."""
+        paused = [h for h in self.paused if h.active(now)]
+        if paused:
+            return f"autonomy paused by {paused[0].by}: {paused[0].reason}"
+        if self.breaker is not None:
+            return f"the breaker is open: {self.breaker.reason}"
+        return None
+
+
+class Current(_Model):
+    """The current whitelist as one entry's decision needs it."""
+
+    whitelist_sha256: str = ""       # empty: no worker has announced one yet
+    revision: int = 0
+    policy: Whitelist | None = None  # ``Whitelist.for_entry``; None when the entry is not in it
+    brake: Brake = Brake()
+
+
+class OpenBreaker(Message):
+    entry_id: str
+    reason: str
+
+
+class Proven(Message):
+    """A signed statement (``selfheal.attest``) that proves ``by`` is who sent this."""
+
+    channel: Literal["ssh", "slack", "token"] | None = None
+    statement: str = ""
+    signature: str = ""
+
+
+class Pause(Proven):
+    by: str
+    reason: str
+    entry_id: str | None = None  # None: every entry
+    until: datetime | None = None
+
+
+class Resume(Proven):
+    by: str
+    entry_id: str | None = None
+
+
+class CloseBreaker(Proven):
+    by: str
+    entry_id: str
+    reason: str
+
+
+class LogEvent(Message):
+    at: datetime
+    by: str
+    action: str  # announced, paused, resumed, breaker_opened, breaker_closed, refused
+    entry_id: str | None = None
+    reason: str = ""
+    verified: bool = False  # the person was proven (a signed statement), not a typed name
+
+
+class GovernorState(Message):
+    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
+    whitelist: Slim[Whitelist] | None = None
+    whitelist_sha256: str = ""
+    pause_all: Hold | None = None
+    pauses: dict[str, Hold] = {}
+    breakers: dict[str, Hold] = {}
+    nonces: list[str] = []                   # signed statements already used
+    log: list[LogEvent] = []
+
+
+class EntryStatus(_Model):
+    entry_id: str
+    paused: list[Hold] = []
+    breaker: Hold | None = None
+    # From the entry's own governor (``EntryGovernorWorkflow.ledger``); the deployment's
+    # status query leaves them empty, ``activities.governor.read_status`` fills them in.
+    autonomous_targets: list[str] = []  # acted on alone within the entry's autonomy window
+    window: str = ""
+    executions_in_rate_window: int = 0
+    recent_failures: list[Act] = []
+
+
+class GovernorStatus(_Model):
+    whitelist_sha256: str = ""
+    revision: int = 0
+    pause_all: Hold | None = None
+    entries: list[EntryStatus] = []
+    log: list[LogEvent] = []
+
+
+class Learn(Message):
+    whitelist_sha256: str
+    policy: Slim[Whitelist] | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
+
+
+class Assess(Message):
+    whitelist_sha256: str
+    request: Slim[ActionRequest]
+    incident_id: str
+    # Why the incident needs at least one person whatever the tier (a model's proposal or
+    # parameters; workflows/agent_answer.py): decided here, so an action that will wait for
+    # people never claims autonomy first.
+    raised_by: list[str] = []
+    brake: Brake = Brake()  # the deployment governor's, read just before this update
+    # With an assessment: the deployment's current whitelist. An automatic decision is then
+    # reserved at once, decided again under it: nothing but a read of the target stands
+    # between it and the executor, which checks the brake once more.
+    reserve_under: str = ""
+    idempotency_key: str = ""
+
+
+class Reserve(Assess):
+    approved_by: list[str] = []
+
+
+class AssessInput(Message):
+    """An incident's ``assess_action``: decided under its own snapshot (its hash, and what
+    deciding needs of it, which the governor learns once)."""
+
+    whitelist_sha256: str
+    policy: Slim[Whitelist]  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
+    request: Slim[ActionRequest]
+    incident_id: str
+    idempotency_key: str  # the key of the reservation an automatic decision takes at once
+    raised_by: list[str] = []
+
+
+class ReserveInput(AssessInput):
+    """An incident's ``reserve_action``: decided again under the current whitelist."""
+
+    approved_by: list[str] = []
+
+
+class Reserved(Message):
+    granted: bool
+    decision: Slim[Decision]  # the decision made right before acting; when not granted, why
+    execution: Slim[Execution] | None = None
+    whitelist_sha256: str  # the whitelist that decision was made under
+
+
+class Assessed(Message):
+    decision: Slim[Decision]         # under the incident's own snapshot: what its audit records
+    reserved: Reserved | None = None  # an automatic decision's reservation, under the current whitelist
+
+
+class Outcome(Message):
+    entry_id: str
+    targets: list[str]
+    incident_id: str
+    outcome: str
+    whitelist_sha256: str = ""  # whose breaker threshold counts (the current whitelist's)
+
+
+class EntryState(Message):
+    entry_id: str
+    updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
+    policies: dict[str, Slim[Whitelist] | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
+    executions: list[Slim[Execution]] = []
+    autonomous: list[Act] = []
+    failures: list[Act] = []
+    reservations: dict[str, Slim[Execution]] = {}  # idempotency key -> execution
+    assessed: dict[str, Assessed] = {}       # incident id -> its assessment, for a retried one
+    outcomes: dict[str, str] = {}            # "incident:outcome" -> the answer given, for a retried report
