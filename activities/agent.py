@@ -12,7 +12,7 @@ from selfheal.activities.heartbeat import heartbeating
 from selfheal.contract import ChatMessage, ModelTurn, ModelTurnInput
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.redact import DEFAULT, Redactor
+from selfheal.evidence.redact import DEFAULT, Redactor
 
 
 class ModelTurns:

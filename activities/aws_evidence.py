@@ -30,7 +30,7 @@ from selfheal.activities.remediate import out_of_policy
 from selfheal.contract import AwsEvidenceRequest, EvidenceItem
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.redact import redact
+from selfheal.evidence.redact import redact
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, LambdaRollbackEntry
 

@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.heartbeat import heartbeating
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.redact import DEFAULT, Redactor, redact
+from selfheal.evidence.redact import DEFAULT, Redactor, redact
 from selfheal.activities.runner import CommandRunner, UnreachableHost
 from selfheal.activities.systemd import SystemdError, journal_lines
 from selfheal.contract import Alert, DiagnoseInput, Diagnosis, Evidence, Hypothesis, Param

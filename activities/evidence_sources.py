@@ -2,7 +2,7 @@
 
 A diagnosis (a language model among them) asks for evidence by ref only
 (``journal:demo-api``, ``file:checkout-log``, ``prom:error-rate``, ``aws``); what each ref
-reads is fixed in the evidence configuration (``selfheal.evidence_config``). A ref that
+reads is fixed in the evidence configuration (``selfheal.evidence.config``). A ref that
 is not configured is refused. Whether a ref is *allowed* for an incident is the caller's
 check (``EvidenceConfig.allowed`` over the alert's candidate entries and signatures);
 this module enforces it itself only for ``aws``, which reads the named entry's target.
@@ -25,7 +25,7 @@ leaves this module.
   time. ``host: localhost`` is read here; another host via the runner with
   ``tail -n N -- PATH`` (no shell). A missing or unreadable file is one item saying so.
 - ``prom:ID``: Prometheus's HTTP API, the template rendered with the first firing
-  alert's labels (``selfheal.evidence_config.render``); an instant query at the window's
+  alert's labels (``selfheal.evidence.config.render``); an instant query at the window's
   end, or a range query over its last ``range``. One item per series, id
   ``prom:ID:<hash of its labels>``. A refused query (HTTP 4xx, ``status: error``) is an
   item saying so; HTTP 5xx and connection problems are a retryable error; redirects are
@@ -53,9 +53,9 @@ from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import Scope, SystemdError, as_activity_errors
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.evidence_config import FileSource, JournalSource, LoadedEvidence, PromQuery, render
+from selfheal.evidence.config import FileSource, JournalSource, LoadedEvidence, PromQuery, render
 from selfheal.contract import EXCERPT, Alert, EvidenceItem, EvidenceRead
-from selfheal.redact import DEFAULT, Redactor
+from selfheal.evidence.redact import DEFAULT, Redactor
 from selfheal.whitelist.durations import format_duration
 
 CHUNK = 64 * 1024

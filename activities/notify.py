@@ -16,7 +16,7 @@ from selfheal.activities.heartbeat import heartbeating
 from selfheal.contract import Notification
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.redact import DEFAULT, Redactor
+from selfheal.evidence.redact import DEFAULT, Redactor
 from selfheal.slack import SlackApi, decided_blocks, request_blocks
 
 

@@ -74,14 +74,15 @@ from fleet_storm import (  # noqa: E402
     governor_histories, in_process_worker, pct, ts,
 )
 
-from selfheal import attest, connection  # noqa: E402
+from selfheal import connection  # noqa: E402
+from selfheal.identity import attest
 from selfheal.contract import ActionRequest, Approval, AuditRecord, Notification, RemediationInput, VerifyInput  # noqa: E402
 from selfheal.whitelist import load_whitelist, target_of  # noqa: E402
 from selfheal.contract.governor import ReserveInput  # noqa: E402
 
 RSS_LIMIT_MB = 300
 RATIO_LIMIT = 1.2
-CLUSTER, SERVICE, PINNED, BAD = "demo", "checkout", "checkout:6", "checkout:7"  # the demo world's (selfheal/aws_sim.py)
+CLUSTER, SERVICE, PINNED, BAD = "demo", "checkout", "checkout:6", "checkout:7"  # the demo world's (selfheal/dev/aws_sim.py)
 EXECUTOR = "rollback_ecs_service"
 VERIFY_SECONDS = 120
 TASK_QUEUE = "selfheal"  # dev's

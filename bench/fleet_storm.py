@@ -82,7 +82,7 @@ from fleet_bare import BARE_EXECUTOR, FleetBare, executor, step  # noqa: E402
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account, as in the demo
-# The placeholder credentials of the demo's AWS simulation (selfheal/aws_sim.py).
+# The placeholder credentials of the demo's AWS simulation (selfheal/dev/aws_sim.py).
 AWS_CREDENTIALS = {"aws_access_key_id": "selfheal-dev-simulation", "aws_secret_access_key": "selfheal-dev-simulation"}
 ALERTNAME = "FleetHostWedged"
 EXECUTOR_ACTIVITY = "reboot_instances"  # activities/aws_remediate.py: the ec2.reboot executor

@@ -36,9 +36,9 @@ class WorkerSettings(BaseModel):
     # Which runner reaches which host (local, SSH with pinned host keys, SSM): a YAML file
     # (selfheal.activities.routing). Without it, only this machine is reachable.
     runners: str | None = None
-    # More redaction patterns (selfheal.redact.RedactionConfig), on top of the built-in ones.
+    # More redaction patterns (selfheal.evidence.redact.RedactionConfig), on top of the built-in ones.
     redact_patterns: str | None = None
-    # The reviewed evidence configuration (selfheal.evidence_config): which sources a
+    # The reviewed evidence configuration (selfheal.evidence.config): which sources a
     # diagnosis may read, per entry or signature.
     evidence: str | None = None
     # The language model for SELFHEAL_DIAGNOSER=llm (activities.llm.LlmConfig, from SELFHEAL_LLM_*).

@@ -37,7 +37,7 @@ from selfheal.activities.verify import Verifier
 from selfheal import connection, search
 from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.metrics import GovernorCollector, SdkMetrics, serve
-from selfheal.redact import RedactionConfig, Redactor
+from selfheal.evidence.redact import RedactionConfig, Redactor
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.whitelist.loader import LoadedWhitelist
@@ -131,7 +131,7 @@ async def run_worker(
     runner = runner or _runner(settings, loaded, aws)  # and a broken runners file
     _redactor(settings)  # and broken redaction patterns
     if settings.evidence:  # and a broken evidence configuration
-        from selfheal.evidence_config import EvidenceConfig
+        from selfheal.evidence.config import EvidenceConfig
 
         EvidenceConfig.load(settings.evidence)
     if settings.metrics_address and metrics is None:
@@ -215,7 +215,7 @@ def _evidence(settings: WorkerSettings, runner, http, aws_evidence, redactor):
     if not settings.evidence:
         return None, None
     from selfheal.activities.evidence_sources import EvidenceSources
-    from selfheal.evidence_config import EvidenceConfig
+    from selfheal.evidence.config import EvidenceConfig
 
     loaded = EvidenceConfig.load(settings.evidence)
     catalog = loaded.record()

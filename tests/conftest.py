@@ -152,7 +152,7 @@ def runner(systemd_user):
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     """moto_server on loopback for the whole session, stopped by its pid at the end."""
-    from selfheal.aws_sim import MotoServer, moto_binary
+    from selfheal.dev.aws_sim import MotoServer, moto_binary
 
     require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
     tmp = tmp_path_factory.mktemp("moto")
@@ -164,7 +164,7 @@ def moto_server(tmp_path_factory):
 @pytest.fixture
 def aws_world(moto_server):
     """The demo world, fresh: moto reset, seeded, and recording requests from here on."""
-    from selfheal.aws_sim import seed_demo_world
+    from selfheal.dev.aws_sim import seed_demo_world
     from tests.support.moto import AwsWorld
 
     server, recording = moto_server

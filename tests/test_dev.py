@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from selfheal.aws_sim import session
+from selfheal.dev.aws_sim import session
 from tests.conftest import require, temporal_binary
 from tests.support.waiting import wait_until
 
@@ -58,7 +58,7 @@ def selfheal(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_and_stops_cleanly(tmp_path):
-    from selfheal.aws_sim import moto_binary
+    from selfheal.dev.aws_sim import moto_binary
 
     require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
     require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
@@ -141,7 +141,7 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
 
 
 async def test_selfheal_dev_with_a_temporal_profile_runs_against_that_cluster_and_starts_no_server(temporal_env, tmp_path):
-    from selfheal.aws_sim import moto_binary
+    from selfheal.dev.aws_sim import moto_binary
 
     require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
     require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.whitelist.conftest import models_within
-from selfheal.evidence_config import EvidenceConfig
+from selfheal.evidence.config import EvidenceConfig
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "evidence.yaml"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = {"selfheal": ROOT / "selfheal", "selfheal.whitelist": ROOT / "whitelist",
          "selfheal.workflows": ROOT / "workflows", "selfheal.activities": ROOT / "activities"}
-TOP = ("selfheal.cli", "selfheal.ingress", "selfheal.dev", "selfheal.worker", "selfheal.aws_sim")
+TOP = ("selfheal.cli", "selfheal.ingress", "selfheal.dev", "selfheal.worker", "selfheal.dev.aws_sim")
 BELOW = ("selfheal.whitelist", "selfheal.contract", "selfheal.workflows", "selfheal.activities")
 
 

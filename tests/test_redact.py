@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from selfheal import redact as redact_module
-from selfheal.redact import DEFAULT, Pattern, RedactionConfig, Redactor, redact
+from selfheal.evidence import redact as redact_module
+from selfheal.evidence.redact import DEFAULT, Pattern, RedactionConfig, Redactor, redact
 
 # Fake secrets. Token-shaped ones are assembled from pieces so that secret scanners looking
 # at this file do not mistake them for leaked credentials.

@@ -19,7 +19,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal import attest, search
+    from selfheal import search
+    from selfheal.identity import attest
     from selfheal.contract import (Approval, ApprovalEvent, AuditRecord, EvidenceView, Notification, NotificationRecord,
                                  Rejection, Viewing)
     from selfheal.contract import IncidentSettings, PolicySnapshot

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfheal import attest
+from selfheal.identity import attest
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract.audit import UNMAPPED_SLACK
 from selfheal.whitelist import Whitelist

@@ -31,7 +31,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal import attest
+    from selfheal.identity import attest
     from selfheal.contract.governor import (
         GOVERNOR_WORKFLOW, Announce, Brake, CloseBreaker, Current, EntryStatus, Governor, GovernorState, GovernorStatus,
         LogEvent, OpenBreaker, Pause, Proven, Resume,

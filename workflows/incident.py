@@ -10,7 +10,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from selfheal import attest, search
+    from selfheal import search
+    from selfheal.identity import attest
     from selfheal.contract import (
         AgentResult, Alert, AlertBatch, AuditRecord, Check, Decision, DiagnoseInput, Diagnosis, IncidentInput, LoadPolicy,
         RemediationInput, RemediationResult, Verification, VerifyInput,

@@ -72,8 +72,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         send_update(out, err, lambda client: _governor(client, task_queue), update, arg, address, namespace)
 
     def _proof(action: str, name: str, entry: str | None, key: str | None, task_queue: str | None) -> dict:
-        from selfheal import attest
-        from selfheal.signing import signing_key
+        from selfheal.identity import attest
+        from selfheal.identity.signing import signing_key
         from selfheal.contract.governor import governor_id
 
         subject = governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE)

@@ -13,7 +13,7 @@ from selfheal import search
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
 from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, send_update
-from selfheal.render import as_markdown, as_text
+from selfheal.cli.render import as_markdown, as_text
 
 def _age(start: datetime | None) -> str:
     if start is None:
@@ -108,9 +108,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
     def _viewed(incident_id: str, name: str, key: str | None, address, namespace) -> None:
         """Tell the incident that ``name`` read its evidence: noted on their approval."""
-        from selfheal import attest
+        from selfheal.identity import attest
         from selfheal.contract import Viewing
-        from selfheal.signing import signing_key
+        from selfheal.identity.signing import signing_key
 
         statement = attest.new_statement(action="evidence", subject=incident_id, person=name, channel="ssh")
         try:
@@ -162,8 +162,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
     def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
         """Sign a statement about the incident's current decision; exits with the reason if it cannot."""
-        from selfheal import attest
-        from selfheal.signing import signing_key
+        from selfheal.identity import attest
+        from selfheal.identity.signing import signing_key
 
         async def current() -> AuditRecord:
             client = await connect_temporal(address, namespace)

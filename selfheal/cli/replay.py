@@ -1,6 +1,6 @@
 """``selfheal diagnose-replay``: compare today's diagnoser with what past incidents proposed.
 
-A thin adapter over ``selfheal.replay``: it lists closed incidents, replays each one's
+A thin adapter over ``selfheal.review.replay``: it lists closed incidents, replays each one's
 recorded evidence through the diagnoser the environment configures (the same variables
 as the worker: SELFHEAL_DIAGNOSER, SELFHEAL_LLM_*, SELFHEAL_DIAGNOSIS, SELFHEAL_EVIDENCE,
 SELFHEAL_WHITELIST), and prints then / now / what people decided. It acts on nothing.
@@ -46,7 +46,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     import httpx
 
     from selfheal.contract import AuditRecord
-    from selfheal.replay import replay_one
+    from selfheal.review.replay import replay_one
     from selfheal.settings import WorkerSettings
 
     since = parse_since(since_text)
@@ -59,7 +59,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     query = window_query(since)
     catalog = None
     if settings.evidence:
-        from selfheal.evidence_config import EvidenceConfig
+        from selfheal.evidence.config import EvidenceConfig
 
         catalog = EvidenceConfig.load(settings.evidence).record()
     records = []

@@ -1,7 +1,7 @@
 """The record of one incident (``AuditRecord``) and the approvals people send it.
 
 An approval, a rejection or an evidence view is a typed name or a signed statement
-(``selfheal.attest``); the workflow judges it (``workflows/approvals.py``) and records
+(``selfheal.identity.attest``); the workflow judges it (``workflows/approvals.py``) and records
 what it amounted to (``ApprovalEvent``) whether or not it counted.
 """
 
@@ -23,7 +23,7 @@ UNMAPPED_SLACK = "slack:"
 
 
 class _Proof(Model):
-    """How a person proves an approval or rejection is theirs (see ``selfheal.attest``).
+    """How a person proves an approval or rejection is theirs (see ``selfheal.identity.attest``).
 
     Without ``statement`` and ``signature`` it is a typed name: ``unverified``, recorded,
     and counted only by a tier that lists that channel.

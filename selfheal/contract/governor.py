@@ -127,7 +127,7 @@ class OpenBreaker(Message):
 
 
 class Proven(Message):
-    """A signed statement (``selfheal.attest``) that proves ``by`` is who sent this."""
+    """A signed statement (``selfheal.identity.attest``) that proves ``by`` is who sent this."""
 
     channel: Literal["ssh", "slack", "token"] | None = None
     statement: str = ""

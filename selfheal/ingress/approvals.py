@@ -2,7 +2,7 @@
 
 A channel the ingress can authenticate (a per-person token, a Slack request signed by
 Slack) names a person; the ingress then signs a statement about the incident's current
-decision with its own Ed25519 key (``selfheal.attest``), and sends it as the workflow's
+decision with its own Ed25519 key (``selfheal.identity.attest``), and sends it as the workflow's
 ``approve`` or ``reject`` update. The workflow counts it only if the signature is by a
 key the whitelist lists under ``attestation_keys``, and only for a person the entry
 allows, through a channel the tier counts. Who may decide is the workflow's rule, not
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal import attest
+from selfheal.identity import attest
 from selfheal.metrics import IngressMetrics
 from selfheal.contract import Approval, AuditRecord, Rejection, Viewing
 from selfheal.contract.audit import UNMAPPED_SLACK

@@ -31,7 +31,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from selfheal.redact import redact
+from selfheal.evidence.redact import redact
 from selfheal.contract import Alert
 
 # Alertmanager and Grafana send this for "no end time".

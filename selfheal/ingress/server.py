@@ -12,7 +12,7 @@ import uvicorn
 from temporalio.service import RetryConfig
 
 from selfheal import connection, search
-from selfheal.attest import load_attestation_key
+from selfheal.identity.attest import load_attestation_key
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver
 from selfheal.ingress.slack import SlackInteractions

@@ -40,7 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from slack_sdk.signature import SignatureVerifier
 
-from selfheal import attest
+from selfheal.identity import attest
 from selfheal.ingress.approvals import ApprovalError, Approver, Unavailable, reason_of, refused
 from selfheal.metrics import IngressMetrics
 from selfheal.slack import CONFIRM_CALLBACK, SlackApi, confirm_modal, decided_blocks

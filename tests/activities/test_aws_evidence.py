@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from selfheal.activities.aws_clients import AwsClients
 from selfheal.activities.aws_evidence import AwsEvidence, alarm_history, asg_activities, ecs_service_events, log_events
 from selfheal.contract import AwsEvidenceRequest, EvidenceItem
-from selfheal.aws_sim import DEMO_REGION
+from selfheal.dev.aws_sim import DEMO_REGION
 from selfheal.whitelist import load_whitelist
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from selfheal.activities.diagnose import load_rules
 from selfheal.activities.evidence_sources import EvidenceRead, EvidenceSources, leading_timestamp, tail_lines
 from selfheal.activities.runner import LocalRunner
-from selfheal.evidence_config import EvidenceConfig, placeholders, promql_string, render
+from selfheal.evidence.config import EvidenceConfig, placeholders, promql_string, render
 from selfheal.contract import Alert
 from selfheal.whitelist import load_whitelist
 from tests.support.prometheus import prometheus  # noqa: F401  (the module-scoped fixture)

@@ -322,7 +322,7 @@ def test_the_turn_timeout_follows_the_token_limit_unless_set():
 async def test_diagnose_replay_retries_a_turn_as_the_workflow_does_then_reports_it_failed(provider):
     from selfheal.activities.agent import ModelTurns
     from selfheal.contract import AgentInput, Diagnosis
-    from selfheal.replay import OfflineLoop
+    from selfheal.review.replay import OfflineLoop
     from selfheal.workflows.diagnosis_agent import MODEL_RETRY
 
     waited: list[float] = []

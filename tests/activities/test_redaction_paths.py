@@ -1,5 +1,5 @@
 """Secrets in logs, AWS evidence, alert annotations and notifications are redacted before
-they enter an incident's history or leave the machine (selfheal.redact does the work;
+they enter an incident's history or leave the machine (selfheal.evidence.redact does the work;
 tests/test_redact.py tests the patterns themselves)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from selfheal.activities.notify import Notifier
 from selfheal.activities.runner import LocalRunner
 from selfheal.ingress.parsers import GenericPayload, from_generic
 from selfheal.contract import Alert, DiagnoseInput, Notification
-from selfheal.redact import Pattern, Redactor
+from selfheal.evidence.redact import Pattern, Redactor
 from selfheal.whitelist import load_whitelist
 from tests.workflows.helpers import NotificationSink
 

@@ -24,7 +24,7 @@ from selfheal.activities.runner import UnreachableHost
 from selfheal.activities.evidence_sources import recent_journal
 from selfheal.activities.ssm_runner import NotWhitelistedCommand, SsmRunner, SsmTarget, journal_window, narrow_journal
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
-from selfheal.aws_sim import DEMO_ACCOUNT, DEMO_REGION
+from selfheal.dev.aws_sim import DEMO_ACCOUNT, DEMO_REGION
 from selfheal.activities.ssm_documents import commands
 from tests.grants.test_ssm import system_whitelist
 

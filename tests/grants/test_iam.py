@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from temporalio.testing import ActivityEnvironment
 
-from selfheal import aws_sim
+from selfheal.dev import aws_sim
 from selfheal.grants.iam import CALLS, SHADOW_READS, UNGRANTED, UNSCOPABLE, action_projection, partition, policy_document
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes, target_of
 from selfheal.whitelist.models import AWS_KINDS

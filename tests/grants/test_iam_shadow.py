@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from selfheal import aws_sim
+from selfheal.dev import aws_sim
 from selfheal.activities.aws_evidence import AwsEvidence
 from selfheal.contract import AwsEvidenceRequest
 from selfheal.activities.aws_remediate import AwsRemediator

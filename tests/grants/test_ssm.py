@@ -1,6 +1,6 @@
 """The generated SSM documents and the IAM statements that let the SSM runner send them.
 
-moto records SendCommand but runs nothing (../shared/MACHINE.md, selfheal/aws_sim.py), so
+moto records SendCommand but runs nothing (../shared/MACHINE.md, selfheal/dev/aws_sim.py), so
 no test here relies on moto for safety. Safety comes from each document's ``allowedValues``
 and its ``case`` statement: checked here as text, by running the script itself with
 ``sh`` against stand-in ``systemctl``/``journalctl`` that only print their argv, and by
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
-from selfheal.aws_sim import DEMO_ACCOUNT, DEMO_REGION
+from selfheal.dev.aws_sim import DEMO_ACCOUNT, DEMO_REGION
 from selfheal.activities.ssm_documents import ACTIONS, SHADOW_ACTIONS, allowed_actions, commands
 from selfheal.grants.ssm import documents, iam_statements
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from temporalio.api.enums.v1 import EventType
 
-from selfheal.attest import public_line
+from selfheal.identity.attest import public_line
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver, token_hash
 from selfheal.contract import AuditRecord

@@ -20,7 +20,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
-from selfheal.attest import public_line
+from selfheal.identity.attest import public_line
 from selfheal.ingress.app import create_app
 from selfheal.ingress.approvals import Approver
 from selfheal.ingress.slack import MAX_FORWARDED_REFUSALS, SlackInteractions

@@ -1,7 +1,7 @@
 """Test harness: moto_server (a local AWS simulation) on loopback, with its request recorder.
 
 One server per test session (``moto_server`` fixture in tests/conftest.py); each test that
-takes ``aws_world`` gets it reset, seeded with the demo world (``selfheal.aws_sim``) and
+takes ``aws_world`` gets it reset, seeded with the demo world (``selfheal.dev.aws_sim``) and
 recording. ``calls()`` lists the AWS operations the server received since, read from
 moto's own recorder: so a test can assert that an executor refused *without calling AWS*,
 or that two runs made one write.
@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from selfheal.aws_sim import DEMO_REGION, MotoServer, session
+from selfheal.dev.aws_sim import DEMO_REGION, MotoServer, session
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AwsWorld:
         import boto3
 
         from selfheal.activities.aws_clients import AwsClients
-        from selfheal.aws_sim import DEMO_CREDENTIALS
+        from selfheal.dev.aws_sim import DEMO_CREDENTIALS
 
         s = boto3.session.Session(aws_access_key_id=DEMO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                   aws_secret_access_key=DEMO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])

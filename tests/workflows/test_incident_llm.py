@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import pytest
 
-from selfheal import render
+from selfheal.cli import render
 from selfheal.activities.llm import LlmConfig
 from selfheal.contract import AgentBounds, Approval, AuditRecord, Rejection
 from selfheal.settings import WorkerSettings

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from selfheal import attest
+from selfheal.identity import attest
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.workflows.approval_desk import MAX_REFUSALS_PER_IDENTITY
 from selfheal.workflows.incident import IncidentWorkflow

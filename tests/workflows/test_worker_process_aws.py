@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 
-from selfheal.aws_sim import DEMO_CREDENTIALS
+from selfheal.dev.aws_sim import DEMO_CREDENTIALS
 from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.moto import operation

@@ -27,7 +27,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from statistics import median
 from selfheal.contract import AuditRecord
-from selfheal.review_models import (ApproverFigures, Counts, DrillSummary, EntryFigures, History, OpenItem, Recommendation,
+from selfheal.review.models import (ApproverFigures, Counts, DrillSummary, EntryFigures, History, OpenItem, Recommendation,
                                     Review, SameAlert, ShadowFigures)
 from selfheal.whitelist.durations import format_duration
 from selfheal.whitelist.models import Whitelist

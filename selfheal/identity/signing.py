@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from selfheal.attest import Unproven
+from selfheal.identity.attest import Unproven
 
 DEFAULT_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
 
