@@ -31,26 +31,25 @@ leaves this module.
   item saying so; HTTP 5xx and connection problems are a retryable error; redirects are
   never followed.
 - ``aws``: ``AwsEvidence.read`` for the entry (``alarmname`` label -> alarm history).
+
+How a log's end is read is ``log_tail.py``'s; what a Prometheus answer says,
+``prom_series.py``'s. This module decides what is read, bounds it and redacts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
-import re
-import stat
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import httpx
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
+from selfheal.activities.log_tail import leading_timestamp, local_tail, recent_journal, remote_tail
+from selfheal.activities.prom_series import iso, series_items
 from selfheal.activities.runner import CommandRunner
-from selfheal.activities.systemd import Scope, SystemdError, as_activity_errors
+from selfheal.activities.systemd import as_activity_errors
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
 from selfheal.evidence.config import FileSource, JournalSource, LoadedEvidence, PromQuery, render
@@ -58,15 +57,10 @@ from selfheal.contract import EXCERPT, Alert, EvidenceItem, EvidenceRead
 from selfheal.evidence.redact import DEFAULT, Redactor
 from selfheal.whitelist.durations import format_duration
 
-CHUNK = 64 * 1024
-MAX_SCAN = 8 * 1024 * 1024          # bytes of one file read backwards: bounds a file of endless lines
 MAX_RESPONSE = 8 * 1024 * 1024      # bytes of a Prometheus answer
 PROM_TIMEOUT = 15.0                 # seconds, per request (Prometheus is told 10s)
 LOCAL_HOSTS = frozenset({"localhost"})
-_TIMESTAMP = re.compile(
-    r"^\[?(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?:[.,](?P<frac>\d{1,9}))?"
-    r"\s?(?P<zone>Z|[+-]\d{2}:?\d{2})?(?![\d:])"
-)
+
 
 
 def refused(message: str) -> ApplicationError:
@@ -79,124 +73,6 @@ def utc(t: datetime) -> datetime:
 
 def cut(text: str, limit: int = EXCERPT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def leading_timestamp(line: str) -> datetime | None:
-    """The ISO-8601 timestamp a log line starts with (``2026-11-26T10:00:00.123Z``,
-    ``[2026-11-26 10:00:00,123+0100]``), in UTC; a timestamp without a zone is local time."""
-    m = _TIMESTAMP.match(line)
-    if m is None:
-        return None
-    frac = (m["frac"] or "")[:6]
-    zone = m["zone"] or ""
-    if zone == "Z":
-        zone = "+00:00"
-    elif zone and ":" not in zone:
-        zone = f"{zone[:3]}:{zone[3:]}"
-    try:
-        t = datetime.fromisoformat(f"{m['date']}T{m['time']}{'.' + frac if frac else ''}{zone}")
-    except ValueError:
-        return None
-    return t.astimezone(timezone.utc)  # naive: taken as local time
-
-
-def tail_lines(path: Path, n: int, scan: int = MAX_SCAN) -> tuple[list[bytes], bool]:
-    """The last ``n`` lines of a file, oldest first, read backwards from its end (at most
-    ``scan`` bytes), and whether anything precedes them. A final newline ends the last line."""
-    if n <= 0:
-        return [], path.stat().st_size > 0
-    with path.open("rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        pos, chunks, newlines = end, [], 0
-        # One newline more than lines wanted, past the one that ends the file.
-        while pos > 0 and end - pos < scan and newlines <= n:
-            step = min(CHUNK, pos, scan - (end - pos))
-            pos -= step
-            handle.seek(pos)
-            chunk = handle.read(step)
-            chunks.append(chunk)
-            newlines += chunk.count(b"\n")
-        data = b"".join(reversed(chunks))
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        return [], pos > 0
-    lines = data.split(b"\n")
-    more = pos > 0
-    if more:
-        lines = lines[1:]  # its start lies before what was read
-    if len(lines) > n:
-        lines, more = lines[-n:], True
-    return lines, more
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
-
-
-def _labels_text(metric: dict[str, str]) -> str:
-    name = metric.get("__name__", "")
-    rest = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(metric.items()) if k != "__name__")
-    return f"{name}{{{rest}}}"
-
-
-def _num(value: Any) -> str:
-    try:
-        return f"{float(value):.6g}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _when(t: float) -> datetime:
-    return datetime.fromtimestamp(float(t), timezone.utc)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
-async def recent_journal(runner: CommandRunner, host: str, scope: Scope, unit: str, since: datetime, until: datetime,
-                         limit: int) -> list[tuple[str, str, datetime | None]]:
-    """The unit's most recent ``limit`` messages in [since, until], oldest first, as
-    ``(key, message, timestamp)``; ``key`` is a short hash of the entry's journal cursor,
-    the same whenever the entry is read.
-
-    Not ``systemd.journal_lines``: with ``--since``, journalctl seeks to the window's start
-    and ``--lines`` keeps the *first* entries after it (systemd 252); ``--reverse`` reads
-    from the end, so the lines kept are the most recent ones.
-    """
-    unit_flag = "--user-unit" if scope == "user" else "--unit"
-    argv = [
-        "journalctl", unit_flag, unit, "--output", "json", "--output-fields", "MESSAGE", "--no-pager",
-        "--since", f"@{int(since.timestamp())}", "--until", f"@{int(until.timestamp()) + 1}",
-        "--lines", str(limit), "--reverse",
-    ]
-    result = await runner.run(host, argv, timeout=60)
-    if not result.ok:
-        raise SystemdError(f"journalctl for {unit} failed ({result.returncode}): {result.stderr.strip()[:500]}")
-    entries = []
-    for raw in result.stdout.splitlines():
-        try:
-            entry = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(entry, dict):
-            continue
-        message = entry.get("MESSAGE")
-        if isinstance(message, list):  # journald sends non-UTF-8 messages as byte arrays
-            message = bytes(message).decode(errors="replace")
-        if not isinstance(message, str):
-            continue
-        try:
-            when = datetime.fromtimestamp(int(entry["__REALTIME_TIMESTAMP"]) / 1e6, timezone.utc)
-        except (KeyError, TypeError, ValueError):
-            when = None
-        if when is not None and not since <= when <= until:
-            continue
-        cursor = str(entry.get("__CURSOR") or f"{when}:{message}")
-        entries.append((hashlib.sha256(cursor.encode()).hexdigest()[:12], message, when))
-    entries.reverse()
-    return entries
 
 
 class EvidenceSources:
@@ -231,7 +107,7 @@ class EvidenceSources:
                           f"{', '.join(cfg.refs())}") from None
         since, until = utc(since), utc(until)
         if since > until:
-            raise refused(f"the window starts ({_iso(since)}) after it ends ({_iso(until)})")
+            raise refused(f"the window starts ({iso(since)}) after it ends ({iso(until)})")
         since = max(since, until - cfg.bounds.window)
         ident = ref.split(":", 1)[-1]
         if isinstance(source, JournalSource):
@@ -310,8 +186,8 @@ class EvidenceSources:
             entries = await recent_journal(self._runner, src.host, src.scope, src.unit, since, until, limit + 1)
         more = len(entries) > limit
         entries = entries[-limit:]
-        query = self._redact.text(f"journalctl --{src.scope} unit {src.unit} on {src.host} from {_iso(since)} "
-                                  f"to {_iso(until)} {self._bounds_text()}")
+        query = self._redact.text(f"journalctl --{src.scope} unit {src.unit} on {src.host} from {iso(since)} "
+                                  f"to {iso(until)} {self._bounds_text()}")
         return self._lines(f"journal:{ident}", query,
                            [(f"journal:{ident}:{key}", message, when) for key, message, when in entries], more)
 
@@ -320,11 +196,11 @@ class EvidenceSources:
     async def _file(self, ident: str, src: FileSource, since: datetime, until: datetime) -> list[EvidenceItem]:
         limit = self.config.bounds.max_lines
         query = self._redact.text(f"tail -n {limit} {src.path} (then {src.path}.1) on {src.host} "
-                                  f"from {_iso(since)} to {_iso(until)} {self._bounds_text()}")
+                                  f"from {iso(since)} to {iso(until)} {self._bounds_text()}")
         if src.host in LOCAL_HOSTS:
-            found = await asyncio.to_thread(self._local_tail, src.path, limit)
+            found = await asyncio.to_thread(local_tail, src.path, limit)
         else:
-            found = await self._remote_tail(src.host, src.path, limit)
+            found = await remote_tail(self._runner, src.host, src.path, limit)
         if isinstance(found, str):
             return [EvidenceItem(id=f"file:{ident}:unavailable", source=f"file:{ident}", query=query,
                                  excerpt=cut(self._redact.text(found)))]
@@ -340,60 +216,6 @@ class EvidenceSources:
                 kept.append((f"file:{ident}:{i}", line, when))
         # Reading further back would only find older lines once one before the window was seen.
         return self._lines(f"file:{ident}", query, kept, more and not older)
-
-    @staticmethod
-    def _local_tail(path: str, limit: int) -> tuple[list[str], bool] | str:
-        """Lines oldest first (the predecessor's, then the file's), whether more precede them;
-        or why the file could not be read."""
-        current, previous = Path(path), Path(path + ".1")
-        out: list[str] = []
-        try:
-            have_current = current.exists()
-            if have_current:
-                if not stat.S_ISREG(current.stat().st_mode):
-                    return "not a regular file"
-                lines, more = tail_lines(current, limit)
-                out = [_decode(line) for line in lines]
-            else:
-                more = False
-            if not more and len(out) < limit and previous.is_file():
-                older, more = tail_lines(previous, limit - len(out))
-                out = [_decode(line) for line in older] + out
-            elif not have_current:
-                return "the file does not exist (nor its rotated predecessor .1)"
-        except PermissionError:
-            return "permission denied"
-        except OSError as exc:
-            return f"cannot read: {exc.strerror or exc}"
-        return out, more
-
-    async def _remote_tail(self, host: str, path: str, limit: int) -> tuple[list[str], bool] | str:
-        async def tail(p: str, n: int) -> list[str] | None:
-            with as_activity_errors():
-                result = await self._runner.run(host, ["tail", "-n", str(n), "--", p], timeout=60)
-            if not result.ok:
-                if "No such file" in result.stderr:
-                    return None
-                raise _TailFailed(f"tail failed ({result.returncode}): {result.stderr.strip()[:300]}")
-            text = result.stdout[:-1] if result.stdout.endswith("\n") else result.stdout
-            return [line.rstrip("\r") for line in text.split("\n")] if text else []
-
-        try:
-            current = await tail(path, limit + 1)  # one more: whether more precede them
-            lines = current or []
-            more = len(lines) > limit
-            lines = lines[-limit:]
-            if not more and len(lines) < limit:
-                need = limit - len(lines)
-                older = await tail(path + ".1", need + 1)
-                if older is None and current is None:
-                    return "the file does not exist (nor its rotated predecessor .1)"
-                older = older or []
-                more = len(older) > need
-                lines = older[-need:] + lines
-        except _TailFailed as exc:
-            return str(exc)
-        return lines, more
 
     # --- Prometheus -------------------------------------------------------------------------
 
@@ -413,12 +235,12 @@ class EvidenceSources:
             path = "/api/v1/query_range"
             params = {"query": query, "start": f"{start.timestamp():.3f}", "end": f"{until.timestamp():.3f}",
                       "step": f"{step.total_seconds():g}", "timeout": "10s"}
-            asked = (f"prometheus query_range {query} from {_iso(start)} to {_iso(until)} step "
+            asked = (f"prometheus query_range {query} from {iso(start)} to {iso(until)} step "
                      f"{format_duration(step)} limit {self.config.bounds.max_lines} series")
         else:
             path = "/api/v1/query"
             params = {"query": query, "time": f"{until.timestamp():.3f}", "timeout": "10s"}
-            asked = f"prometheus query {query} at {_iso(until)} limit {self.config.bounds.max_lines} series"
+            asked = f"prometheus query {query} at {iso(until)} limit {self.config.bounds.max_lines} series"
         asked = self._redact.text(asked)
 
         def error_item(text: str) -> list[EvidenceItem]:
@@ -456,59 +278,7 @@ class EvidenceSources:
                 raise ApplicationError(f"{source}: Prometheus answered HTTP {status}: {text[:500]}",
                                        type="PrometheusUnavailable")
             return error_item(f"Prometheus refused the query (HTTP {status}): {text}")
-        return self._series(source, asked, answer.get("data") or {})
-
-    def _series(self, source: str, asked: str, data: dict) -> list[EvidenceItem]:
-        kind, result = data.get("resultType"), data.get("result")
-        items: list[EvidenceItem] = []
-        if kind in ("scalar", "string") and isinstance(result, list) and len(result) == 2:
-            items.append(EvidenceItem(id=f"{source}:{kind}", source=source, query=asked,
-                                      excerpt=f"{kind} {_num(result[1])}", timestamp=_when(result[0])))
-        elif kind in ("vector", "matrix") and isinstance(result, list):
-            for series in result:
-                if not isinstance(series, dict):
-                    continue
-                metric = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
-                digest = hashlib.sha256(json.dumps(metric, sort_keys=True).encode()).hexdigest()[:12]
-                labels = _labels_text(metric)
-                if kind == "vector":
-                    t, v = series.get("value") or (0, "")
-                    text, when = f"{labels} = {_num(v)} at {_iso(_when(t))}", _when(t)
-                else:
-                    text, when = self._matrix_text(labels, series.get("values") or [])
-                # Redacted before it is cut (in _in_order): a cut secret could slip past the patterns.
-                items.append(EvidenceItem.model_construct(id=f"{source}:{digest}", source=source, query=asked,
-                                                          excerpt=text, timestamp=when, truncated=False))
-        else:
-            items.append(EvidenceItem(id=f"{source}:error", source=source, query=asked,
-                                      excerpt=f"unexpected result type {str(kind)[:50]!r}"))
-        return self._in_order(items)
-
-    @staticmethod
-    def _matrix_text(labels: str, values: list) -> tuple[str, datetime | None]:
-        if not values:
-            return f"{labels}: no points", None
-        floats = []
-        for _, v in values:
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                continue
-            if x == x:  # not NaN
-                floats.append(x)
-        last_t, last_v = values[-1]
-        head = (f"{labels}: last {_num(last_v)} at {_iso(_when(last_t))}; "
-                + (f"min {_num(min(floats))}, max {_num(max(floats))}, " if floats else "")
-                + f"{len(values)} points from {_iso(_when(values[0][0]))}; values oldest first: ")
-        shown: list[str] = []
-        room = EXCERPT - len(head) - 2
-        for _, v in reversed(values):  # the most recent values are kept when they do not all fit
-            word = _num(v)
-            if sum(len(w) + 1 for w in shown) + len(word) + 1 > room:
-                shown.append("…")
-                break
-            shown.append(word)
-        return head + " ".join(reversed(shown)), _when(last_t)
+        return self._in_order(series_items(source, asked, answer.get("data") or {}))
 
     # --- AWS ----------------------------------------------------------------------------------
 
@@ -528,6 +298,3 @@ class EvidenceSources:
         items = await self._aws.read(AwsEvidenceRequest(entry_id=entry_id, since=since, until=until, alarm_name=alarm))
         return self._in_order(list(items), newest=True)
 
-
-class _TailFailed(Exception):
-    pass

@@ -12,7 +12,7 @@ from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
     from selfheal.contract import Notification, RemediationInput, RemediationResult, UnitState, Verification, VerifyInput
-    from selfheal.workflows import incident as wf
+    from selfheal.workflows import timeouts as wf
     from selfheal.contract.governor import ReserveInput, Reserved
 
 

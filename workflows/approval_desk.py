@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,10 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract import IncidentSettings, PolicySnapshot
     from selfheal.contract.activities import notify
     from selfheal.contract.workflows import Incident
+    from selfheal.workflows.timeouts import NOTIFY_RETRY, NOTIFY_TIMEOUT
     from selfheal.workflows import approvals, metrics
 
-NOTIFY_TIMEOUT = timedelta(seconds=30)
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # SelfhealStatus is written at the stages people filter incidents by. The others last
 # seconds, and the `status` query and the current details show them; each write is a
 # command and a visibility update, 12% of an approved incident's time from approval to

@@ -2,61 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import search
-    from selfheal.identity import attest
-    from selfheal.contract import (
-        AgentResult, Alert, AlertBatch, AuditRecord, Check, Decision, DiagnoseInput, Diagnosis, IncidentInput, LoadPolicy,
-        RemediationInput, RemediationResult, Verification, VerifyInput,
-    )
-    from selfheal.contract.activities import (
-        assess_action, diagnose, load_policy, read_world, record_outcome, reserve_action, verify_remediation,
-    )
-    from selfheal.contract.governor import BRAKED, AssessInput, Outcome, ReserveInput, Reserved
+    from selfheal.contract import Alert, AlertBatch, AuditRecord, Decision, Diagnosis, IncidentInput, LoadPolicy
+    from selfheal.contract.activities import assess_action, load_policy, read_world, record_outcome
+    from selfheal.contract.governor import AssessInput, Outcome, Reserved
     from selfheal.contract.kinds import KINDS
-    from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW, DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
+    from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
     from selfheal.whitelist import decide, matching_entries
+    from selfheal.identity import attest
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows import agent_answer, drill, metrics, requests
-    from selfheal.workflows.approval_desk import ApprovalDesk, cause_text
+    from selfheal.workflows.acting import RAISED, Acting
+    from selfheal.workflows.approval_desk import cause_text
+    from selfheal.workflows.diagnosing import Diagnosing
     from selfheal.workflows.requests import build_request
-
-# Timeouts and retries. Reads retry freely; writes retry little and never when out of policy.
-# Every activity also has a heartbeat timeout (the settings' heartbeat_timeout): a worker
-# killed mid-activity is noticed in seconds, not when the start-to-close timeout expires.
-POLICY_TIMEOUT = timedelta(seconds=30)
-POLICY_HEARTBEAT = timedelta(seconds=5)  # before the settings are known
-# A reservation waits out a busy governor (Temporal admits 10 updates in flight per workflow).
-RESERVE_TIMEOUT = timedelta(minutes=30)
-READ_TIMEOUT = timedelta(seconds=60)
-VERIFY_MARGIN = timedelta(seconds=30)
-READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=1))
-# Reading the world right before acting: a host that stays unreachable fails the incident
-# with the reason instead of retrying forever.
-WORLD_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5,
-                               non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"])
-REMEDIATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_attempts=3,
-    non_retryable_error_types=["OutOfPolicy", "UnreachableHost", "UnitNotFound"],
-)
-GOVERNOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+    from selfheal.workflows.timeouts import (
+        GOVERNOR_RETRY, POLICY_HEARTBEAT, POLICY_TIMEOUT, READ_RETRY, READ_TIMEOUT, RESERVE_TIMEOUT, WORLD_READ_RETRY,
+    )
 
 
-RAISED = object()  # _act's answer when the tier rose and people must decide again
 MAX_RECORDED_ALERTS = 200
 
 
 @workflow.defn(name=INCIDENT_WORKFLOW)
-class IncidentWorkflow(ApprovalDesk):
+class IncidentWorkflow(Diagnosing, Acting):
     """One incident, from first alert to audit record.
+
+    The diagnose stage is ``Diagnosing`` (``diagnosing.py``), the act and verify stages
+    ``Acting`` (``acting.py``), the approval stage ``ApprovalDesk`` (``approval_desk.py``),
+    which it shares with drills; this class holds the runbook and the other stages.
 
     Stages: observe -> diagnose -> decide -> wait (for people, if the tier says so) ->
     act -> verify -> record. The result, and the ``audit`` query, is the AuditRecord.
@@ -144,69 +122,6 @@ class IncidentWorkflow(ApprovalDesk):
 
     # --- stages -----------------------------------------------------------------------
 
-    async def _diagnose(self) -> Diagnosis | None:
-        self._set_status("diagnosing")
-        diagnosis = await workflow.execute_activity(
-            diagnose,
-            DiagnoseInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts, candidates=self._audit.matched_entries),
-            schedule_to_close_timeout=self._settings.diagnose_timeout,
-            start_to_close_timeout=READ_TIMEOUT,
-            heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=READ_RETRY,
-            summary="diagnose: read evidence, form hypotheses",
-        )
-        if self._settings.diagnoser == "llm":
-            diagnosis = await self._model_diagnosis(diagnosis)
-        self._audit.diagnosis = diagnosis
-        return diagnosis
-
-    async def _model_diagnosis(self, rules: Diagnosis) -> Diagnosis:
-        """The language model's diagnosis, in a child workflow whose history holds its
-        turns and reads. The rules' diagnosis stays beside it in the audit.
-
-        A model that fails (errors, timeouts, an endpoint that does not answer, refused
-        answers, a child workflow that fails) never loses the incident: the rules'
-        diagnosis stands, and what it proposes needs at least one person, since the model
-        could not confirm it (``_unconfirmed``); with no proposal, no remedy, escalated."""
-        self._audit.rules_diagnosis = rules
-        catalog = self._snapshot.evidence
-        self._audit.evidence_sha256 = catalog.sha256 if catalog else None
-        bounds = self._settings.agent
-        try:
-            agent: AgentResult = await workflow.execute_child_workflow(
-                DIAGNOSIS_WORKFLOW,
-                agent_answer.agent_input(self._audit.incident_id, self._audit.alerts, self._snapshot.whitelist,
-                                         self._audit.matched_entries, rules, catalog, bounds),
-                id=f"{self._audit.incident_id}/diagnosis", result_type=AgentResult,
-                execution_timeout=timedelta(seconds=bounds.time_budget_seconds + bounds.turn_timeout_seconds) + READ_TIMEOUT * 3,
-            )
-        except ChildWorkflowError as exc:
-            agent = AgentResult(note=f"the diagnosis agent failed: {cause_text(exc)}", failed=True)
-        self._audit.agent = agent.model_copy(update={"diagnosis": None})  # the diagnosis is recorded once, below
-        if agent.diagnosis is not None:
-            return agent.diagnosis
-        what = "failed" if agent.failed else "gave no valid answer"
-        if rules.proposal is not None:
-            self._unconfirmed = [f"the model {what} ({agent.note[:300]}), so it could not confirm the rules' "
-                                 f"proposal {rules.proposal}"]
-        return rules.model_copy(update={"rationale": f"the model {what} ({agent.note[:300]}); the rules' diagnosis "
-                                                     f"stands: {rules.rationale}"})
-
-    def _accepted_proposal(self, diagnosis: Diagnosis):
-        """The proposed entry, only if the alerts matched it; anything else is recorded and dropped."""
-        matched = self._audit.matched_entries
-        if diagnosis.proposal is None:
-            self._audit.proposal_note = f"the diagnosis proposed no action ({diagnosis.rationale})"
-            return None
-        if diagnosis.proposal not in matched:
-            self._audit.proposal_note = (
-                f"the diagnosis proposed {diagnosis.proposal!r}, which is not among the entries the alerts "
-                f"matched ({', '.join(matched) or 'none'}); treated as no whitelisted remedy"
-            )
-            return None
-        self._audit.proposal_note = f"proposal {diagnosis.proposal!r} is among the matched entries"
-        return self._snapshot.whitelist.entry(diagnosis.proposal)
-
     async def _decide(self, entry, diagnosis: Diagnosis):
         self._set_status("deciding")
         request = build_request(entry, self._audit.alerts, diagnosis)
@@ -291,92 +206,6 @@ class IncidentWorkflow(ApprovalDesk):
         except Exception as exc:  # a drill that cannot start must never hold up the incident
             workflow.logger.warning("drill not started: %s", exc)
 
-    async def _act(self, entry) -> RemediationResult | None:
-        self._set_status("acting")
-        kind = KINDS.get(entry.kind)
-        if kind is None:
-            await self._finish("failed", f"this worker has no executor for {entry.kind}")
-            return None
-        key = self._key(entry.id)
-        # An automatic decision was reserved with it; after people decided, reserve now.
-        reserved, self._reserved = self._reserved or await self._reserve(entry), None
-        if not reserved.granted:
-            return await self._refused_at_reservation(entry, reserved)
-        self._acted_on = reserved.decision.targets
-        baseline = await workflow.execute_activity(
-            kind.reader, self._audit.request, start_to_close_timeout=READ_TIMEOUT, retry_policy=WORLD_READ_RETRY,
-            heartbeat_timeout=self._settings.heartbeat_timeout, summary="read the world before acting",
-        )
-        try:
-            result = await workflow.execute_activity(
-                kind.executor,
-                RemediationInput(incident_id=self._audit.incident_id, idempotency_key=key,
-                                 whitelist_sha256=self._snapshot.sha256, request=self._audit.request, baseline=baseline,
-                                 autonomous=reserved.execution.autonomous),
-                start_to_close_timeout=self._settings.remediation_timeout,
-                heartbeat_timeout=self._settings.remediation_heartbeat,
-                retry_policy=REMEDIATION_RETRY,
-                summary=f"{entry.kind} {entry.id}",
-            )
-        except ActivityError as exc:
-            if _error_type(exc) != BRAKED:
-                raise
-            # Autonomy was paused (or the breaker opened) after the reservation: the executor
-            # refused before acting. Decided again, the governor withdraws the reservation
-            # and people decide; if the brake was already released, the loop reserves anew.
-            self._acted_on = None
-            reserved = await self._reserve(entry)
-            return RAISED if reserved.granted else await self._refused_at_reservation(entry, reserved)
-        self._audit.remediation = result
-        if result.action == "world_changed":
-            await self._escalate(f"{entry.id} did not run: {result.detail}")
-            await self._finish("world_changed", result.detail)
-            return None
-        return result
-
-    async def _reserve(self, entry) -> Reserved:
-        reserved = await self._governor(
-            reserve_action, self._assessment(self._audit.request, ReserveInput,
-                                             approved_by=list(self._approved_by), raised_by=self._raised_by),
-            f"decide {entry.id} again and reserve it at the governor")
-        self._audit.reserved_under_sha256 = reserved.whitelist_sha256
-        return reserved
-
-    def _key(self, entry_id: str) -> str:
-        return f"{self._audit.incident_id}/act/{entry_id}"  # one execution per incident and entry
-
-    async def _refused_at_reservation(self, entry, reserved: Reserved):
-        if reserved.decision.kind == "needs_approval":
-            # The tier rose since the decision (a pause, a breaker, other targets acted
-            # on): people decide again; the approvals already given still count.
-            self._audit.earlier_decisions.append(self._audit.decision)
-            self._audit.decision = reserved.decision
-            await self._escalate(f"{entry.id} now needs {reserved.decision}")
-            return RAISED
-        decision = reserved.decision
-        await self._escalate(f"{entry.id} was allowed but hit [{decision.rule}] before it could run")
-        await self._finish("denied", f"[{decision.rule}] {decision.reason}")
-        return None
-
-    async def _verify(self, entry) -> Verification:
-        self._set_status("verifying")
-        timeout = entry.verify.timeout
-        verification = await workflow.execute_activity(
-            verify_remediation,
-            VerifyInput(incident_id=self._audit.incident_id, request=self._audit.request, timeout_seconds=timeout.total_seconds()),
-            start_to_close_timeout=timeout + VERIFY_MARGIN, heartbeat_timeout=self._settings.heartbeat_timeout,
-            retry_policy=READ_RETRY, summary=f"verify {entry.id}",
-        )
-        if entry.verify.alert_resolves:
-            try:
-                await workflow.wait_condition(lambda: self._audit.resolved, timeout=timeout)
-                check = Check(name="alert resolves", ok=True, detail="the alerts resolved")
-            except asyncio.TimeoutError:
-                check = Check(name="alert resolves", ok=False, detail=f"still firing after {format_duration(timeout)}")
-            verification = Verification(ok=verification.ok and check.ok, checks=[*verification.checks, check])
-        self._audit.verification = verification
-        return verification
-
     async def _finish(self, outcome: str, detail: str) -> None:
         self._audit.outcome = outcome
         self._audit.outcome_detail = detail
@@ -442,11 +271,6 @@ class IncidentWorkflow(ApprovalDesk):
             activity, arg, start_to_close_timeout=RESERVE_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
             retry_policy=GOVERNOR_RETRY, summary=summary,
         )
-
-def _error_type(exc: ActivityError) -> str | None:
-    cause = exc.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
-
 
 def _activity_name(exc: ActivityError) -> str:
     return getattr(exc, "activity_type", None) or "an activity"

@@ -20,7 +20,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.diagnose import load_rules
-from selfheal.activities.evidence_sources import EvidenceRead, EvidenceSources, leading_timestamp, tail_lines
+from selfheal.activities.evidence_sources import EvidenceSources
+from selfheal.activities.log_tail import leading_timestamp, tail_lines
+from selfheal.contract import EvidenceRead
 from selfheal.activities.runner import LocalRunner
 from selfheal.evidence.config import EvidenceConfig, placeholders, promql_string, render
 from selfheal.contract import Alert

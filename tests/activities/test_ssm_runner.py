@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.runner import UnreachableHost
-from selfheal.activities.evidence_sources import recent_journal
+from selfheal.activities.log_tail import recent_journal
 from selfheal.activities.ssm_runner import NotWhitelistedCommand, SsmRunner, SsmTarget, journal_window, narrow_journal
 from selfheal.activities.systemd import journal_lines, systemctl, unit_state
 from selfheal.dev.aws_sim import DEMO_ACCOUNT, DEMO_REGION
