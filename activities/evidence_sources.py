@@ -25,7 +25,7 @@ leaves this module.
   time. ``host: localhost`` is read here; another host via the runner with
   ``tail -n N -- PATH`` (no shell). A missing or unreadable file is one item saying so.
 - ``prom:ID``: Prometheus's HTTP API, the template rendered with the first firing
-  alert's labels (``selfheal.evidence.config.render``); an instant query at the window's
+  alert's labels (``selfheal.evidence.promql.render``); an instant query at the window's
   end, or a range query over its last ``range``. One item per series, id
   ``prom:ID:<hash of its labels>``. A refused query (HTTP 4xx, ``status: error``) is an
   item saying so; HTTP 5xx and connection problems are a retryable error; redirects are
@@ -52,7 +52,8 @@ from selfheal.activities.runner import CommandRunner
 from selfheal.activities.systemd import as_activity_errors
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.evidence.config import FileSource, JournalSource, LoadedEvidence, PromQuery, render
+from selfheal.evidence.config import FileSource, JournalSource, LoadedEvidence, PromQuery
+from selfheal.evidence.promql import render
 from selfheal.contract import EXCERPT, Alert, EvidenceItem, EvidenceRead
 from selfheal.evidence.redact import DEFAULT, Redactor
 from selfheal.whitelist.durations import format_duration

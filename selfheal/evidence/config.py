@@ -27,12 +27,7 @@ Example::
       rollback-checkout: [prom:error-rate, file:checkout-log, aws]
       restart-demo-api: [journal:demo-api]
 
-PromQL templates: ``$name`` (outside string literals and comments) is a placeholder for
-the alert label ``name``. It is written WITHOUT quotes; ``render`` replaces it with the
-label's value as a double-quoted PromQL string literal (``promql_string``), so an alert
-can choose a value but never the shape of the query. A placeholder right after ``=~`` or
-``!~`` is refused: the alert would choose a regular expression (``.*``). A label the
-alert does not carry, a value over 1024 characters or one containing NUL is refused.
+PromQL templates and what an alert may put in them: ``promql.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +44,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
+from selfheal.evidence.promql import placeholders
 from selfheal.whitelist.durations import PositiveDuration, format_duration
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
@@ -58,118 +54,10 @@ KINDS = {"file": "file", "journal": "journal", "prom": "prometheus", "aws": "aws
 
 MAX_WINDOW = timedelta(hours=24)
 MAX_BYTES, MAX_LINES = 65_536, 2_000
-MAX_LABEL_VALUE = 1_024
 MAX_POINTS = 1_000  # range / step of a range query (Prometheus itself refuses > 11,000)
-LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # A systemd unit name: never an option (no leading '-'), no spaces, no globs.
 UNIT = re.compile(r"^[A-Za-z0-9_:.\\@][A-Za-z0-9_:.\\@\-]{0,255}$")
 HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}$")
-
-
-# --- PromQL templates ----------------------------------------------------------------
-
-def _placeholders(template: str) -> list[tuple[int, int, str]]:
-    """``(start, end, label name)`` of each ``$name`` outside string literals and comments.
-
-    Raises ValueError on a ``$`` that is not followed by a label name, an unterminated
-    string literal, or a placeholder used as a regular expression (after ``=~``/``!~``).
-    """
-    found: list[tuple[int, int, str]] = []
-    i, n = 0, len(template)
-    while i < n:
-        c = template[i]
-        if c in "\"'`":
-            j = i + 1
-            while j < n and template[j] != c:
-                if c != "`" and template[j] == "\\":
-                    j += 2
-                    continue
-                if c != "`" and template[j] == "\n":
-                    break
-                j += 1
-            if j >= n or template[j] != c:
-                raise ValueError(f"unterminated string literal at offset {i}")
-            i = j + 1
-        elif c == "#":  # a comment, to the end of the line
-            end = template.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif c == "$":
-            name = LABEL_NAME.match(template, i + 1)
-            if name is None:
-                raise ValueError(f"'$' at offset {i} is not followed by a label name")
-            before = template[:i].rstrip()
-            if before.endswith(("=~", "!~")):
-                raise ValueError(f"${name.group()} follows a regular-expression matcher (=~ or !~): an alert "
-                                 "would choose the regular expression; use = or != instead")
-            found.append((i, name.end(), name.group()))
-            i = name.end()
-        else:
-            i += 1
-    return found
-
-
-def placeholders(template: str) -> list[str]:
-    """The alert labels a template uses, in order of first use."""
-    return list(dict.fromkeys(name for _, _, name in _placeholders(template)))
-
-
-def promql_string(value: str) -> str:
-    """``value`` as a double-quoted PromQL string literal (Go escaping rules).
-
-    Escapes backslash, double quote, newline, carriage return and tab by name, every
-    other C0 control character and DEL as ``\\xNN``, and U+FFFD (which Prometheus's lexer
-    cannot tell from an invalid byte) as ``\\ufffd``. Refuses values over 1024 characters,
-    containing NUL, or that are not valid Unicode (lone surrogates).
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"a label value must be text, not {type(value).__name__}")
-    if len(value) > MAX_LABEL_VALUE:
-        raise ValueError(f"label value is {len(value)} characters long; at most {MAX_LABEL_VALUE} are allowed")
-    if "\x00" in value:
-        raise ValueError("label value contains NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("label value is not valid Unicode") from None
-    out = ['"']
-    for ch in value:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append(f"\\x{ord(ch):02x}")
-        elif ch == "\ufffd":
-            out.append("\\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def render(template: str, labels: Mapping[str, str]) -> str:
-    """The template with each ``$name`` replaced by ``promql_string(labels[name])``.
-
-    ValueError when a label is missing or its value is refused (see ``promql_string``).
-    """
-    parts, last = [], 0
-    for start, end, name in _placeholders(template):
-        if name not in labels:
-            raise ValueError(f"the alert has no label {name!r}, which the query needs")
-        try:
-            literal = promql_string(labels[name])
-        except ValueError as exc:
-            raise ValueError(f"label {name!r}: {exc}") from None
-        parts += [template[last:start], literal]
-        last = end
-    parts.append(template[last:])
-    return "".join(parts)
 
 
 # --- the configuration -----------------------------------------------------------------
@@ -208,7 +96,7 @@ def _host(value: str) -> str:
 
 
 def _template(value: str) -> str:
-    _placeholders(value)
+    placeholders(value)  # refuses a template it cannot read
     return value
 
 

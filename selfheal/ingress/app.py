@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.ingress import auth, parsers
 from selfheal.ingress.approvals import ApprovalError, Approver, Unavailable, reason_of, refused
+from selfheal.ingress.cloudwatch import parse_cloudwatch_alarm
 from selfheal.ingress.decode import Undecodable, decode_json
 from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.slack import SlackInteractions, register as register_slack
-from selfheal.ingress.sns import SnsError, SnsUnavailable, SnsVerifier, parse_cloudwatch_alarm
+from selfheal.ingress.sns import SnsError, SnsUnavailable, SnsVerifier
 from selfheal.metrics import IngressMetrics
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import os
 import re
 from collections import OrderedDict
@@ -38,7 +37,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.exceptions import HTTPException
 
-from selfheal.ingress.decode import decode_json
 
 # ASCII classes, not \d: \d also matches non-ASCII digits. The host must be followed
 # directly by "/", so no suffix (".evil.com"), userinfo ("@evil.com") or port can follow.
@@ -94,21 +92,21 @@ class SnsUnavailable(HTTPException):
         return self.reason
 
 
-def _show(value: object, limit: int = 120) -> str:
+def shown(value: object, limit: int = 120) -> str:
     # Refusals echo untrusted input; keep it short so an error body cannot be a megabyte.
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _aware_time(value: object, field: str) -> datetime:
+def aware_time(value: object, field: str) -> datetime:
     if not isinstance(value, str):
         raise SnsError(f"field {field!r} is missing or not a string")
     try:
         parsed = datetime.fromisoformat(value)  # 3.11+: also "...Z" and "...+0000"
     except ValueError:
-        raise SnsError(f"{field} {_show(value)} is not an ISO 8601 time") from None
+        raise SnsError(f"{field} {shown(value)} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
-        raise SnsError(f"{field} {_show(value)} has no time zone")
+        raise SnsError(f"{field} {shown(value)} has no time zone")
     return parsed
 
 
@@ -117,7 +115,7 @@ def string_to_sign(message: dict[str, Any]) -> bytes:
     kind = message.get("Type")
     keys = _SIGNED_KEYS.get(kind) if isinstance(kind, str) else None
     if keys is None:
-        raise SnsError(f"unknown message Type {_show(kind)}; expected one of {', '.join(_SIGNED_KEYS)}")
+        raise SnsError(f"unknown message Type {shown(kind)}; expected one of {', '.join(_SIGNED_KEYS)}")
     parts: list[str] = []
     for key in keys:
         value = message.get(key)
@@ -178,15 +176,15 @@ class SnsVerifier:
                 raise SnsError(f"missing field {key!r}")
         topic = message["TopicArn"]
         if self._topics is not None and topic not in self._topics:
-            raise SnsError(f"topic {_show(topic)} is not allowed")
+            raise SnsError(f"topic {shown(topic)} is not allowed")
         algorithm = _HASHES.get(message["SignatureVersion"])
         if algorithm is None:
-            raise SnsError(f"unsupported SignatureVersion {_show(message['SignatureVersion'])}; expected '1' or '2'")
+            raise SnsError(f"unsupported SignatureVersion {shown(message['SignatureVersion'])}; expected '1' or '2'")
         url = message["SigningCertURL"]
         if not self._cert_url.fullmatch(url):
-            raise SnsError(f"SigningCertURL {_show(url)} is not allowed")
+            raise SnsError(f"SigningCertURL {shown(url)} is not allowed")
         # Checked before fetching anything: a replay costs us no request.
-        sent = _aware_time(message["Timestamp"], "Timestamp")
+        sent = aware_time(message["Timestamp"], "Timestamp")
         if now - sent > self._max_age:
             raise SnsError(f"message is too old: Timestamp {message['Timestamp']} is more than {self._max_age} ago")
         if sent - now > self._max_age:
@@ -218,7 +216,7 @@ class SnsVerifier:
         if not isinstance(url, str):
             raise SnsError("missing field 'SubscribeURL'")
         if not self._subscribe_url.fullmatch(url):
-            raise SnsError(f"SubscribeURL {_show(url)} is not allowed")
+            raise SnsError(f"SubscribeURL {shown(url)} is not allowed")
         await self.verify(message, now or datetime.now(timezone.utc))
         try:
             response = await self._http.get(url, follow_redirects=False)
@@ -288,7 +286,7 @@ class SnsVerifier:
         """The pinned certificate named by the URL's last path segment; never a fetch."""
         name = PurePosixPath(urlsplit(url).path).name
         if not _PINNED_NAME.fullmatch(name):
-            raise SnsError(f"SigningCertURL {_show(url)} does not end in a certificate file name")
+            raise SnsError(f"SigningCertURL {shown(url)} does not end in a certificate file name")
         try:
             with (directory / name).open("rb") as file:
                 body = file.read(_MAX_CERT_BYTES + 1)
@@ -310,81 +308,3 @@ def _transient(status: int) -> bool:
 
 def _failure(exc: httpx.TransportError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-# --- CloudWatch alarms ---------------------------------------------------------------
-
-_STATUS: dict[str, str | None] = {"ALARM": "firing", "OK": "resolved", "INSUFFICIENT_DATA": None}
-_CORE_LABELS = frozenset({"alertname", "region", "account", "namespace", "metric"})
-_ARN_REGION = re.compile(r"arn:aws[a-z-]*:cloudwatch:([a-z0-9-]+):")
-
-
-def _label_name(name: str) -> str:
-    label = re.sub(r"[^a-zA-Z0-9_]", "_", name)
-    return "_" + label if label[:1].isdigit() else label  # label names may not start with a digit
-
-
-def _text(alarm: dict[str, Any], key: str) -> str:
-    value = alarm.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def parse_cloudwatch_alarm(notification: dict[str, Any]) -> dict[str, Any] | None:
-    """Keyword arguments for ``Alert`` from a verified SNS Notification of a CloudWatch alarm.
-
-    Returns None for INSUFFICIENT_DATA: "no data" says nothing about the symptom, so it
-    neither opens nor resolves an incident. ALARM and OK of one alarm share a
-    fingerprint, so an OK resolves the alert its ALARM opened.
-    """
-    if notification.get("Type") != "Notification":
-        raise SnsError(f"expected a Notification, got Type {_show(notification.get('Type'))}")
-    try:
-        alarm = decode_json(notification.get("Message") or "")
-    except (TypeError, ValueError):
-        raise SnsError("Message is not JSON; expected a CloudWatch alarm") from None
-    if not isinstance(alarm, dict):
-        raise SnsError("Message is not a JSON object; expected a CloudWatch alarm")
-    name = _text(alarm, "AlarmName")
-    if not name:
-        raise SnsError("Message is not a CloudWatch alarm: AlarmName is missing")
-    state = alarm.get("NewStateValue")
-    if not isinstance(state, str) or state not in _STATUS:
-        raise SnsError(f"NewStateValue {_show(state)} is not ALARM, OK or INSUFFICIENT_DATA")
-    status = _STATUS[state]
-    if status is None:
-        return None
-    changed = _aware_time(alarm.get("StateChangeTime"), "StateChangeTime")
-    arn, account = _text(alarm, "AlarmArn"), _text(alarm, "AWSAccountId")
-    # "Region" is a display name ("US East (N. Virginia)"); the ARN has the code people match on.
-    arn_region = _ARN_REGION.match(arn)
-    region = arn_region.group(1) if arn_region else _text(alarm, "Region")
-    trigger = alarm.get("Trigger") or {}  # composite alarms have no Trigger
-    if not isinstance(trigger, dict) or not isinstance(dimensions := trigger.get("Dimensions") or [], list):
-        raise SnsError("Message is not a CloudWatch alarm: Trigger or Trigger.Dimensions has the wrong shape")
-
-    labels = {"alertname": name}
-    for label, value in (("region", region), ("account", account),
-                         ("namespace", trigger.get("Namespace")), ("metric", trigger.get("MetricName"))):
-        if isinstance(value, str) and value:
-            labels[label] = value
-    for dim in dimensions:
-        if not (isinstance(dim, dict) and isinstance(dim.get("name"), str) and isinstance(dim.get("value"), str)):
-            raise SnsError(f"Trigger.Dimensions entry {_show(dim)} is not {{name, value}} strings")
-        label = _label_name(dim["name"])
-        # A dimension may not overwrite the alarm's own labels (nor an earlier dimension).
-        if label and label not in _CORE_LABELS:
-            labels.setdefault(label, dim["value"])
-
-    annotations = {k: v for k, v in (("description", _text(alarm, "AlarmDescription")),
-                                     ("reason", _text(alarm, "NewStateReason")), ("alarm_arn", arn)) if v}
-    identity = arn or f"{account}\n{region}\n{name}"
-    return {
-        "source": "sns",
-        "status": status,
-        "labels": labels,
-        "annotations": annotations,
-        "starts_at": changed,
-        # The message does not say when the alarm started; the change to OK is when it ended.
-        "ends_at": changed if status == "resolved" else None,
-        "fingerprint": hashlib.sha256(identity.encode()).hexdigest()[:16],
-    }

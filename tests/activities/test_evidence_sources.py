@@ -24,7 +24,8 @@ from selfheal.activities.evidence_sources import EvidenceSources
 from selfheal.activities.log_tail import leading_timestamp, tail_lines
 from selfheal.contract import EvidenceRead
 from selfheal.activities.runner import LocalRunner
-from selfheal.evidence.config import EvidenceConfig, placeholders, promql_string, render
+from selfheal.evidence.config import EvidenceConfig
+from selfheal.evidence.promql import placeholders, promql_string, render
 from selfheal.contract import Alert
 from selfheal.whitelist import load_whitelist
 from tests.support.prometheus import prometheus  # noqa: F401  (the module-scoped fixture)

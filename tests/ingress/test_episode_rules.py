@@ -18,7 +18,7 @@ import pytest_asyncio
 from selfheal.ingress import parsers
 from selfheal.ingress.app import create_app
 from selfheal.ingress.delivery import Delivery, incident_id
-from selfheal.ingress.sns import parse_cloudwatch_alarm
+from selfheal.ingress.cloudwatch import parse_cloudwatch_alarm
 from tests.ingress.conftest import SECRET, TOKEN, settings
 from tests.ingress.payloads import alertmanager, body, grafana, incidents_for, prom_alert, sign
 from tests.ingress.test_sns import (  # noqa: F401  (fixtures)

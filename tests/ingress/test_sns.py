@@ -29,9 +29,9 @@ from selfheal.ingress.sns import (
     DEFAULT_SUBSCRIBE_URL_PATTERN,
     SnsError,
     SnsVerifier,
-    parse_cloudwatch_alarm,
     string_to_sign,
 )
+from selfheal.ingress.cloudwatch import parse_cloudwatch_alarm
 from selfheal.contract import Alert
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
