@@ -375,7 +375,7 @@ async def test_temporal_names_are_what_a_real_worker_exports(temporal_env, task_
 
 
 def test_ingress_names_are_what_the_ingress_exports():
-    from selfheal.metrics import IngressMetrics
+    from selfheal.ingress.metrics import IngressMetrics
 
     body, _ = IngressMetrics().exposition()
     exported = {sample.name for family in text_string_to_metric_families(body.decode()) for sample in family.samples}

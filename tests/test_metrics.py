@@ -29,7 +29,8 @@ from selfheal.ingress.app import create_app
 from selfheal.ingress import delivery as delivery_module
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
-from selfheal.metrics import ANSWERS, GovernorCollector, SdkMetrics, parse_address, serve
+from selfheal.ingress.metrics import ANSWERS
+from selfheal.metrics import GovernorCollector, SdkMetrics, parse_address, serve
 from selfheal.contract import Rejection
 from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist

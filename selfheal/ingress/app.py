@@ -13,12 +13,10 @@ import asyncio
 import functools
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from typing import Annotated, Literal
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.ingress import auth, parsers
@@ -26,10 +24,10 @@ from selfheal.ingress.approvals import ApprovalError, Approver, Unavailable, rea
 from selfheal.ingress.cloudwatch import parse_cloudwatch_alarm
 from selfheal.ingress.decode import Undecodable, decode_json
 from selfheal.ingress.delivery import Delivery, TemporalRefused, TemporalUnavailable
+from selfheal.ingress.metrics import IngressMetrics
 from selfheal.ingress.settings import IngressSettings
 from selfheal.ingress.slack import SlackInteractions, register as register_slack
 from selfheal.ingress.sns import SnsError, SnsUnavailable, SnsVerifier
-from selfheal.metrics import IngressMetrics
 
 
 class Problem(Exception):

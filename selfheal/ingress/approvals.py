@@ -34,11 +34,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from selfheal.identity import attest
-from selfheal.metrics import IngressMetrics
 from selfheal.contract import Approval, AuditRecord, Rejection, Viewing
 from selfheal.contract.audit import UNMAPPED_SLACK
 from selfheal.contract.workflows import Incident
+from selfheal.identity import attest
+from selfheal.ingress.metrics import IngressMetrics
 from selfheal.whitelist.models import Whitelist
 
 log = logging.getLogger("selfheal.ingress.approvals")

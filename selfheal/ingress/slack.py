@@ -42,7 +42,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from selfheal.identity import attest
 from selfheal.ingress.approvals import ApprovalError, Approver, Unavailable, reason_of, refused
-from selfheal.metrics import IngressMetrics
+from selfheal.ingress.metrics import IngressMetrics
 from selfheal.slack import CONFIRM_CALLBACK, SlackApi, confirm_modal, decided_blocks
 
 log = logging.getLogger("selfheal.ingress.slack")
