@@ -1,5 +1,8 @@
 """One turn of the diagnosis agent's conversation with a language model, over HTTP.
 
+Over 300 lines on purpose: the two wire formats side by side, so a difference in how
+they are sent, read or refused is seen at once.
+
 Two wire formats: OpenAI Chat Completions (also served by Ollama, vLLM, llama.cpp under
 ``/v1``) and Anthropic Messages; the conversation itself is provider-neutral
 (``selfheal.contract``). Failures are ``ApplicationError``s for the activity's retry policy:

@@ -1,5 +1,8 @@
 """The selfheal worker: the one place that builds clients, reads settings and registers code.
 
+About 300 lines on purpose: everything the worker process wires together is here, so
+nothing else builds a client or registers code.
+
 Run it as ``selfheal worker`` (or ``python worker.py`` from a checkout). It refuses to start with an
 invalid whitelist, and on SIGTERM or SIGINT it stops polling, lets running activities
 finish (up to the graceful shutdown timeout) and exits. With ``metrics_address`` it serves

@@ -1,5 +1,7 @@
 """A whitelist change in plain words, each line marked as widening or narrowing authority.
 
+About 300 lines on purpose: one comparison per field of the schema, in the schema's order.
+
 ``diff(old, new)`` compares two loaded whitelists field by field and says, for the person
 reviewing the pull request, what the change adds or removes: new entries, wider targets or
 host globs, looser bounds, higher rate limits, lower tiers, new approvers and keys. Every

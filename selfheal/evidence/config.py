@@ -1,5 +1,8 @@
 """The reviewed evidence configuration: which reads a diagnosis may run, and nothing else.
 
+Over 300 lines on purpose: the file's models and the checks across them are one schema,
+as the whitelist's are.
+
 A language model that diagnoses an incident picks evidence by **source ref** only
 (``journal:demo-api``, ``file:checkout-log``, ``prom:error-rate``, ``aws``). It never
 names a file, a URL or a query: those are written here, reviewed like the whitelist next

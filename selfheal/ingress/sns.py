@@ -1,5 +1,8 @@
 """Amazon SNS HTTP(S) deliveries of CloudWatch alarms: verify, confirm, parse.
 
+Over 300 lines on purpose: verifying a message (signature, certificate, its fetching and
+pinning, timestamps) is one chain of checks; reading the alarm is ``cloudwatch.py``.
+
 SNS proves a message is its own by signing it with a key whose X.509 certificate it
 publishes at ``SigningCertURL``; anyone can post JSON to our endpoint, so nothing in a
 message is used before ``SnsVerifier.verify`` has checked it. Every refusal is an

@@ -1,5 +1,8 @@
 """``selfheal review``: the evidence for changing the agent's judgment or the whitelist.
 
+Over 300 lines on purpose: every figure and the recommendation that reads it sit together,
+with the thresholds they share, so a reader checks one against the other in one place.
+
 Pure: AuditRecords (as incidents and drills returned them), the current whitelist, the
 clock and the namespace's retention in; a ``Review`` (figures and plain recommendations)
 out. No I/O and no clock of its own: ``selfheal/cli_review.py`` lists, fetches and prints.
