@@ -15,12 +15,13 @@ from selfheal.activities.systemd import SystemdError, unit_state
 from selfheal.contract import Check, UnitState, Verification, VerifyInput
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
+from selfheal.contract.kinds import KINDS
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.whitelist.models import AsgScaleEntry, Ec2RebootEntry, EcsRollbackEntry, SystemdRestartEntry
 
 POLL_EVERY = 0.5
 AWS_POLL_EVERY = 3.0  # AWS APIs throttle; a deployment settles in minutes, not milliseconds
-AWS_CHECKS = ("ecs.rollback", "asg.scale", "ec2.reboot", "lambda.rollback")
+AWS_CHECKS = tuple(name for name, kind in KINDS.items() if kind.aws)  # each AWS kind has its check
 
 
 class Verifier:

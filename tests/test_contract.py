@@ -67,3 +67,19 @@ def test_every_kind_of_the_whitelist_has_a_row_and_its_activities_are_declared()
     assert names == set(KINDS)
     for kind in KINDS.values():
         assert kind.reader in declared.DECLARED and kind.executor in declared.DECLARED
+
+
+def test_every_table_of_kinds_outside_the_contract_covers_exactly_its_kinds():
+    """The tables that must be per kind where the contract cannot hold them (the trust
+    boundary's own list, the AWS executors' modules, the grants, the plain words)."""
+    from selfheal.activities.aws_remediate import MODULES
+    from selfheal.grants.iam import CALLS, SHADOW_READS
+    from selfheal.whitelist.explain import KIND_CHECKS as explained
+    from selfheal.whitelist.fields import AWS_KINDS
+    from selfheal.whitelist.fields import KINDS as BOUNDARY_KINDS
+
+    aws = {name for name, kind in KINDS.items() if kind.aws}
+    assert set(BOUNDARY_KINDS) == set(KINDS) and set(AWS_KINDS) == aws
+    assert set(MODULES) == aws
+    assert set(CALLS) == aws and set(SHADOW_READS) == aws
+    assert set(explained) == set(KINDS)

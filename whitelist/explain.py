@@ -46,7 +46,7 @@ def bounds_words(entry) -> str:
     return "no parameters: the target is fixed by this entry"
 
 
-_KIND_CHECKS = {
+KIND_CHECKS = {
     "systemd.restart": "the unit is active and running",
     "ecs.rollback": "the service names the pinned task definition and its PRIMARY deployment completed",
     "asg.scale": "the group has the desired capacity InService",
@@ -84,7 +84,7 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
         f"{format_duration(entry.rate_limit.window)}; cooldown {format_duration(entry.cooldown)} after each."
     )
     lines.append(f"  Selected by: alerts matching all of {', '.join(entry.match)}.")
-    checks = [_KIND_CHECKS[entry.kind]]
+    checks = [KIND_CHECKS[entry.kind]]
     if entry.verify.http:
         checks.append(f"GET {entry.verify.http.url} answers {entry.verify.http.expect_status}")
     if entry.verify.alert_resolves:
