@@ -282,10 +282,16 @@ def _openai_message(m: ChatMessage) -> dict[str, Any]:
 
 
 def _tool_call(call_id: Any, name: Any, arguments: Any) -> ToolCall:
-    """A model's arguments are untrusted text: keep what is not a JSON object as ``raw``."""
+    """A model's arguments are untrusted text: keep what is not a JSON object as ``raw``.
+
+    Control characters inside strings are accepted (``strict=False``): llama-cpp-python's
+    server (0.3.16) constrains tool calls with a grammar whose strings admit them, so a
+    model there writes real newlines inside its rationale. They are text like any other,
+    redacted and checked against the answer's schema; refusing the whole call as "not a
+    JSON object" would hide what the model answered."""
     if isinstance(arguments, str):
         try:
-            parsed = json.loads(arguments)
+            parsed = json.loads(arguments, strict=False)
         except ValueError:
             parsed = None
         arguments, raw = (parsed, "") if isinstance(parsed, dict) else ({}, arguments)

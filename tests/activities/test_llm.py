@@ -108,6 +108,24 @@ async def test_malformed_arguments_are_kept_raw_and_can_be_answered(provider, ar
     assert second.content == "done" and fake.rejections == []
 
 
+async def test_raw_newlines_inside_argument_strings_are_text_not_malformed():
+    # llama-cpp-python's server (0.3.16, chatml-function-calling) writes tool-call arguments
+    # under a grammar whose strings admit control characters: SmolLM2 put real newlines in
+    # its rationale (bench/real_model.py). Strict JSON refuses them; they are only text.
+    arguments = '{ "proposal" : null, "rationale" : "the agent stopped;\n\tsee the log\n} ", "confidence" : 0.5 }'
+    with FakeLLM("openai", [tool_call("submit_diagnosis", arguments, id="c1"), text("done")], api_key=KEY) as fake:
+        async with httpx.AsyncClient() as http:
+            llm = client_for(config("openai", fake.url), http)
+            first = await llm.turn(ASK)
+            assert first.tool_calls == [ToolCall(id="c1", name="submit_diagnosis", raw="", arguments={
+                "proposal": None, "rationale": "the agent stopped;\n\tsee the log\n} ", "confidence": 0.5})]
+            second = await llm.turn(ModelTurnInput(messages=[SYSTEM, USER, ChatMessage(role="assistant", tool_calls=first.tool_calls),
+                                                             ChatMessage(role="tool", tool_call_id="c1", content="ok")], tools=TOOLS))
+    assert second.content == "done" and fake.rejections == []
+    sent = fake.requests[1].body["messages"][2]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent) == first.tool_calls[0].arguments   # goes back as strict JSON
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_rate_limit_is_retryable_with_the_retry_after_then_succeeds(provider):
     with FakeLLM(provider, [status(429, retry_after=7), status(503, retry_after=3600), text("ok")], api_key=KEY) as fake:
