@@ -165,7 +165,8 @@ async def test_a_drill_counts_as_a_drill_per_person_and_never_as_an_incident_or_
                                                                                            tmp_path, aws_world):
     from selfheal.contract import Approval, AuditRecord
     from selfheal.workflows.drill import DrillWorkflow
-    from tests.workflows.test_drills import DRILLED, RULES, _drill_of
+    from tests.workflows.test_drills import DRILLED, RULES
+    from tests.workflows.helpers import drill_of
 
     task_queue = f"metrics-{uuid.uuid4().hex[:8]}"
     (tmp_path / "wl.yaml").write_text(DRILLED)
@@ -181,7 +182,7 @@ async def test_a_drill_counts_as_a_drill_per_person_and_never_as_an_incident_or_
         async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
                           workflow_runner=worker_module.WORKFLOW_RUNNER):
             incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
-            drill = client.get_workflow_handle(await _drill_of(incident), result_type=AuditRecord)
+            drill = client.get_workflow_handle(await drill_of(incident), result_type=AuditRecord)
             await wait_status(drill, "awaiting_approval", timeout=60)
             await drill.execute_update(DrillWorkflow.approve, Approval(approver="alice"))  # missed
             drilled = await drill.result()

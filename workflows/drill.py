@@ -126,10 +126,10 @@ class DrillWorkflow(ApprovalDesk):
         a.outcome_detail = (f"this was an approval drill, not a real request ({said}): {inp.why_wrong}. "
                             f"Nothing was executed; a drill cannot execute.")
         self._set_status("done", search.OUTCOME.value_set(outcome))
+        metrics.ended(a)  # before the last workflow task, as IncidentWorkflow._finish says why
         answers = "; ".join(f"{p}: {v}" for p, v in verdicts.items())
         await self._notify("outcome", f"{outcome}: {a.outcome_detail}",
                            {"drill": f"the real incident is {inp.of_incident}", **({"approvals": answers} if answers else {})})
         a.ended_at = workflow.now()
-        metrics.ended(a)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return a

@@ -28,10 +28,13 @@ NONE = "none"
 
 
 def _entry(audit: AuditRecord) -> str:
+    """The entry the incident belongs to, as ``selfheal review`` counts it (``review.entry_of``):
+    the one its decision names. A proposal the alerts did not match was never decided on (the
+    incident ended ``no_remedy``), so it is no incident of that entry: ``none``."""
     if audit.decision is not None:
         return audit.decision.entry_id
-    if audit.diagnosis is not None and audit.diagnosis.proposal:
-        return audit.diagnosis.proposal
+    if audit.request is not None:
+        return audit.request.entry_id
     return NONE
 
 

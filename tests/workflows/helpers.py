@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -252,3 +253,17 @@ async def wait_status(handle, status: str, timeout: float = 30.0) -> None:
         return current == status
 
     await wait_for(probe, timeout)
+
+
+async def drill_of(incident) -> str:
+    """The id of the drill an incident started, from the incident's own history."""
+    async def started():
+        history = await incident.fetch_history()
+        ids = [e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+               for e in history.events if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED]
+        return ids[0] if ids else None
+    drill_id_ = await wait_for(started)
+    # Recorded for the replay test (--record-histories) beside the incident's own history.
+    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split("::")[-1].split(" ")[0]
+    STARTED.append((f"{test}_drill", incident._client.get_workflow_handle(drill_id_)))
+    return drill_id_

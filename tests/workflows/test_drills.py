@@ -4,7 +4,6 @@ nothing runs; an approval is recorded missed, a rejection caught, and people are
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,8 +15,8 @@ from selfheal.contract import IncidentSettings, PolicySnapshot
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.workflows.drill import DrillWorkflow, drill_id, wrong_proposal
 from selfheal.workflows.incident import IncidentWorkflow
-from tests.workflows.helpers import (FAST, STARTED, NotificationSink, alert, running_worker, settings_for, start_incident,
-                                     wait_for, wait_status)
+from tests.workflows.helpers import (FAST, NotificationSink, alert, drill_of, running_worker, settings_for, start_incident,
+                                     wait_status)
 from tests.workflows.test_incident_aws import RULES, WHITELIST
 
 PAYMENTS = """  - id: rollback-payments
@@ -32,20 +31,6 @@ PAYMENTS = """  - id: rollback-payments
 """
 DRILLED = (WHITELIST.replace("entries:\n", "drills: {rate: 1}\nentries:\n" + PAYMENTS, 1))
 UNDRILLED = WHITELIST.replace("entries:\n", "entries:\n" + PAYMENTS, 1)
-
-
-async def _drill_of(incident) -> str:
-    """The drill the incident started, from the incident's own history."""
-    async def started():
-        history = await incident.fetch_history()
-        ids = [e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
-               for e in history.events if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED]
-        return ids[0] if ids else None
-    drill_id_ = await wait_for(started)
-    # Recorded for the replay test (--record-histories) beside the incident's own history.
-    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split("::")[-1].split(" ")[0]
-    STARTED.append((f"{test}_drill", incident._client.get_workflow_handle(drill_id_)))
-    return drill_id_
 
 
 def _markers(history) -> list[bytes]:
@@ -65,7 +50,7 @@ async def test_an_approved_drill_is_missed_executes_nothing_and_says_so(client, 
         async with running_worker(client, settings, aws=aws_world.clients()):
             incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"), incident_id="checkout-key~0123456789ab")
             await wait_status(incident, "awaiting_approval")
-            drill = client.get_workflow_handle(await _drill_of(incident), result_type=AuditRecord)
+            drill = client.get_workflow_handle(await drill_of(incident), result_type=AuditRecord)
             assert drill.id.startswith("checkout-key~") and len(drill.id.split("~")[1]) == 12  # shaped like an incident
             await wait_status(drill, "awaiting_approval")
             while_waiting: AuditRecord = await drill.query(DrillWorkflow.audit)
@@ -106,7 +91,7 @@ async def test_a_rejected_drill_is_caught(client, task_queue, tmp_path, aws_worl
         settings = settings_for(tmp_path, "unused.service", task_queue, sink.url, whitelist=DRILLED, rules=RULES)
         async with running_worker(client, settings, aws=aws_world.clients()):
             incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
-            drill = client.get_workflow_handle(await _drill_of(incident), result_type=AuditRecord)
+            drill = client.get_workflow_handle(await drill_of(incident), result_type=AuditRecord)
             await wait_status(drill, "awaiting_approval")
             # Someone the entry does not name is refused and recorded, as for any incident.
             with pytest.raises(WorkflowUpdateFailedError):
@@ -127,7 +112,7 @@ async def test_an_unanswered_drill_expires_and_nothing_runs(client, task_queue, 
         settings = settings_for(tmp_path, "unused.service", task_queue, sink.url, incident=quick, whitelist=DRILLED, rules=RULES)
         async with running_worker(client, settings, aws=aws_world.clients()):
             incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
-            drill = client.get_workflow_handle(await _drill_of(incident), result_type=AuditRecord)
+            drill = client.get_workflow_handle(await drill_of(incident), result_type=AuditRecord)
             record: AuditRecord = await drill.result()
             assert (await incident.result()).outcome == "expired"
     assert record.outcome == "drill_unanswered" and record.drill.verdicts == {}

@@ -20,8 +20,8 @@ from selfheal.contract import IncidentSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.drill import DrillWorkflow
 from selfheal.workflows.incident import IncidentWorkflow
-from tests.workflows.helpers import FAST, alert, running_worker, settings_for, start_incident, wait_for, wait_status
-from tests.workflows.test_drills import PAYMENTS, _drill_of
+from tests.workflows.helpers import FAST, alert, drill_of, running_worker, settings_for, start_incident, wait_for, wait_status
+from tests.workflows.test_drills import PAYMENTS
 from tests.workflows.test_incident_aws import RULES, WHITELIST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def whitelists(tag: str) -> tuple[str, str, str]:
 async def answer(client, handle, drill_update, drill_person, update, person) -> None:
     """Answer an incident's drill, then the incident itself."""
     await wait_status(handle, "awaiting_approval")
-    drill = client.get_workflow_handle(await _drill_of(handle), result_type=AuditRecord)
+    drill = client.get_workflow_handle(await drill_of(handle), result_type=AuditRecord)
     await wait_status(drill, "awaiting_approval")
     message = Approval if drill_update == "approve" else Rejection
     await drill.execute_update(getattr(DrillWorkflow, drill_update), message(approver=drill_person))
@@ -74,7 +74,7 @@ async def test_review_counts_real_incidents_drills_and_shadow_evidence(client, t
         yes = await start_incident(client, task_queue, alert("CheckoutErrorRate"), incident_id=f"{key}~000000000002")
         await asyncio.gather(answer(client, no, "reject", bob, "reject", alice),
                              answer(client, yes, "approve", alice, "approve", bob))
-        late_drill = client.get_workflow_handle(await _drill_of(late), result_type=AuditRecord)
+        late_drill = client.get_workflow_handle(await drill_of(late), result_type=AuditRecord)
         outcomes = [(await h.result()).outcome for h in (alone, late, no, yes, late_drill)]
     assert outcomes == ["remediated", "expired", "rejected", "remediated", "drill_unanswered"]
 
