@@ -65,8 +65,9 @@ def test_every_kind_of_the_whitelist_has_a_row_and_its_activities_are_declared()
     union = typing.get_args(Entry)[0]  # Annotated[A | B | ..., discriminator]
     names = {typing.get_args(t.model_fields["kind"].annotation)[0] for t in typing.get_args(union)}
     assert names == set(KINDS)
-    for kind in KINDS.values():
+    for name, kind in KINDS.items():
         assert kind.reader in declared.DECLARED and kind.executor in declared.DECLARED
+        assert typing.get_args(kind.entry.model_fields["kind"].annotation) == (name,)
 
 
 def test_every_table_of_kinds_outside_the_contract_covers_exactly_its_kinds():
