@@ -79,7 +79,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         subject = governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE)
         statement = attest.new_statement(action=action, subject=subject, entry=entry, person=name, channel="ssh")
         try:
-            signature = attest.sign_ssh(statement.canonical(), signing_key(key))
+            signature = attest.sign_ssh(statement.canonical(), signing_key(
+                key, "leave out --sign (recorded as unverified)" if action == "pause" else ""))
         except attest.Unproven as exc:
             err.print(f"cannot sign: {exc}", markup=False)
             raise typer.Exit(1) from None

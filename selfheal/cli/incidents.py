@@ -177,7 +177,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                 action=action, subject=incident_id, entry=record.decision.entry_id, target=record.request.target,
                 decision=attest.decision_digest(record.decision), person=name, channel="ssh", confirm=confirm)
             data = statement.canonical()
-            signature = attest.sign_ssh(data, signing_key(key))
+            signature = attest.sign_ssh(data, signing_key(key, "send --unsigned (recorded as unverified)"))
         except attest.Unproven as exc:
             err.print(f"cannot sign: {exc}", markup=False)
             raise typer.Exit(1) from None

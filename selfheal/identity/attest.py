@@ -48,7 +48,7 @@ NAMESPACE = "selfheal-approval"
 VALID_FOR = timedelta(minutes=10)
 ORIGIN_MAX = 200  # characters of a statement's origin
 Channel = Literal["ssh", "slack", "token"]
-Action = Literal["approve", "reject", "resume", "close_breaker", "evidence"]
+Action = Literal["approve", "reject", "pause", "resume", "close_breaker", "evidence"]
 
 
 class Unproven(Exception):

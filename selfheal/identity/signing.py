@@ -12,9 +12,10 @@ from selfheal.identity.attest import Unproven
 DEFAULT_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_rsa")
 
 
-def signing_key(explicit: str | None) -> str:
+def signing_key(explicit: str | None, otherwise: str = "") -> str:
     """A path ``ssh-keygen -Y sign -f`` accepts: a private key file, or a public key file
-    whose private half the ssh-agent holds."""
+    whose private half the ssh-agent holds. ``otherwise``: what the command can do without
+    a key, said when there is none (each command has its own way, or none)."""
     if explicit:
         if not Path(explicit).exists():
             raise Unproven(f"--key {explicit}: no such file")
@@ -31,4 +32,5 @@ def signing_key(explicit: str | None) -> str:
         path = Path(candidate).expanduser()
         if path.exists():
             return str(path)
-    raise Unproven("no SSH key to sign with: pass --key FILE, load one into ssh-agent, or send --unsigned")
+    raise Unproven("no SSH key to sign with: pass --key FILE or load one into ssh-agent"
+                   + (f", or {otherwise}" if otherwise else ""))

@@ -248,8 +248,11 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
         assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # keeps waiting for people
 
         one = await asyncio.to_thread(cli, temporal_env, task_queue, "pause", "--entry", "restart-web", "--as", "carol",
-                                      "--reason", "flapping")
+                                      "--reason", "flapping", "--sign", "--key", carol_key)  # signed: recorded as verified
         assert one.returncode == 0, one.stderr
+        log = (await client.get_workflow_handle(governor_id(task_queue)).query(GovernorWorkflow.status)).log
+        assert [(e.action, e.by, e.verified) for e in log if e.action == "paused"] == [
+            ("paused", "bob", False), ("paused", "carol", True)]
         listed = await asyncio.to_thread(cli, temporal_env, task_queue, "incidents")
         assert "restart-web paused" in listed.stdout, listed.stdout + listed.stderr
         other = await start_incident(client, task_queue, alert("WebDown", host="web-2"))
@@ -263,5 +266,5 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
     assert status.pause_all is None and all(not e.paused for e in status.entries)
     assert [(e.by, e.action, e.verified) for e in status.log] == [
         ("selfheal", "announced", False), ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
-        ("alice", "resumed", True), ("carol", "paused", False), ("carol", "resumed", True)]
+        ("alice", "resumed", True), ("carol", "paused", True), ("carol", "resumed", True)]
     assert unit.start_count() == 1  # nothing acted alone while paused
