@@ -57,15 +57,43 @@ def selfheal(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "selfheal.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_and_stops_cleanly(tmp_path):
+def selfheal_script() -> list[str]:
+    """``selfheal`` as the quick start installs it (.venv/bin/selfheal), else the module."""
+    script = Path(sys.executable).parent / "selfheal"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "selfheal.cli"]
+
+
+def printed_alerts(lines: list[str]) -> list[tuple[str, str]]:
+    """The demo alerts dev prints: (what it heals, the curl line), in order."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("Fire the demo alerts"))
+    found, what = [], None
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        if line.strip().startswith("# "):
+            what = line.strip()[2:]
+        else:
+            found.append((what, line.strip()))
+    return found
+
+
+def run_as_printed(line: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    # From a directory that is not the checkout, with a PATH that has no selfheal: what a
+    # person pastes into a fresh shell after the quick start.
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["sh", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_selfheal_dev_heals_the_printed_alerts_every_printed_line_runs_as_printed_and_it_stops_cleanly(tmp_path):
     from selfheal.dev.aws_sim import moto_binary
 
     require("curl", None if subprocess.run(["which", "curl"], capture_output=True).returncode == 0 else "curl not installed")
     require("moto_server", None if moto_binary() else "not installed (pip install 'moto[server]')")
-    temporal, ui, ingress, aws = free_port(), free_port(), free_port(), free_port()
-    data = tmp_path / "devdata"
+    temporal, ui, ingress, aws, metrics = free_port(), free_port(), free_port(), free_port(), free_port()
+    data, elsewhere = tmp_path / "devdata", tmp_path / "elsewhere"
+    elsewhere.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(data), "--aws-port", str(aws),
+        [*selfheal_script(), "dev", "--data-dir", str(data), "--aws-port", str(aws), "--metrics-port", str(metrics),
          "--temporal-port", str(temporal), "--ui-port", str(ui), "--ingress-port", str(ingress)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "dev.err").open("w"),
         # A user's Temporal settings pointing elsewhere: dev must ignore every one of them.
@@ -76,25 +104,33 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
         lines = read_until(proc, "Ctrl-C stops everything.")
         assert any(f"127.0.0.1:{aws}  LOCAL SIMULATION (moto), not AWS" in line for line in lines), lines
         assert any(line.strip() == f"Temporal:     127.0.0.1:{temporal}" for line in lines), lines
-        curl = lines[next(i for i, line in enumerate(lines) if line.startswith("Fire a sample alert")) + 1].strip()
-        approve = next(line.strip() for line in lines if line.strip().startswith("selfheal approve INCIDENT_ID --as alice"))
+        assert any(f"127.0.0.1:{metrics}/metrics (worker)" in line for line in lines), lines
+        alerts = printed_alerts(lines)
+        assert [what.split(":")[0] for what, _ in alerts] == [
+            "checkout errors after a bad deploy", "a queue backlog", "a batch host stopped reporting",
+            "webhook errors after a release"]
+        incidents_line = next(lines[i + 1].strip() for i, line in enumerate(lines) if line.startswith("Then list the incidents"))
+        approve = next(line.strip() for line in lines if " approve INCIDENT_ID --as alice" in line)
+        assert incidents_line.startswith(selfheal_script()[0]) and approve.startswith(selfheal_script()[0])
         key = approve.split("--key ")[1].split()[0]
-        assert Path(key).exists() and Path(key + ".pub").read_text().split()[1] in (data / "whitelist.yaml").read_text()
+        assert Path(key).is_absolute() and Path(key).exists()
+        assert Path(key + ".pub").read_text().split()[1] in (data / "whitelist.yaml").read_text()
         checked = subprocess.run([sys.executable, "-m", "selfheal.cli", "whitelist", "check", str(data / "whitelist.yaml")],
                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stderr
-        assert curl.startswith("curl ") and f"127.0.0.1:{ingress}/v1/alerts/generic" in curl
 
-        fired = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)
-        assert fired.returncode == 0, fired.stderr
-        [incident] = json.loads(fired.stdout)["incidents"]
+        fired = {}
+        for what, curl in alerts:  # every printed alert, as printed
+            assert curl.startswith("curl ") and f"127.0.0.1:{ingress}/v1/alerts/generic" in curl
+            answer = run_as_printed(curl, elsewhere, timeout=30)
+            assert answer.returncode == 0, answer.stderr
+            [fired[what]] = json.loads(answer.stdout)["incidents"]
+            assert fired[what]["state"] == "delivered", fired[what]
+        incident = fired[alerts[0][0]]
         assert incident["url"].startswith(f"http://127.0.0.1:{ui}/namespaces/default/workflows/")
 
-        listed = subprocess.run(
-            [sys.executable, "-m", "selfheal.cli", "incidents", "--all", "--address", f"127.0.0.1:{temporal}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )
-        assert incident["id"] in listed.stdout, listed.stdout + listed.stderr
+        listed = run_as_printed(incidents_line + " --all", elsewhere)
+        assert all(f["id"] in listed.stdout for f in fired.values()), listed.stdout + listed.stderr
         assert "checkout" in listed.stdout  # the service search attribute
         assert httpx.get(incident["url"], timeout=10).status_code == 200  # the Web UI serves the incident page
         described = subprocess.run(
@@ -107,17 +143,26 @@ def test_selfheal_dev_heals_the_printed_sample_alert_after_the_printed_approval_
 
         # The heal: the rollback waits for a person; the printed approve line rolls it back
         # in the simulation, and verification passes within 2 minutes.
-        def show() -> dict:
-            shown = selfheal("show", incident["id"], "--json", "--address", f"127.0.0.1:{temporal}")
+        def show_of(incident_id: str) -> dict:
+            shown = selfheal("show", incident_id, "--json", "--address", f"127.0.0.1:{temporal}")
             return json.loads(shown.stdout) if shown.returncode == 0 else {}
+
+        def show() -> dict:
+            return show_of(incident["id"])
 
         waiting = wait_until(lambda: show().get("status") == "awaiting_approval" and show(), timeout=60)
         assert waiting["decision"]["entry_id"] == "rollback-checkout"
         cited = [e for h in waiting["diagnosis"]["hypotheses"] for e in h["evidence"] if e["source"] == "aws:ecs:demo/checkout"]
         assert cited and "checkout:7" in " ".join(cited[0]["lines"])  # the bad revision's deployment, read-only
-        approved = subprocess.run(["sh", "-c", approve.replace("selfheal ", f"{sys.executable} -m selfheal.cli ", 1)
-                                   .replace("INCIDENT_ID", incident["id"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        approved = run_as_printed(approve.replace("INCIDENT_ID", incident["id"]), elsewhere)
         assert approved.returncode == 0 and "approved by alice" in approved.stdout, approved.stderr
+        # The other three decide on the entry their alert names: the printed batch host is one
+        # the simulation has, so its reboot is decided, not refused as an unknown target.
+        decided = {what: wait_until(lambda f=f: (r := show_of(f["id"])).get("decision") and r, timeout=60)
+                   for what, f in list(fired.items())[1:]}
+        assert [d["decision"]["entry_id"] for d in decided.values()] == [
+            "scale-queue-workers", "reboot-batch-hosts", "rollback-payments-webhook"], decided
+        assert all(d["decision"]["kind"] != "deny" for d in decided.values()), decided
         started = time.monotonic()
         record = wait_until(lambda: (r := show()).get("outcome") and r, timeout=150)
         assert record["outcome"] == "remediated", record["outcome_detail"]
@@ -159,7 +204,7 @@ async def test_selfheal_dev_with_a_temporal_profile_runs_against_that_cluster_an
         lines = read_until(proc, "Ctrl-C stops everything.")
         assert any(line.strip() == f"Temporal:     {address} namespace default (profile shared)" for line in lines), lines
         assert not any("Temporal UI:" in line for line in lines)
-        curl = lines[next(i for i, line in enumerate(lines) if line.startswith("Fire a sample alert")) + 1].strip()
+        curl = printed_alerts(lines)[0][1]
         fired = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)
         assert fired.returncode == 0, fired.stderr
         [incident] = json.loads(fired.stdout)["incidents"]
@@ -177,3 +222,19 @@ async def test_selfheal_dev_with_a_temporal_profile_runs_against_that_cluster_an
     assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
     assert not (data / "temporal.db").exists()  # no server of its own
     assert processes_mentioning(str(data / "temporal.db")) == []
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_its_flag(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = subprocess.run(
+            [sys.executable, "-m", "selfheal.cli", "dev", "--data-dir", str(tmp_path / "d"), "--aws-port", str(port),
+             "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--ingress-port", str(free_port())],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use (--aws-port): stop what holds it (an earlier selfheal dev?) or "
+        f"pass --aws-port with a free port"], ran.stderr
+    assert not (tmp_path / "d").exists()  # nothing started, nothing written

@@ -153,6 +153,7 @@ def dev_command(
     ui_port: int = typer.Option(8233, help="Temporal Web UI port"),
     ingress_port: int = typer.Option(8080, help="webhook ingress port"),
     aws_port: int = typer.Option(5566, help="port of the local AWS simulation (moto_server; never real AWS)"),
+    metrics_port: int = typer.Option(9233, help="the worker's /metrics port (taken: the demo runs without it)"),
     whitelist: Path = typer.Option(Path("deploy/demo/whitelist.yaml"), help="whitelist file"),
     diagnosis: Path = typer.Option(Path("deploy/demo/diagnosis.yaml"), help="diagnosis rules"),
     token: str = typer.Option(None, envvar="SELFHEAL_DEV_TOKEN", help="bearer token for the ingress (default: random)"),
@@ -166,11 +167,14 @@ def dev_command(
     from selfheal.whitelist import WhitelistError
 
     opts = dev.DevOptions(data_dir=data_dir, host=host, temporal_port=temporal_port, ui_port=ui_port,
-                          ingress_port=ingress_port, aws_port=aws_port, whitelist=str(whitelist), diagnosis=str(diagnosis), token=token,
-                          temporal_profile=temporal_profile)
+                          ingress_port=ingress_port, aws_port=aws_port, metrics_port=metrics_port, whitelist=str(whitelist),
+                          diagnosis=str(diagnosis), token=token, temporal_profile=temporal_profile)
     try:
         dev.main(opts)
         _leave()
+    except dev.PortInUse as exc:  # expected: one line that says what to do, not a traceback
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except WhitelistError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ activities, then the servers are terminated by their pids and waited for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import time
 from dataclasses import dataclass
@@ -173,19 +175,60 @@ def has_user_manager() -> bool:
         return False
 
 
-def simulated_aws(opts: "DevOptions") -> tuple[MotoServer, AwsClients]:
-    """The local AWS simulation, seeded with the demo world, and clients for it."""
+def simulated_aws(opts: "DevOptions") -> tuple[MotoServer, AwsClients, dict]:
+    """The local AWS simulation, seeded with the demo world, clients for it, and the world."""
     import boto3
 
     sim = MotoServer(host=opts.host, port=opts.aws_port, log_path=opts.data_dir / "aws-simulation.log").start()
     try:
-        seed_demo_world(sim.url)
+        world = seed_demo_world(sim.url)
     except Exception:
         sim.stop()
         raise
     creds = boto3.session.Session(aws_access_key_id=DEMO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                   aws_secret_access_key=DEMO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    return sim, AwsClients(sim.url, session=creds, simulation=f"LOCAL AWS SIMULATION at {sim.url}, not AWS")
+    return sim, AwsClients(sim.url, session=creds, simulation=f"LOCAL AWS SIMULATION at {sim.url}, not AWS"), world
+
+
+def demo_alerts(world: dict) -> list[tuple[str, dict]]:
+    """One sample alert per demo entry of the simulation, each with what it heals."""
+    def one(labels: dict[str, str], summary: str) -> dict:
+        return {"alerts": [{"labels": {**labels, "severity": "page"}, "annotations": {"summary": summary}}]}
+
+    return [
+        ("checkout errors after a bad deploy: ECS rollback to the pinned revision", SAMPLE_ALERT),
+        ("a queue backlog: scale the Auto Scaling group, within its bounds",
+         one({"alertname": "QueueBacklogHigh", "queue": "jobs"}, "jobs queue backlog above 10,000 for 10 minutes")),
+        ("a batch host stopped reporting: reboot that instance",
+         one({"alertname": "BatchAgentSilent", "instance_id": world["batch_instances"][0]},
+             "batch agent silent for 15 minutes")),
+        ("webhook errors after a release: point the Lambda alias back at the pinned version",
+         one({"alertname": "PaymentsWebhookErrors", "region": world["region"]}, "payments webhook 5xx since the release")),
+    ]
+
+
+def selfheal_command() -> str:
+    """How to run selfheal again, as this process was run: the installed script's absolute
+    path (the quick start installs into .venv, which is not on PATH), or the module."""
+    script = Path(sys.argv[0])
+    if script.name == "selfheal" and script.exists():
+        return shlex.quote(str(script.resolve()))
+    return f"{shlex.quote(sys.executable)} -m selfheal.cli"
+
+
+class PortInUse(Exception):
+    """A port ``selfheal dev`` needs is taken (another stack, an earlier dev left running)."""
+
+
+def check_ports(opts: "DevOptions") -> None:
+    """Refuse to start, naming the port and its flag, when a port dev binds is taken."""
+    ports = [("--ingress-port", opts.ingress_port), ("--aws-port", opts.aws_port)]
+    if opts.temporal_profile is None:
+        ports += [("--temporal-port", opts.temporal_port), ("--ui-port", opts.ui_port)]
+    for flag, port in ports:
+        if not _free(opts.host, port):
+            raise PortInUse(f"port {port} on {opts.host} is in use ({flag}): stop what holds it "
+                            f"(an earlier selfheal dev?) or pass {flag} with a free port")
 
 
 def _free(host: str, port: int) -> bool:
@@ -213,7 +256,9 @@ async def _wait_for_server(address: str, proc: subprocess.Popen) -> Client:
 
 
 async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    check_ports(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
+    opts = dataclasses.replace(opts, data_dir=opts.data_dir.resolve())  # every path it prints works from anywhere
     token = opts.token or secrets.token_urlsafe(18)
     address = f"{opts.host}:{opts.temporal_port}"
     ui_url = f"http://{opts.host}:{opts.ui_port}"
@@ -227,7 +272,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     stop = stop or asyncio.Event()
     sim = None
     try:
-        sim, aws = simulated_aws(opts)
+        sim, aws, world = simulated_aws(opts)
         if proc is None:  # someone's cluster: create nothing there, change no retention
             client = await connection.connect(temporal)
             await search.available(client, temporal["namespace"])
@@ -236,9 +281,11 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             await search.available(client, "default", create=True)  # a database from an older version may lack some
             await set_retention(client, "default", RETENTION)
         whitelist, keys = demo_approvers(opts.whitelist, opts.data_dir)
-        # The diagnoser and model come from the same variables as the worker's; nothing else
-        # from the environment (a TEMPORAL_* profile must never point the demo elsewhere).
-        model_env = {k: v for k, v in os.environ.items() if k == "SELFHEAL_DIAGNOSER" or k.startswith("SELFHEAL_LLM_")}
+        # The worker reads the same SELFHEAL_* variables as ``selfheal worker`` (the diagnoser and
+        # model, notifications, redaction, ...); what dev runs itself (the whitelist and rules,
+        # Temporal, the metrics address) comes from its own flags. No TEMPORAL_* variable: a
+        # user's profile must never point the demo elsewhere (``--temporal-profile`` does).
+        model_env = {k: v for k, v in os.environ.items() if k.startswith("SELFHEAL_")}
         metrics_free = _free(opts.host, opts.metrics_port)
         worker_settings = WorkerSettings.from_mapping(
             model_env, temporal=temporal, whitelist=str(whitelist), diagnosis=opts.diagnosis, evidence=opts.evidence,
@@ -262,6 +309,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             systemd_demo = (
                 f"This machine has a user systemd manager: the systemd demo works too (README, 'The demo API').\n"
                 f"  {curl_line(ingress_url, token, SYSTEMD_ALERT)}\n" if has_user_manager() else "")
+            fire = "".join(f"  # {what}\n  {curl_line(ingress_url, token, alert)}\n" for what, alert in demo_alerts(world))
+            cmd = selfheal_command()
             where = f"--profile {profile}" if profile else f"--address {address}"
             worker_metrics = (f"http://{opts.host}:{opts.metrics_port}/metrics (worker)" if metrics_free
                               else f"worker metrics off: port {opts.metrics_port} is in use")
@@ -274,11 +323,12 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 f"  AWS:          {sim.url}  LOCAL SIMULATION (moto), not AWS: the demo's ECS service,\n"
                 f"                Auto Scaling group, EC2 instances and Lambda alias live only here\n"
                 f"  Metrics:      {worker_metrics}, {ingress_url}/metrics (ingress)\n"
-                f"Fire a sample alert (checkout errors after a bad deploy, in the simulation):\n"
-                f"  {curl_line(ingress_url, token)}\n"
-                f"Then: selfheal incidents {where}\n"
+                f"Fire the demo alerts, one per kind of action (all in the simulation):\n"
+                f"{fire}"
+                f"Then list the incidents:\n"
+                f"  {cmd} incidents {where}\n"
                 f"Approve one that waits (signed with a demo key, as alice; bob's is beside it):\n"
-                f"  selfheal approve INCIDENT_ID --as alice --key {keys['alice']} {where}\n"
+                f"  {cmd} approve INCIDENT_ID --as alice --key {shlex.quote(str(keys['alice']))} {where}\n"
                 f"{systemd_demo}"
                 "Ctrl-C stops everything.",
                 flush=True,
