@@ -56,10 +56,33 @@ KIND_CHECKS = {
 
 
 def needs_words(whitelist: Whitelist, entry) -> str:
+    if entry.mode == "shadow":
+        return "never runs (shadow)"
     approvals = whitelist.tiers[entry.blast_radius].approvals
     if approvals == 0:
         return "runs automatically"
     return f"{approvals} distinct approver(s)" if approvals > 1 else "1 approver"
+
+
+def tier_words(tier) -> str:
+    """What a tier asks of an approval beyond the count: how it must arrive, what it repeats,
+    and how fast is too fast."""
+    parts = [f"counted through {', '.join(tier.channels)}"]
+    if "unverified" in tier.channels:
+        parts[0] += " (a typed name counts here: it proves nothing)"
+    if tier.confirm:
+        parts.append("each approval repeats the exact target (--confirm)")
+    if tier.min_review:
+        parts.append(f"an approval within {format_duration(tier.min_review)} of the request is flagged as fast")
+    return "; ".join(parts)
+
+
+def drills_words(whitelist: Whitelist) -> str:
+    rate = whitelist.drills.rate
+    if not rate:
+        return "no approval drills"
+    return (f"{rate:.0%} of approval requests bring a drill: a deliberately wrong proposal that never executes; "
+            "approving it is recorded as missed")
 
 
 def explain(whitelist: Whitelist, entry_id: str) -> str:
@@ -71,7 +94,11 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
     lines = [f"{entry.id} ({entry.kind})"]
     if entry.description:
         lines.append(f"  {entry.description.strip()}")
-    lines.append(f"  Allows:      {action_words(entry)}, and nothing else.")
+    shadow = entry.mode == "shadow"
+    if shadow:
+        lines.append("  Mode:        SHADOW: decided and recorded like any entry, NEVER executed; nothing below runs "
+                     "until the entry is made active (and reviewed again).")
+    lines.append(f"  {'Would allow' if shadow else 'Allows:     '}{':' if shadow else ''} {action_words(entry)}, and nothing else.")
     lines.append(f"  Bounds:      {bounds_words(entry)}.")
     if approvals == 0:
         who = "runs automatically; nobody needs to approve"
@@ -79,6 +106,17 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
         groups = f" (groups: {', '.join(entry.approvers.groups)})" if entry.approvers.groups else ""
         who = f"waits for {approvals} distinct approver(s) among {', '.join(approvers)}{groups}"
     lines.append(f"  Approval:    blast radius {entry.blast_radius!r}: {who}.")
+    if approvals:
+        lines.append(f"               {tier_words(whitelist.tiers[entry.blast_radius])}.")
+    a, fm, br = entry.autonomy, entry.failure_memory, entry.breaker
+    lines.append(
+        f"  Autonomy:    alone on at most {a.max_targets} target(s) per {format_duration(a.window)}; beyond that the "
+        f"request needs the {whitelist.escalation_tier(entry.id)!r} tier's approvals "
+        f"({whitelist.tiers[whitelist.escalation_tier(entry.id)].approvals}).")
+    lines.append(
+        f"  Failures:    a target whose action failed in the last {format_duration(fm.window)} needs at least one "
+        f"approver next time; {br.failures} verification failure(s) within {format_duration(br.window)} open the "
+        "breaker (every request needs approval until a person closes it).")
     lines.append(
         f"  Limits:      at most {entry.rate_limit.max_executions} execution(s) per "
         f"{format_duration(entry.rate_limit.window)}; cooldown {format_duration(entry.cooldown)} after each."
@@ -90,4 +128,5 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
     if entry.verify.alert_resolves:
         checks.append("the alert resolves")
     lines.append(f"  Verified by: {'; '.join(checks)}, within {format_duration(entry.verify.timeout)}.")
+    lines.append(f"  Drills:      {drills_words(whitelist)}.")
     return "\n".join(lines)

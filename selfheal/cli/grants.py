@@ -53,7 +53,11 @@ def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
             for rule in config.runners:
                 if rule.ssm is not None:
                     extra += iam_statements(loaded, rule.ssm.region, rule.ssm.account, prefix=rule.ssm.document_prefix)
-        print(json.dumps(policy_document(loaded, extra), indent=2))
+        policy = policy_document(loaded, extra)
+        if not policy.get("Statement"):
+            err.print(f"an empty policy: {path} has no AWS entry (ecs.rollback, asg.scale, ec2.reboot, lambda.rollback)"
+                      + (" and the runners file no SSM rule" if runners is not None else ""), markup=False, soft_wrap=True)
+        print(json.dumps(policy, indent=2))
 
     @whitelist_app.command("ssm-documents")
     def ssm_documents(
@@ -65,6 +69,9 @@ def register(whitelist_app: typer.Typer, load_or_exit, out, err) -> None:
 
         loaded = load_or_exit(path)
         docs = documents(loaded)
+        if not docs:  # said on stderr, so the printed JSON stays what a pipe expects
+            err.print(f"no SSM documents: {path} has no systemd.restart entry of scope system (SSM runs as root, so a "
+                      "user-scope unit gets none; the demo's unit is user-scope)", markup=False, soft_wrap=True)
         if out_dir is None:
             print(json.dumps(docs, indent=2))
             return

@@ -27,7 +27,7 @@ def test_check_lists_each_problem_as_path_line_field_message(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(whitelist_text(SYSTEMD_ENTRY, SYSTEMD_ENTRY.replace("blast_radius: instance", "blast_radius: galaxy")))
     result = run("whitelist", "check", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == 2  # the input is wrong
     assert f"{bad}:17: entries[1].id: duplicate id 'restart-api'" in result.stderr
     assert f"{bad}:20: entries[1].blast_radius: blast radius 'galaxy' has no tier" in result.stderr
     assert result.stdout == ""
@@ -45,5 +45,41 @@ def test_explain_says_what_who_and_within_which_bounds():
 
 def test_explain_unknown_entry_fails_and_lists_the_entries():
     result = run("whitelist", "explain", str(DEMO), "nope")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "restart-demo-api" in result.stderr
+
+
+def test_check_and_explain_show_every_field_that_changes_authority(tmp_path: Path):
+    """A reviewer sees who must agree and how (channels, confirmation, fast approvals), what
+    may run alone and when that stops, the drills, and that a shadow entry never runs."""
+    text = DEMO.read_text()
+    text = text.replace("  service:  { approvals: 1 }", "  service: {approvals: 1, confirm: true, min_review: 2m, channels: [ssh, unverified]}")
+    text = text.replace("  - id: scale-queue-workers\n", "  - id: scale-queue-workers\n    mode: shadow\n")
+    assert "confirm: true" in text and "mode: shadow" in text
+    text += "drills: {rate: 0.1}\n"
+    wl = tmp_path / "wl.yaml"
+    wl.write_text(text)
+    checked = run("whitelist", "check", str(wl))
+    shadow = run("whitelist", "explain", str(wl), "scale-queue-workers")
+    service = run("whitelist", "explain", str(wl), "rollback-checkout")
+    assert checked.returncode == shadow.returncode == service.returncode == 0, checked.stderr + shadow.stderr
+    row = next(line for line in checked.stdout.splitlines() if "scale-queue-workers" in line)
+    assert "SHADOW (never runs)" in row and "never runs (shadow)" in row
+    assert "each approval repeats the exact target" in checked.stdout and "Drills: 10% of approval requests" in checked.stdout
+    assert "Mode:        SHADOW" in shadow.stdout and "NEVER executed" in shadow.stdout
+    assert "Would allow: change the desired capacity" in shadow.stdout and "Allows:" not in shadow.stdout
+    for said in ("counted through ssh, unverified (a typed name counts here: it proves nothing)",
+                 "each approval repeats the exact target (--confirm)",
+                 "an approval within 2m of the request is flagged as fast",
+                 "Autonomy:    alone on at most", "open the breaker", "Drills:      10% of approval requests"):
+        assert said in service.stdout, said
+
+
+def test_a_generator_that_produces_nothing_says_why(tmp_path: Path):
+    documents = run("whitelist", "ssm-documents", str(DEMO))  # the demo's one unit is user-scope
+    only_systemd = tmp_path / "wl.yaml"
+    only_systemd.write_text(whitelist_text(SYSTEMD_ENTRY))
+    policy = run("whitelist", "iam-policy", str(only_systemd))
+    assert documents.returncode == 0 and documents.stdout.strip() == "{}"
+    assert "no SSM documents" in documents.stderr and "user-scope" in documents.stderr
+    assert policy.returncode == 0 and "an empty policy" in policy.stderr and "has no AWS entry" in policy.stderr
