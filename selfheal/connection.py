@@ -108,4 +108,15 @@ async def connect(config: Mapping[str, Any], **extra):
     try:
         return await Client.connect(**{**config, "data_converter": pydantic_data_converter, **extra})
     except RuntimeError as exc:  # the SDK's core reports connection failures as RuntimeError
-        raise ConnectionProblem(f"cannot reach Temporal at {describe(config)}: {exc}") from None
+        raise ConnectionProblem(f"cannot reach Temporal at {describe(config)}: {_why(exc)}\n"
+                                "Is it running? `selfheal dev` starts one here; point elsewhere with --address and "
+                                "--namespace, TEMPORAL_ADDRESS, or a profile (TEMPORAL_PROFILE).") from None
+
+
+def _why(exc: Exception) -> str:
+    """The SDK's reason, without the transport's nested debug repr."""
+    text = str(exc)
+    for known in ("Connection refused", "timed out", "No route to host", "dns error", "certificate", "Unauthenticated"):
+        if known.lower() in text.lower():
+            return known.lower()
+    return text[:300]

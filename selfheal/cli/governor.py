@@ -149,6 +149,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         """Paused entries, open breakers, and each entry's targets acted on alone in its window."""
         try:
             state = asyncio.run(governor_status(address, namespace, task_queue))
+        except typer.Exit:  # already said why (an unreachable server)
+            raise
         except Exception as exc:  # an unreachable server: say so
             err.print(f"cannot read the governor: {exc}", markup=False)
             raise typer.Exit(1) from None

@@ -60,7 +60,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             return rows
 
         async def both():
-            return await asyncio.gather(run(), holds())
+            rows = await run()  # an unreachable server is said once, by the list's own connection
+            return rows, await holds()
 
         rows, held = asyncio.run(both())
         out.print(held, markup=False, highlight=False, soft_wrap=True)
@@ -94,6 +95,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         try:
             record = asyncio.run(run())
+        except typer.Exit:  # already said why (an unreachable server)
+            raise
         except Exception as exc:  # an unknown id, an unreachable server: say which
             err.print(f"cannot show {incident_id}: {exc}", markup=False)
             raise typer.Exit(1) from None
@@ -181,6 +184,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         except attest.Unproven as exc:
             err.print(f"cannot sign: {exc}", markup=False)
             raise typer.Exit(1) from None
+        except typer.Exit:  # already said why (an unreachable server)
+            raise
         except Exception as exc:  # an unknown id, an unreachable server
             err.print(f"cannot read {incident_id}: {exc}", markup=False)
             raise typer.Exit(1) from None

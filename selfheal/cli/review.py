@@ -200,6 +200,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         try:
             result = asyncio.run(run())
+        except typer.Exit:  # already said why (an unreachable server)
+            raise
         except Exception as exc:  # an unreachable server, an unknown namespace: say which
             err.print(f"review: {exc}", markup=False)
             raise typer.Exit(1) from None
