@@ -43,7 +43,9 @@ def register_alerts(app: FastAPI, intake: Intake, delivery: Delivery, sns: SnsVe
         for r in outcomes:
             answered(source, r.state, r.alerts)
         incidents = [
-            {"id": r.id, "alerts": r.alerts, "state": r.state, "url": settings.incident_url(r.id)} for r in outcomes
+            # No link where there is no incident to open (resolved alerts with nothing to resolve).
+            {"id": r.id, "alerts": r.alerts, "state": r.state,
+             "url": None if r.state == "no open incident" else settings.incident_url(r.id)} for r in outcomes
         ]
         return JSONResponse(Accepted(incidents=incidents).model_dump(), status_code=202)
 

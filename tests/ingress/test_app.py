@@ -54,6 +54,7 @@ async def test_resolved_alert_without_an_open_incident_starts_nothing(http, clie
     )
     assert response.status_code == 202
     assert response.json()["incidents"][0]["state"] == "no open incident"
+    assert response.json()["incidents"][0]["url"] is None  # no link to an incident that does not exist
     with pytest.raises(RPCError):
         await client.get_workflow_handle(incident_of("am-0000000000000fff")).describe()
 
