@@ -12,6 +12,7 @@ not, so a namespace without them still runs incidents.
 from __future__ import annotations
 
 import json
+import re
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -69,3 +70,26 @@ def summary_of(labels: dict[str, str], annotations: dict[str, str]) -> str:
     where = labels.get("service") or labels.get("instance") or labels.get("job") or ""
     text = annotations.get("summary", "")
     return " ".join(part for part in (name, f"on {where}" if where else "", f"— {text}" if text else "") if part)[:200]
+
+
+MAX_DETAILED_ALERTS = 10
+MAX_DETAILS = 4_000  # characters of the static details
+
+
+def details_of(alerts) -> str:
+    """What fired, as the Temporal UI shows it beside the incident (its static details).
+
+    The UI renders Markdown, and everything an alert says is untrusted text: a label or an
+    annotation could carry a link ("approve here") or an image. So every word of it sits
+    in a fenced code block, which the UI shows as written; a fence in the text is broken
+    so it cannot close the block.
+    """
+    lines = []
+    for alert in alerts[:MAX_DETAILED_ALERTS]:
+        lines.append(f"{alert.status} since {alert.starts_at.isoformat(timespec='seconds')} (from {alert.source})")
+        lines += [f"  {k}={v[:200]}" for k, v in sorted(alert.labels.items())]
+        lines += [f"  {k}: {v[:500]}" for k, v in sorted(alert.annotations.items())]
+    if len(alerts) > MAX_DETAILED_ALERTS:
+        lines.append(f"... and {len(alerts) - MAX_DETAILED_ALERTS} more alert(s)")
+    body = re.sub(r"`{3,}", lambda m: "\u200b".join(m.group(0)), "\n".join(lines))[:MAX_DETAILS]
+    return "**What fired** (as the sender reported it):\n\n```text\n" + body + "\n```\n"

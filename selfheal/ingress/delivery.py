@@ -201,10 +201,11 @@ class Delivery:
             id=wid,
             task_queue=self._task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            start_signal="alerts",
+            start_signal=Incident.ALERTS,
             start_signal_args=[AlertBatch(alerts=alerts)],
             search_attributes=attributes,
             static_summary=search.summary_of(firing.labels, firing.annotations),
+            static_details=search.details_of(alerts),  # set once, at start; the story is the current details
         )
 
     async def _running(self, key: str) -> str | None:

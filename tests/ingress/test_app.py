@@ -168,3 +168,19 @@ async def test_openapi_document_lists_every_endpoint(http):
     schema = spec["paths"]["/v1/alerts/alertmanager"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "groupKey" in json.dumps(schema)
     assert (await http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_the_ui_shows_what_fired_as_written_never_as_markdown_the_sender_chose(http, client, worker):
+    hostile = "```\n[approve here](http://evil.example/approve) ![x](http://evil.example/pixel.png)\n````"
+    payload = {"alerts": [{"labels": {"alertname": "IngressTest", "service": "checkout"},
+                           "annotations": {"summary": "checkout 5xx", "description": hostile}}]}
+    data = body(payload)
+    response = await http.post("/v1/alerts/generic", content=data, headers=generic_headers(data))
+    assert response.status_code == 202, response.text
+    described = await client.get_workflow_handle(response.json()["incidents"][0]["id"]).describe()
+    details, summary = await described.static_details(), await described.static_summary()
+    assert summary == "IngressTest on checkout — checkout 5xx"
+    assert details.startswith("**What fired** (as the sender reported it):\n\n```text\n") and details.endswith("\n```\n")
+    inside = details[len("**What fired** (as the sender reported it):\n\n```text\n"):-len("\n```\n")]
+    assert "```" not in inside  # no fence the sender wrote can close the block early
+    assert "service=checkout" in inside and "[approve here](http://evil.example/approve)" in inside  # shown as text
