@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract.activities import notify
     from selfheal.contract.workflows import Incident
     from selfheal.workflows.timeouts import NOTIFY_RETRY, NOTIFY_TIMEOUT
-    from selfheal.workflows import approvals, metrics
+    from selfheal.workflows import approvals, metrics, ui_details
 
 # SelfhealStatus is written at the stages people filter incidents by. The others last
 # seconds, and the `status` query and the current details show them; each write is a
@@ -244,19 +244,9 @@ class ApprovalDesk:
         self._audit.status = status
         if status in FILTERED_STATUSES:
             self._upsert(search.STATUS.value_set(status), *also)
-        a = self._audit
-        lines = [f"**{status}**", f"alerts: {len(a.alerts)} ({'resolved' if a.resolved else 'firing'})"]
-        if a.diagnosis:
-            lines.append(f"diagnosis: {a.diagnosis.rationale} (confidence {a.diagnosis.confidence:.0%}, for people only)")
-        if a.decision:
-            lines.append(f"decision: {a.decision}")
-        if a.approvals:
-            lines.append("approvals: " + ", ".join(f"{e.kind} by {e.approver}" for e in a.approvals))
-        if a.remediation:
-            lines.append(f"done: {a.remediation.detail}")
-        if a.outcome:
-            lines.append(f"outcome: {a.outcome}: {a.outcome_detail}")
-        workflow.set_current_details("\n\n".join(lines))
+        decision = self._audit.decision
+        tier = self._snapshot.whitelist.tiers.get(decision.tier) if decision and decision.tier and self._snapshot else None
+        workflow.set_current_details(ui_details.current_details(self._audit, status, tier.channels if tier else None))
 
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:
