@@ -20,10 +20,10 @@ All on loopback, on free ports:
    SmolLM2 speaks ChatML), the model's whole trained context (8,192 tokens) and a thread per
    core; ready when ``/v1/models`` answers.
 4. ``selfheal dev`` (bench/fleet_storm.py's ``Dev``: temp data dir, free ports) with the model
-   configured as the README says: ``SELFHEAL_DIAGNOSER=llm``, ``SELFHEAL_LLM_PROVIDER=openai``,
+   configured as docs/how-to/add-a-model.md says: ``SELFHEAL_DIAGNOSER=llm``, ``SELFHEAL_LLM_PROVIDER=openai``,
    ``SELFHEAL_LLM_BASE_URL``, ``SELFHEAL_LLM_MODEL`` (the name the server lists) and
    ``SELFHEAL_LLM_MAX_TOKENS=512`` (the turn timeout follows it: 30 s + 0.25 s a token).
-5. The four demo alerts of the AWS simulation (README, "The demo environment"), one at a
+5. The four demo alerts of the AWS simulation (docs/getting-started/demo.md), one at a
    time, so each model turn has the CPU and the server to itself: ``CheckoutErrorRate``,
    ``QueueBacklogHigh``, ``BatchAgentSilent`` (naming one of the simulation's batch
    instances) and ``PaymentsWebhookErrors``, posted to the ingress. Each incident is

@@ -1,4 +1,4 @@
-"""The arrows between selfheal's rooms point one way (README, *Layout*).
+"""The arrows between selfheal's rooms point one way (docs/reference/code-layout.md).
 
 Read from the source (every import, also those inside functions), not from what happens
 to be loaded:

@@ -60,7 +60,7 @@ SAMPLE_ALERT = {
         }
     ]
 }
-# The systemd demo, for machines with a user systemd manager (README: the demo API unit).
+# The systemd demo, for machines with a user systemd manager (docs/getting-started/demo.md: the demo API unit).
 SYSTEMD_ALERT = {
     "alerts": [
         {
@@ -142,7 +142,7 @@ def temporal_binary() -> Path:
 # application crashes regardless of the synchronous setting": a SIGKILLed server loses
 # nothing, its WAL writes are in the OS page cache (tests/test_dev_server_durability.py).
 # Power loss or a kernel crash can lose the commits since the last checkpoint. Production
-# runs a Temporal cluster (README) and never this file.
+# runs a Temporal cluster (docs/how-to/temporal-cluster.md) and never this file.
 DEV_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
@@ -307,7 +307,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 if task.done():
                     task.result()  # surface why it stopped (a bad whitelist, a port in use)
             systemd_demo = (
-                f"This machine has a user systemd manager: the systemd demo works too (README, 'The demo API').\n"
+                f"This machine has a user systemd manager: the systemd demo works too (docs/getting-started/demo.md).\n"
                 f"  {curl_line(ingress_url, token, SYSTEMD_ALERT)}\n" if has_user_manager() else "")
             fire = "".join(f"  # {what}\n  {curl_line(ingress_url, token, alert)}\n" for what, alert in demo_alerts(world))
             cmd = selfheal_command()
