@@ -67,7 +67,7 @@ def service_of(labels: dict[str, str]) -> str:
 def summary_of(labels: dict[str, str], annotations: dict[str, str]) -> str:
     """The one line the Temporal UI shows for an incident (and for a drill, alike)."""
     name = labels.get("alertname", "alert")
-    where = labels.get("service") or labels.get("instance") or labels.get("job") or ""
+    where = labels.get("service") or labels.get("instance") or labels.get("instance_id") or labels.get("job") or ""
     text = annotations.get("summary", "")
     return " ".join(part for part in (name, f"on {where}" if where else "", f"— {text}" if text else "") if part)[:200]
 
