@@ -114,9 +114,13 @@ async def connect(config: Mapping[str, Any], **extra):
 
 
 def _why(exc: Exception) -> str:
-    """The SDK's reason, without the transport's nested debug repr."""
+    """The SDK's reason. A plain transport failure (nothing listening, no route, a name
+    that does not resolve) is said in words instead of the transport's nested debug repr;
+    anything else, such as what a TLS front or the server answered, is kept as it is."""
     text = str(exc)
-    for known in ("Connection refused", "timed out", "No route to host", "dns error", "certificate", "Unauthenticated"):
-        if known.lower() in text.lower():
-            return known.lower()
-    return text[:300]
+    if "tcp connect error" in text or "transport error" in text.lower():
+        for known, words in (("Connection refused", "connection refused"), ("No route to host", "no route to host"),
+                             ("dns error", "the host name does not resolve"), ("timed out", "timed out")):
+            if known.lower() in text.lower():
+                return words
+    return text[:500]
