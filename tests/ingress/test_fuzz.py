@@ -136,3 +136,22 @@ async def test_signed_sns_messages_with_any_content_never_get_a_5xx(client, task
     assert response.status_code < 500, response.text
     if response.status_code != 202:
         assert delivery.calls == 0
+
+
+# Every POST route and the test that sends it arbitrary input and asserts no 5xx while Temporal is up.
+FUZZED_ELSEWHERE = {
+    "/v1/approvals": "tests/ingress/test_approvals_endpoint.py::test_no_approval_post_gets_a_5xx",
+    "/v1/slack/interactions": "tests/ingress/test_slack.py::test_unsigned_or_malformed_interaction_posts_are_refused_without_a_5xx",
+}
+
+
+def test_every_post_route_of_the_ingress_is_fuzzed():
+    """A route added later must join a fuzz test: it fails here until it does."""
+    from fastapi.routing import APIRoute
+
+    from selfheal.ingress.app import create_app
+    from tests.ingress.conftest import settings
+
+    app = create_app(settings(), delivery=None)
+    posted = {r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods}
+    assert posted == set(ENDPOINTS) | set(FUZZED_ELSEWHERE)
