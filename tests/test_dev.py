@@ -63,6 +63,18 @@ def selfheal_script() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "selfheal.cli"]
 
 
+def stop_dev(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """Stop ``selfheal dev`` as Ctrl-C does (it stops its server and simulation); kill it,
+    by its own pid, if it has not exited within ``timeout``. Its exit code."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def printed_alerts(lines: list[str]) -> list[tuple[str, str]]:
     """The demo alerts dev prints: (what it heals, the curl line), in order."""
     start = next(i for i, line in enumerate(lines) if line.startswith("Fire the demo alerts"))
@@ -172,13 +184,7 @@ def test_selfheal_dev_heals_the_printed_alerts_every_printed_line_runs_as_printe
         ecs = session(f"http://127.0.0.1:{aws}")("ecs")
         assert ecs.describe_services(cluster="demo", services=["checkout"])["services"][0]["taskDefinition"].endswith("checkout:6")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        code = stop_dev(proc)
     assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
     assert (data / "temporal.db").exists()
     assert processes_mentioning(str(data)) == []  # the dev server is gone too
@@ -212,13 +218,7 @@ async def test_selfheal_dev_with_a_temporal_profile_runs_against_that_cluster_an
         described = await temporal_env.client.get_workflow_handle(incident["id"]).describe()
         assert described.workflow_type == "IncidentWorkflow"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        code = stop_dev(proc)
     assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
     assert not (data / "temporal.db").exists()  # no server of its own
     assert processes_mentioning(str(data / "temporal.db")) == []

@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from selfheal import search
 from tests.conftest import require
 from tests.support.waiting import wait_until
-from tests.test_dev import free_port, printed_alerts, processes_mentioning, read_until, run_as_printed, selfheal_script
+from tests.test_dev import free_port, printed_alerts, processes_mentioning, read_until, run_as_printed, selfheal_script, stop_dev
 
 pytestmark = pytest.mark.slow
 
@@ -224,13 +223,7 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting
             if browser is not None:
                 browser.quit()
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                code = proc.wait(timeout=90)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            code = stop_dev(proc, timeout=90)
     print(f"screenshots: {shots}")
     assert code == 0, (tmp_path / "dev.err").read_text()[-2000:]
     wait_until(lambda: processes_mentioning(str(profile)) == [], timeout=30, interval=0.5)  # Chromium is gone
