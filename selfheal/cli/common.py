@@ -41,3 +41,15 @@ def send_update(out: Console, err: Console, handle_of, update: str, arg, address
     except RPCError as exc:
         err.print(f"refused: {exc.message}", markup=False)
         raise typer.Exit(1) from None
+
+
+def run_or_exit(coro, err: Console, what: str):
+    """Run ``coro``; a failure is one line, ``WHAT: why``, and exit 1. An exit already
+    explained on the way (an unreachable server, from ``connect_temporal``) goes through."""
+    try:
+        return asyncio.run(coro)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # an unknown id, an unreachable namespace: say which
+        err.print(f"{what}: {exc}", markup=False)
+        raise typer.Exit(1) from None

@@ -7,7 +7,6 @@ the governor by the names in ``selfheal.contract.governor``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime, timezone
 
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, send_update
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
 from selfheal.settings import TASK_QUEUE
 from selfheal.whitelist.durations import PositiveDuration
 
@@ -147,13 +146,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Paused entries, open breakers, and each entry's targets acted on alone in its window."""
-        try:
-            state = asyncio.run(governor_status(address, namespace, task_queue))
-        except typer.Exit:  # already said why (an unreachable server)
-            raise
-        except Exception as exc:  # an unreachable server: say so
-            err.print(f"cannot read the governor: {exc}", markup=False)
-            raise typer.Exit(1) from None
+        state = run_or_exit(governor_status(address, namespace, task_queue), err, "cannot read the governor")
         if state is None:
             err.print("no governor yet: no worker has run on this task queue", markup=False)
             raise typer.Exit(1)

@@ -12,7 +12,7 @@ from rich.table import Table
 from selfheal import search
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, send_update
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
 from selfheal.cli.render import as_markdown, as_text
 
 def _age(start: datetime | None) -> str:
@@ -93,13 +93,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                 return await handle.result()
             return await handle.query(Incident.AUDIT, result_type=AuditRecord)
 
-        try:
-            record = asyncio.run(run())
-        except typer.Exit:  # already said why (an unreachable server)
-            raise
-        except Exception as exc:  # an unknown id, an unreachable server: say which
-            err.print(f"cannot show {incident_id}: {exc}", markup=False)
-            raise typer.Exit(1) from None
+        record = run_or_exit(run(), err, f"cannot show {incident_id}")
         if as_json:
             out.print_json(record.model_dump_json())
         elif markdown:

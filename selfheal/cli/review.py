@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal import search
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit
 from selfheal.cli.replay import parse_since, retention_days, window_query
 from selfheal.contract import AuditRecord
 from selfheal.review import OpenItem, Review, build_review, days
@@ -198,13 +198,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         async def run() -> Review:
             return await review_with(await connect_temporal(address, namespace), window, limit, current)
 
-        try:
-            result = asyncio.run(run())
-        except typer.Exit:  # already said why (an unreachable server)
-            raise
-        except Exception as exc:  # an unreachable server, an unknown namespace: say which
-            err.print(f"review: {exc}", markup=False)
-            raise typer.Exit(1) from None
+        result = run_or_exit(run(), err, "review")
         if as_json:
             print(result.model_dump_json(indent=2))
         elif markdown:
