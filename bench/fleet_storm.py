@@ -346,12 +346,13 @@ def seed_instances(aws_url: str, n: int) -> list[str]:
 
     session = boto3.session.Session(region_name=REGION, **AWS_CREDENTIALS)
     ec2 = session.client("ec2", endpoint_url=aws_url)
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    from selfheal.dev.aws_sim import DEMO_IMAGE
+
 
     def one(i: int) -> str:
         client = session.client("ec2", endpoint_url=aws_url) if i else ec2
         tags = [{"Key": "Service", "Value": svc(i)}, {"Key": "Fleet", "Value": "storm"}, {"Key": "Name", "Value": f"{svc(i)}-host"}]
-        run = client.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        run = client.run_instances(ImageId=DEMO_IMAGE, MinCount=1, MaxCount=1, InstanceType="t3.micro",
                                    TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
         return run["Instances"][0]["InstanceId"]
 

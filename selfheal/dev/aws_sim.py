@@ -128,6 +128,12 @@ def _zip(source: str) -> bytes:
     return buf.getvalue()
 
 
+# One of moto's built-in images (Amazon Linux, every region). Named rather than looked up:
+# after a reset, moto's first DescribeImages loads its whole catalogue (about a second),
+# and the tests seed a fresh world hundreds of times.
+DEMO_IMAGE = "ami-760aaa0f"
+
+
 def seed_demo_world(endpoint_url: str, region: str = DEMO_REGION) -> dict[str, object]:
     """Create the demo whitelist's resources, broken the way the sample alerts describe."""
     client = session(endpoint_url, region)
@@ -139,7 +145,7 @@ def seed_demo_world(endpoint_url: str, region: str = DEMO_REGION) -> dict[str, o
             {"name": "checkout", "image": f"demo/checkout:1.{revision}", "memory": 128, "essential": True}])
     ecs.create_service(cluster="demo", serviceName="checkout", taskDefinition="checkout:7", desiredCount=DEMO_RUNNING_TASKS)
 
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    image = DEMO_IMAGE
     ec2.create_launch_template(LaunchTemplateName="demo-queue-workers",
                                LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
     asg.create_auto_scaling_group(AutoScalingGroupName="demo-queue-workers", MinSize=2, MaxSize=8, DesiredCapacity=2,

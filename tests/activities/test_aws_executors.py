@@ -12,6 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.verify import Verifier
 from selfheal.contract import ActionRequest, RemediationInput, VerifyInput
+from selfheal.dev.aws_sim import DEMO_IMAGE
 from selfheal.whitelist import load_whitelist, load_whitelist_bytes, target_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,8 +192,7 @@ async def test_ec2_an_instance_that_was_tagged_before_a_crash_is_skipped(aws, aw
 
 async def test_ec2_refuses_untagged_or_too_many_instances_without_rebooting(aws, aws_world, loaded):
     ec2 = aws_world.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    stranger = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[
+    stranger = ec2.run_instances(ImageId=DEMO_IMAGE, MinCount=1, MaxCount=1, TagSpecifications=[
         {"ResourceType": "instance", "Tags": [{"Key": "Role", "Value": "batch"}]}])["Instances"][0]["InstanceId"]
     aws_world.start_recording()
     batch = aws_world.seeded["batch_instances"]

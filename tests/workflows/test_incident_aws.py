@@ -6,6 +6,7 @@ rollback, and an approved action on an AWS that cannot be reached."""
 from __future__ import annotations
 
 from selfheal.contract import Approval, AuditRecord
+from selfheal.dev.aws_sim import DEMO_IMAGE
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.workflows.helpers import TYPED_NAMES_COUNT, alert, running_worker, settings_for, start_incident, wait_status
 
@@ -150,8 +151,7 @@ async def test_scale_to_500_is_denied_never_clamped(client, task_queue, tmp_path
 
 async def test_a_two_approver_reboot_acts_on_the_alerts_tagged_instances_only(client, task_queue, tmp_path, aws_world):
     ec2 = aws_world.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    stranger = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    stranger = ec2.run_instances(ImageId=DEMO_IMAGE, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     first, second, _ = aws_world.seeded["batch_instances"]
     aws_world.start_recording()
     alerts = [alert("BatchAgentSilent", instance_id=first), alert("BatchAgentSilent", instance=f"{second}:9100"),
