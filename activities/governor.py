@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from temporalio import activity
@@ -73,12 +73,13 @@ class Updater:
                     delay = min(delay * 2, BUSY_BACKOFF_MAX)
 
 
-async def _query(client: Client, wid: str, query: str, result_type: type, arg: Any = None, default: Any = None) -> Any:
+async def _query(client: Client, wid: str, query: str, result_type: type, arg: Any = None, default: Any = None,
+                 timeout: timedelta | None = None) -> Any:
     """A governor's query, or ``default`` when that governor has not started yet."""
     try:
         handle = client.get_workflow_handle(wid)
-        return await (handle.query(query, result_type=result_type) if arg is None
-                      else handle.query(query, arg, result_type=result_type))
+        args = () if arg is None else (arg,)
+        return await handle.query(query, *args, result_type=result_type, rpc_timeout=timeout)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return default
@@ -96,17 +97,20 @@ async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhit
         Announce(whitelist=loaded.whitelist, whitelist_sha256=loaded.sha256, source=loaded.path), str)
 
 
-async def read_status(client: Client, task_queue: str) -> GovernorStatus | None:
+async def read_status(client: Client, task_queue: str, timeout: timedelta | None = None) -> GovernorStatus | None:
     """The deployment governor's status with each entry's ledger filled in from its own
-    governor; None when no worker has started the governor yet."""
-    status: GovernorStatus | None = await _query(client, governor_id(task_queue), Governor.STATUS, GovernorStatus)
+    governor; None when no worker has started the governor yet. ``timeout`` bounds each
+    query (a person waiting at a terminal)."""
+    status: GovernorStatus | None = await _query(client, governor_id(task_queue), Governor.STATUS, GovernorStatus,
+                                                 timeout=timeout)
     if status is None:
         return None
     limit = asyncio.Semaphore(16)
 
     async def ledger(entry_id: str):
         async with limit:
-            return await _query(client, entry_governor_id(task_queue, entry_id), EntryGovernor.LEDGER, EntryStatus)
+            return await _query(client, entry_governor_id(task_queue, entry_id), EntryGovernor.LEDGER, EntryStatus,
+                                timeout=timeout)
 
     ledgers = await asyncio.gather(*(ledger(e.entry_id) for e in status.entries))
     entries = [e if got is None else got.model_copy(update={"paused": e.paused, "breaker": e.breaker})

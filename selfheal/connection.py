@@ -13,6 +13,7 @@ dev`` can pass none and never follow a user's default profile to production.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +21,11 @@ from selfheal.secrets import SecretFileError, read_secret_files
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
+# A query is answered by a worker. With none polling the workflow's task queue (the worker
+# is down: when people most need to read) Temporal holds it for 30 s; whoever waits (a
+# terminal, an HTTP sender) is told sooner. Long enough for a busy worker that must replay
+# the workflow first.
+QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 class ConnectionProblem(ValueError):

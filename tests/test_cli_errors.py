@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,38 @@ def test_an_unreachable_temporal_is_two_lines_and_exit_2(command, tmp_path):
     assert len(lines) == 2 and lines[0].startswith("error: cannot reach Temporal at 127.0.0.1:"), lines
     assert lines[0].endswith(": connection refused") and "`selfheal dev` starts one" in lines[1]
     assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.slow
+async def test_a_running_workflow_no_worker_answers_for_is_said_within_the_query_timeout(temporal_env, tmp_path):
+    """The worker is down, which is when people reach for the CLI: Temporal would hold each
+    query 30 s; the CLI says what is missing within its own bound, and the list still shows."""
+    from selfheal.connection import QUERY_TIMEOUT
+    from selfheal.contract.governor import GOVERNOR_WORKFLOW, governor_id
+    from selfheal.contract.workflows import INCIDENT_WORKFLOW
+
+    # Task queues no worker ever polls; one each, as the three commands run at once and the
+    # server holds a queue's unanswered queries one behind the other.
+    queues = [f"nobody-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    client, address = temporal_env.client, temporal_env.client.service_client.config.target_host
+    incident = f"unanswered-{uuid.uuid4().hex[:8]}"
+    await client.start_workflow(INCIDENT_WORKFLOW, id=incident, task_queue=queues[0])
+    for queue in queues[1:]:
+        await client.start_workflow(GOVERNOR_WORKFLOW, id=governor_id(queue), task_queue=queue)
+
+    def selfheal(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+        began = time.monotonic()
+        ran = subprocess.run([sys.executable, "-m", "selfheal.cli", *args, "--address", address], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        return ran, time.monotonic() - began
+
+    said = f"no worker answered within {QUERY_TIMEOUT.seconds} s"
+    cases = ((("show", incident), 1), (("status", "--task-queue", queues[1]), 1),
+             (("incidents", "--task-queue", queues[2]), 0))
+    with ThreadPoolExecutor(len(cases)) as pool:  # at once: each waits out the bound
+        answers = list(pool.map(lambda case: selfheal(*case[0]), cases))
+    for (args, code), (ran, took) in zip(cases, answers):
+        assert ran.returncode == code and said in ran.stdout + ran.stderr, (args, ran.stdout, ran.stderr)
+        assert "Traceback" not in ran.stderr
+        assert took < 25, f"{args} took {took:.0f} s: Temporal's own 30 s hold, not the CLI's bound"
+    assert incident in ran.stdout  # the list is still shown

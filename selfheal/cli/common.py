@@ -8,8 +8,21 @@ import os
 import typer
 from rich.console import Console
 
+from selfheal.connection import QUERY_TIMEOUT
+
 AddressOption = typer.Option(None, "--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend (default localhost:7233)")
 NamespaceOption = typer.Option(None, "--namespace", envvar="TEMPORAL_NAMESPACE", help="namespace (default: default)")
+
+NO_WORKER = (f"no worker answered within {QUERY_TIMEOUT.seconds} s: a running workflow is read through a "
+             "`selfheal worker` on its task queue (is one running?)")
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` is a query that no worker answered in time."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    return isinstance(exc, RPCError) and (exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+                                          or exc.message == "Timeout expired")
 
 
 async def connect_temporal(address: str | None, namespace: str | None):
@@ -51,5 +64,5 @@ def run_or_exit(coro, err: Console, what: str):
     except typer.Exit:
         raise
     except Exception as exc:  # an unknown id, an unreachable namespace: say which
-        err.print(f"{what}: {exc}", markup=False)
+        err.print(f"{what}: {NO_WORKER if unanswered(exc) else exc}", markup=False)
         raise typer.Exit(1) from None

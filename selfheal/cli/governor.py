@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
+from selfheal.cli.common import QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
 from selfheal.settings import TASK_QUEUE
 from selfheal.whitelist.durations import PositiveDuration
 
@@ -39,9 +39,10 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
     client = await connect_temporal(address, namespace)
     queue = task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE
     if entries:
-        return await read_status(client, queue)
+        return await read_status(client, queue, QUERY_TIMEOUT)
     try:
-        return await _governor(client, task_queue).query(Governor.STATUS, result_type=GovernorStatus)
+        return await _governor(client, task_queue).query(Governor.STATUS, result_type=GovernorStatus,
+                                                         rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None

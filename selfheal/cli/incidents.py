@@ -12,7 +12,9 @@ from rich.table import Table
 from selfheal import search
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
+from selfheal.cli.common import (
+    NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update, unanswered,
+)
 from selfheal.cli.render import as_markdown, as_text
 
 def _age(start: datetime | None) -> str:
@@ -42,7 +44,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             try:
                 return holds_line(await governor_status(address, namespace, task_queue, entries=False))
             except Exception as exc:  # the list is still worth showing
-                return f"autonomy: the governor could not be read ({exc})"
+                return f"autonomy: the governor could not be read ({NO_WORKER if unanswered(exc) else exc})"
 
         async def run():
             client = await connect_temporal(address, namespace)
@@ -91,7 +93,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result()
-            return await handle.query(Incident.AUDIT, result_type=AuditRecord)
+            return await handle.query(Incident.AUDIT, result_type=AuditRecord, rpc_timeout=QUERY_TIMEOUT)
 
         record = run_or_exit(run(), err, f"cannot show {incident_id}")
         if as_json:
@@ -164,7 +166,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         async def current() -> AuditRecord:
             client = await connect_temporal(address, namespace)
-            return await client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord)
+            return await client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord,
+                                                                       rpc_timeout=QUERY_TIMEOUT)
 
         try:
             record = asyncio.run(current())
@@ -181,6 +184,6 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         except typer.Exit:  # already said why (an unreachable server)
             raise
         except Exception as exc:  # an unknown id, an unreachable server
-            err.print(f"cannot read {incident_id}: {exc}", markup=False)
+            err.print(f"cannot read {incident_id}: {NO_WORKER if unanswered(exc) else exc}", markup=False)
             raise typer.Exit(1) from None
         return {"channel": "ssh", "statement": data.decode(), "signature": signature}

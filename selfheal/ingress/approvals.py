@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from selfheal.connection import QUERY_TIMEOUT
 from selfheal.contract import Approval, AuditRecord, Rejection, Viewing
 from selfheal.contract.audit import UNMAPPED_SLACK
 from selfheal.contract.workflows import Incident
@@ -120,11 +121,13 @@ class Approver:
 
     async def record(self, incident_id: str) -> AuditRecord:
         try:
-            return await self._client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord)
+            return await self._client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord,
+                                                                             rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise UnknownIncident(f"no incident {incident_id!r}") from None
-            raise Unavailable(f"Temporal did not answer: {exc.message}") from None
+            raise Unavailable(f"Temporal did not answer within {QUERY_TIMEOUT.seconds} s (is a worker running?): "
+                              f"{exc.message}") from None
 
     async def send(self, person: str, channel: Literal["slack", "token"], incident_id: str,
                    action: Literal["approve", "reject"], note: str = "", confirm: str | None = None,

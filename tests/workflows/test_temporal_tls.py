@@ -136,7 +136,7 @@ def oneline(text: str) -> str:
 async def test_with_the_client_certificate_an_alert_heals_through_nginx_and_the_cli_approves(
         temporal_env, task_queue, tmp_path, unit, systemd_user, front, pki):
     client = temporal_env.client
-    cli_env = mtls_env(front, pki, pki.client)
+    cli_env = mtls_env(front, pki, pki.client) | {"SELFHEAL_TASK_QUEUE": task_queue}  # this deployment's governor
     token_file = tmp_path / "alertmanager-token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
@@ -249,7 +249,8 @@ server_name = "localhost"
 async def test_a_toml_profile_reaches_temporal_through_nginx(temporal_env, task_queue, tmp_path, front, pki):
     config = write_profile(tmp_path / "temporal.toml", "through-nginx", front, pki)
     # The CLI by TEMPORAL_CONFIG_FILE + TEMPORAL_PROFILE, nothing else.
-    profile_env = {"TEMPORAL_CONFIG_FILE": str(config), "TEMPORAL_PROFILE": "through-nginx"}
+    profile_env = {"TEMPORAL_CONFIG_FILE": str(config), "TEMPORAL_PROFILE": "through-nginx",
+                   "SELFHEAL_TASK_QUEUE": task_queue}  # a deployment of its own, not one a test left behind
 
     def lists() -> int:
         return sum(call.startswith(f"{SERVICE}ListWorkflowExecutions ") and call.endswith(VERIFIED) for call in front.calls())
