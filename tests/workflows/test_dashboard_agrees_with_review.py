@@ -495,7 +495,7 @@ async def test_an_incident_whose_completion_the_server_refuses_is_still_counted_
     (tmp_path / "wl.yaml").write_text(whitelist({k: "unused.service" for k in ("auto", "broken", "service", "pair")}, {}))
     (tmp_path / "rules.yaml").write_text(RULES)
     quick = IncidentSettings(**{**FAST.model_dump(), "remind_after": timedelta(seconds=1),
-                                "escalate_after": timedelta(seconds=2), "expire_after": timedelta(seconds=3)})
+                                "escalate_after": timedelta(seconds=1), "expire_after": timedelta(seconds=1)})
     settings = WorkerSettings(task_queue=task_queue, whitelist=str(tmp_path / "wl.yaml"),
                               diagnosis=str(tmp_path / "rules.yaml"), incident=quick)
     client = await Client.connect(temporal_env.client.service_client.config.target_host,
