@@ -10,12 +10,17 @@ An incident covers one **episode** of an alert, from first firing to resolution.
 names the alert (or group, or alarm) across all its episodes; the episode is the instant
 the episode began, which every re-delivery repeats:
 
-  source        key                                           episode
+  source        key (after the name)                          episode
   alertmanager  ``am-<fingerprint>``                          ``startsAt``
                 ``am-group-<hash of groupKey>`` (key_by=group) none: a group has no start
   grafana       ``grafana-<fingerprint>``                     ``startsAt``
   sns           ``sns-<hash of the alarm ARN>``               ``StateChangeTime`` of ALARM; none for OK
   generic       ``generic-<fingerprint>`` (or a labels hash)  ``starts_at``; none when it is not sent
+
+Every key begins with the name a person knows the alert by (``named``): its service and
+alert name, made safe and bounded, as in ``checkout.CheckoutErrorRate.am-38a79d847ac5b174``.
+The name comes from the labels the fingerprint already covers (a group's: from its group
+key), so every re-delivery and every ingress computes the same key.
 
 A message that names no episode goes to the key's running incident (see ``delivery``).
 """
@@ -72,6 +77,26 @@ def safe(fingerprint: str) -> str:
     replaced, so two different fingerprints never share a key.
     """
     return fingerprint if _KEY_SAFE.fullmatch(fingerprint) else "h" + _hash(fingerprint)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+NAME_PART = 40  # characters of the service and of the alert name kept in an id
+_GROUP_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def named(labels: dict[str, str], key: str) -> str:
+    """``key`` after the name a person knows the alert by: ``<service>.<alertname>.<key>``
+    (either left out when the labels do not have it), each part safe for an id and a
+    visibility query and at most NAME_PART characters."""
+    parts = [_UNSAFE.sub("-", value).strip("-")[:NAME_PART]
+             for value in (labels.get("service") or labels.get("job") or "", labels.get("alertname", ""))]
+    return ".".join([p for p in parts if p] + [key])
+
+
+def group_labels(group_key: str) -> dict[str, str]:
+    """The labels an Alertmanager group key names (its last ``{...}``): what every message
+    of the group repeats, whichever alerts it carries."""
+    return dict(_GROUP_LABEL.findall(group_key.rsplit("{", 1)[-1]))
 
 
 def episode_of(start: datetime) -> str:
@@ -157,13 +182,15 @@ def redacted(annotations: dict[str, str]) -> dict[str, str]:
 def from_alertmanager(payload: AlertmanagerPayload, key_by: Literal["alert", "group"] = "alert") -> list[Routed]:
     if key_by == "group":
         # A group has no start of its own and its members change: it cannot name an episode.
-        key = f"am-group-{_hash(payload.groupKey)}"
+        key = named(group_labels(payload.groupKey), f"am-group-{_hash(payload.groupKey)}")
         return [Routed(key, None, a.to_alert("alertmanager")) for a in payload.alerts]
-    return [Routed(f"am-{safe(a.fingerprint)}", episode_of(a.startsAt), a.to_alert("alertmanager")) for a in payload.alerts]
+    return [Routed(named(a.labels, f"am-{safe(a.fingerprint)}"), episode_of(a.startsAt), a.to_alert("alertmanager"))
+            for a in payload.alerts]
 
 
 def from_grafana(payload: GrafanaPayload) -> list[Routed]:
-    return [Routed(f"grafana-{safe(a.fingerprint)}", episode_of(a.startsAt), a.to_alert("grafana")) for a in payload.alerts]
+    return [Routed(named(a.labels, f"grafana-{safe(a.fingerprint)}"), episode_of(a.startsAt), a.to_alert("grafana"))
+            for a in payload.alerts]
 
 
 def from_generic(payload: GenericPayload, now: datetime) -> list[Routed]:
@@ -175,7 +202,7 @@ def from_generic(payload: GenericPayload, now: datetime) -> list[Routed]:
             starts_at=a.starts_at or now, fingerprint=fingerprint,
         )
         episode = episode_of(a.starts_at) if a.starts_at is not None else None
-        out.append(Routed(f"generic-{safe(fingerprint)}", episode, alert))
+        out.append(Routed(named(a.labels, f"generic-{safe(fingerprint)}"), episode, alert))
     return out
 
 
@@ -184,4 +211,4 @@ def from_sns_alarm(fields: dict) -> list[Routed]:
     # ALARM carries the StateChangeTime of its own transition: the episode's start. OK
     # carries the time of the transition to OK, which names no episode.
     episode = episode_of(alert.starts_at) if alert.status == "firing" else None
-    return [Routed(f"sns-{safe(alert.fingerprint)}", episode, alert)]
+    return [Routed(named(alert.labels, f"sns-{safe(alert.fingerprint)}"), episode, alert)]

@@ -24,6 +24,14 @@ def incident(key: str, started: datetime = STARTED) -> str:
     return incident_id(key, episode_of(datetime.fromisoformat(_iso(started))))
 
 
+def key(tail: str, alertname: str = "IngressTest", service: str | None = "ingress") -> str:
+    """The incident key the ingress gives an alert with these labels (``prom_alert``'s by
+    default) and this source-specific ``tail`` (``am-<fingerprint>``): its name first."""
+    from selfheal.ingress.parsers import named
+
+    return named({"alertname": alertname, **({"service": service} if service else {})}, tail)
+
+
 def prom_alert(alertname="IngressTest", fingerprint="a1b2c3d4e5f60718", status="firing", **labels) -> dict:
     start = STARTED
     return {

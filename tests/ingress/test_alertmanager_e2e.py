@@ -5,7 +5,7 @@ import asyncio
 from selfheal.ingress.app import create_app
 from selfheal.contract import AuditRecord
 from tests.ingress.conftest import TOKEN, settings
-from tests.ingress.payloads import incidents_for
+from tests.ingress.payloads import incidents_for, key
 from tests.ingress.served import serving
 from tests.support.alertmanager import Alertmanager, require_alertmanager
 from tests.workflows.helpers import wait_for, wait_status
@@ -24,7 +24,7 @@ async def test_alertmanager_webhooks_open_one_incident_repeat_into_it_and_resolv
             [fingerprint] = [a["fingerprint"] for a in await asyncio.to_thread(am.alerts)]
 
             async def delivered():
-                return ("/v1/alerts/alertmanager", 202) in answered and await incidents_for(client, f"am-{fingerprint}")
+                return ("/v1/alerts/alertmanager", 202) in answered and await incidents_for(client, key(f"am-{fingerprint}"))
 
             [incident_id] = await wait_for(delivered, timeout=30)
             handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
@@ -38,7 +38,7 @@ async def test_alertmanager_webhooks_open_one_incident_repeat_into_it_and_resolv
 
             await wait_for(repeated, timeout=30)
             assert (await handle.describe()).run_id == first_run
-            assert await incidents_for(client, f"am-{fingerprint}") == [incident_id]
+            assert await incidents_for(client, key(f"am-{fingerprint}")) == [incident_id]
             assert len((await handle.query(IncidentWorkflow.audit)).alerts) == 1  # the repeat is the same alert
 
             await asyncio.to_thread(am.resolve, LABELS)

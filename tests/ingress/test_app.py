@@ -9,7 +9,7 @@ from temporalio.service import RPCError
 
 from selfheal.contract import AuditRecord
 from tests.ingress.conftest import SECRET, TOKEN
-from tests.ingress.payloads import alertmanager, body, generic, grafana, incident as incident_of, prom_alert, sign
+from tests.ingress.payloads import alertmanager, body, generic, grafana, incident as incident_of, key, prom_alert, sign
 from tests.workflows.helpers import wait_status
 from selfheal.workflows.incident import IncidentWorkflow
 
@@ -28,7 +28,7 @@ async def test_alertmanager_alert_starts_one_incident_and_repeats_and_resolution
     response = await http.post("/v1/alerts/alertmanager", content=body(alertmanager()), headers=BEARER)
     assert response.status_code == 202, response.text
     [incident] = response.json()["incidents"]
-    assert incident["id"] == incident_of("am-a1b2c3d4e5f60718") and incident["state"] == "delivered"
+    assert incident["id"] == incident_of(key("am-a1b2c3d4e5f60718")) and incident["state"] == "delivered"
     assert incident["url"] == f"http://ui.test/namespaces/default/workflows/{incident['id']}"
     handle = client.get_workflow_handle(incident["id"], result_type=AuditRecord)
     await wait_status(handle, "awaiting_approval")
@@ -56,7 +56,7 @@ async def test_resolved_alert_without_an_open_incident_starts_nothing(http, clie
     assert response.json()["incidents"][0]["state"] == "no open incident"
     assert response.json()["incidents"][0]["url"] is None  # no link to an incident that does not exist
     with pytest.raises(RPCError):
-        await client.get_workflow_handle(incident_of("am-0000000000000fff")).describe()
+        await client.get_workflow_handle(incident_of(key("am-0000000000000fff"))).describe()
 
 
 def grafana_headers(data: bytes, timestamp: int) -> dict:
@@ -72,7 +72,7 @@ async def test_grafana_with_hmac_and_timestamp_starts_an_incident(http, client, 
     headers = grafana_headers(data, int(time.time()))
     response = await http.post("/v1/alerts/grafana", content=data, headers=headers)
     assert response.status_code == 202, response.text
-    incident_id = incident_of("grafana-9f9f9f9f9f9f9f9f")
+    incident_id = incident_of(key("grafana-9f9f9f9f9f9f9f9f"))
     assert response.json()["incidents"][0]["id"] == incident_id
     await wait_status(client.get_workflow_handle(incident_id), "awaiting_approval")
     assert (await audit(client, incident_id)).alerts[0].source == "grafana"
@@ -90,7 +90,7 @@ async def test_generic_needs_both_token_and_signature_and_keys_by_labels(http, c
     response = await http.post("/v1/alerts/generic", content=data, headers=generic_headers(data))
     assert response.status_code == 202, response.text
     incident_id = response.json()["incidents"][0]["id"]
-    assert incident_id.startswith("generic-")
+    assert incident_id.startswith("ingress.IngressTest.generic-")  # a person reads it
     same = await http.post("/v1/alerts/generic", content=data, headers=generic_headers(data))
     assert same.json()["incidents"][0]["id"] == incident_id  # same labels, same incident
     await wait_status(client.get_workflow_handle(incident_id), "awaiting_approval")
@@ -156,7 +156,7 @@ async def test_a_storm_for_one_key_is_coalesced_into_few_temporal_calls(http, cl
     responses = await asyncio.gather(*(post(i) for i in range(40)))
     assert {r.status_code for r in responses} == {202}
     [incident_id] = {r.json()["incidents"][0]["id"] for r in responses}
-    assert incident_id.startswith("generic-storm~")
+    assert incident_id.startswith(key("generic-storm", service=None) + "~")
     assert delivery.calls < 10  # 40 alerts, a handful of signal-with-starts
     record = await audit(client, incident_id)
     assert sorted(int(a.annotations["n"]) for a in record.alerts) == list(range(40))  # none lost

@@ -47,14 +47,22 @@ def test_alertmanager_episode_is_fingerprint_and_starts_at_in_any_time_zone():
     [resolved] = parsers.from_alertmanager(am(T0, status="resolved"))
     [later] = parsers.from_alertmanager(am(T0 + timedelta(minutes=5)))
     [other] = parsers.from_alertmanager(am(T0, fingerprint="beef"))
-    assert a.key == "am-f00d" and a.episode == resend.episode == resolved.episode
+    assert a.key == "ingress.IngressTest.am-f00d" and a.episode == resend.episode == resolved.episode
     assert later.key == a.key and later.episode != a.episode
     assert other.key != a.key
 
 
+def test_a_key_begins_with_the_service_and_alert_name_made_safe_and_bounded():
+    assert parsers.named({"alertname": "Disk full / 90%", "service": "pay ments"}, "am-1") == "pay-ments.Disk-full-90.am-1"
+    assert parsers.named({"alertname": "X" * 500, "job": "node"}, "am-1") == f"node.{'X' * parsers.NAME_PART}.am-1"
+    assert parsers.named({"alertname": "ÄÖÜ"}, "generic-h1") == "generic-h1"  # nothing safe is left: the key alone
+    group = parsers.group_labels('{}/{severity="page"}:{alertname="ApiDown", service="api"}')
+    assert group == {"alertname": "ApiDown", "service": "api"}  # the route's matchers are not the group's labels
+
+
 def test_alertmanager_group_key_names_no_episode():
     [a] = parsers.from_alertmanager(am(T0), key_by="group")
-    assert a.key.startswith("am-group-") and a.episode is None
+    assert a.key.startswith("IngressTest.am-group-") and a.episode is None  # named by the group key's labels
 
 
 def test_grafana_episode_is_fingerprint_and_starts_at():
@@ -62,7 +70,7 @@ def test_grafana_episode_is_fingerprint_and_starts_at():
         payload = grafana({**prom_alert(fingerprint="9a"), "startsAt": starts.isoformat()})
         return parsers.from_grafana(parsers.GrafanaPayload.model_validate(payload))[0]
 
-    assert routed(T0).key == "grafana-9a"
+    assert routed(T0).key == "ingress.IngressTest.grafana-9a"
     assert routed(T0).episode == routed(T0).episode != routed(T0 + timedelta(seconds=1)).episode
 
 
@@ -119,13 +127,13 @@ async def test_generic_alert_without_starts_at_goes_to_the_running_incident(clie
     alert = {"labels": {"alertname": "IngressTest"}, "fingerprint": "no-start"}
     async with fresh_ingress(client, task_queue) as first:
         opened = (await generic_post(first, alert)).json()["incidents"][0]
-    assert opened["state"] == "delivered" and opened["id"].startswith("generic-no-start~")
+    assert opened["state"] == "delivered" and opened["id"].startswith("IngressTest.generic-no-start~")
     async with fresh_ingress(client, task_queue) as second:
         response = await generic_post(second, {**alert, "annotations": {"again": "yes"}})
         resolved = await generic_post(second, {**alert, "status": "resolved"})
     assert response.status_code == 202 and response.json()["incidents"][0] == opened
     assert resolved.json()["incidents"][0] == opened
-    assert await incidents_for(client, "generic-no-start") == [opened["id"]]
+    assert await incidents_for(client, "IngressTest.generic-no-start") == [opened["id"]]
     assert await alerts_signals(client, opened["id"]) == 3  # the start's, the second alert's, the resolution's
 
 
@@ -133,7 +141,7 @@ async def test_resolution_without_an_episode_and_nothing_open_starts_nothing(cli
     async with fresh_ingress(client, task_queue) as http:
         response = await generic_post(http, {"labels": {"alertname": "IngressTest"}, "fingerprint": "never-open", "status": "resolved"})
     assert response.json()["incidents"][0]["state"] == "no open incident"
-    assert await incidents_for(client, "generic-never-open") == []
+    assert await incidents_for(client, "IngressTest.generic-never-open") == []
 
 
 async def test_alertmanager_group_goes_to_the_groups_running_incident(client, task_queue):

@@ -23,7 +23,7 @@ from selfheal.contract import IncidentSettings
 from selfheal.settings import WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES, TOKEN, WHITELIST, settings
-from tests.ingress.payloads import alertmanager, body, incident, incidents_for, prom_alert
+from tests.ingress.payloads import alertmanager, body, incident, incidents_for, key, prom_alert
 from tests.workflows.helpers import FAST, running_worker, wait_for, wait_status
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -73,7 +73,7 @@ async def test_a_redelivery_after_the_incident_ended_starts_nothing(outcome, cli
     alert = prom_alert(alertname=alertname, fingerprint=fingerprint)
     async with ingress(delivery) as http:
         [first] = await post_am(http, alert)
-        assert first["state"] == "delivered" and first["id"] == incident(f"am-{fingerprint}")
+        assert first["state"] == "delivered" and first["id"] == incident(key(f"am-{fingerprint}", alertname))
         handle = client.get_workflow_handle(first["id"], result_type=AuditRecord)
         await drive(outcome, http, client, handle, alert)
         record = await handle.result()
@@ -86,7 +86,7 @@ async def test_a_redelivery_after_the_incident_ended_starts_nothing(outcome, cli
         async with ingress(Delivery(client, task_queue)) as fresh:
             [again] = await post_am(fresh, alert)
             assert again == {**first, "state": "duplicate"}
-    assert await incidents_for(client, f"am-{fingerprint}") == [first["id"]]
+    assert await incidents_for(client, key(f"am-{fingerprint}", alertname)) == [first["id"]]
     assert (await handle.describe()).run_id == (await client.get_workflow_handle(first["id"]).describe()).run_id
 
 
@@ -103,10 +103,10 @@ async def test_resolved_then_firing_again_is_a_new_episode_and_a_new_incident(cl
         later = datetime.now(timezone.utc).replace(microsecond=0)
         [second] = await post_am(http, {**alert, "startsAt": later.isoformat()})
     assert second["state"] == "delivered"
-    assert second["id"] == incident(f"am-{fingerprint}", later) != first["id"]
+    assert second["id"] == incident(key(f"am-{fingerprint}"), later) != first["id"]
     both = sorted([first["id"], second["id"]])
     # Visibility is eventually consistent: the second start may take a moment to be listed.
-    assert await wait_for(lambda: _listed(client, f"am-{fingerprint}", both)) == both
+    assert await wait_for(lambda: _listed(client, key(f"am-{fingerprint}"), both)) == both
     await wait_status(client.get_workflow_handle(second["id"]), "awaiting_approval")
 
 
@@ -120,11 +120,11 @@ async def test_a_storm_of_redeliveries_over_many_keys_opens_one_incident_per_key
 
         answers = await asyncio.gather(*(post(i) for i in range(300)))
     ids = {a["id"] for [a] in answers}
-    assert ids == {incident(f"am-{k}") for k in keys}
+    assert ids == {incident(key(f"am-{k}")) for k in keys}
     assert {a["state"] for [a] in answers} <= {"delivered", "already delivered"}
     for k in keys:
-        assert await incidents_for(client, f"am-{k}") == [incident(f"am-{k}")]
-        history = await client.get_workflow_handle(incident(f"am-{k}")).fetch_history()
+        assert await incidents_for(client, key(f"am-{k}")) == [incident(key(f"am-{k}"))]
+        history = await client.get_workflow_handle(incident(key(f"am-{k}"))).fetch_history()
         assert len(history.events) < 100  # re-sends this process already delivered cost nothing
 
 

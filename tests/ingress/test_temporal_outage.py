@@ -10,7 +10,7 @@ from temporalio.service import RPCError
 from selfheal.ingress.server import build
 from tests.conftest import temporal_binary
 from tests.ingress.conftest import TOKEN, settings
-from tests.ingress.payloads import alertmanager, body, incidents_for
+from tests.ingress.payloads import alertmanager, body, incidents_for, key
 from tests.ingress.served import free_port, serving
 from tests.support.alertmanager import Alertmanager, require_alertmanager
 from tests.support.devserver import DevServer
@@ -52,7 +52,7 @@ async def test_ingress_answers_503_while_temporal_is_down_and_alertmanagers_retr
 
                 async def landed():
                     try:
-                        return await incidents_for(client, f"am-{fingerprint}")
+                        return await incidents_for(client, key(f"am-{fingerprint}", service=None))
                     except RPCError:
                         return None
 

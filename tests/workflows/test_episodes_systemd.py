@@ -87,5 +87,5 @@ async def test_resends_after_remediation_or_failed_verification_never_act_again(
 
         # And a re-send of episode 2 after its remediation starts nothing either.
         assert (await post(http, generic_body(second_start)))["state"] in {"duplicate", "already delivered"}
-    assert await incidents_for(client, "generic-api-down") == sorted([first["id"], second["id"]])
+    assert await incidents_for(client, "api.ApiDown.generic-api-down") == sorted([first["id"], second["id"]])
     assert unit.start_count() == people_fixed_it + 1

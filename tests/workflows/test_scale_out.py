@@ -31,7 +31,7 @@ from selfheal.contract import AuditRecord
 from selfheal.settings import WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES as WAITING_RULES, WHITELIST as WAITING_WHITELIST
-from tests.ingress.payloads import alertmanager, body, incident, incidents_for, prom_alert
+from tests.ingress.payloads import alertmanager, body, incident, incidents_for, key, prom_alert
 from tests.ingress.served import free_port
 from tests.support.systemd_user import SystemdUser
 from tests.workflows.helpers import FAST, alert, rules_yaml, running_worker, start_incident, wait_for, whitelist_yaml
@@ -223,7 +223,7 @@ async def test_a_storm_split_across_two_ingresses_opens_one_incident_per_episode
             for answer in answers:
                 assert answer.status_code == 202, answer.text
 
-            expected = {fp: incident(f"am-{fp}") for fp in fingerprints}
+            expected = {fp: incident(key(f"am-{fp}")) for fp in fingerprints}
             for (port, fp, _), answer in zip(sends, answers):
                 [delivered] = answer.json()["incidents"]
                 assert delivered["id"] == expected[fp] and delivered["state"] in {"delivered", "already delivered"}, delivered
@@ -234,7 +234,7 @@ async def test_a_storm_split_across_two_ingresses_opens_one_incident_per_episode
                     assert "delivered" in states, (port, fp, states)
 
             async def one_incident_each():  # visibility is eventually consistent
-                found = await asyncio.gather(*(incidents_for(client, f"am-{fp}") for fp in fingerprints))
+                found = await asyncio.gather(*(incidents_for(client, key(f"am-{fp}")) for fp in fingerprints))
                 return found == [[expected[fp]] for fp in fingerprints] or None
 
             await wait_for(one_incident_each, timeout=30, interval=0.2)
