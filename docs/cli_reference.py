@@ -28,6 +28,10 @@ privilege](../how-to/least-privilege.md), [Settings](settings.md) (the worker) a
 The commands that reach Temporal honour `TEMPORAL_ADDRESS` and `TEMPORAL_NAMESPACE`, and
 the profiles of the Temporal config file (see [Connect to a Temporal cluster or Temporal
 Cloud](../how-to/temporal-cluster.md)).
+
+An expected failure (Temporal unreachable, an unknown incident, a query no worker answers)
+is one or two lines and a non-zero exit. `selfheal --debug COMMAND` (or `SELFHEAL_DEBUG=1`)
+shows its traceback too, without local variables, which could hold tokens or keys.
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import os
 import subprocess
 import sys
 import time
@@ -31,6 +32,14 @@ def test_an_unreachable_temporal_is_two_lines_and_exit_2(command, tmp_path):
     assert len(lines) == 2 and lines[0].startswith("error: cannot reach Temporal at 127.0.0.1:"), lines
     assert lines[0].endswith(": connection refused") and "`selfheal dev` starts one" in lines[1]
     assert "Traceback" not in ran.stderr
+
+
+def test_debug_shows_the_traceback_of_an_expected_failure_and_never_the_locals(tmp_path):
+    ran = subprocess.run([sys.executable, "-m", "selfheal.cli", "--debug", "status", "--address", nobody_listening()],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert ran.returncode == 1, ran.stderr
+    assert "Traceback" in ran.stderr and "ConnectionProblem: cannot reach Temporal at 127.0.0.1:" in ran.stderr
+    assert "locals" not in ran.stderr  # rich's locals panel: tokens and keys would show there
 
 
 @pytest.mark.slow

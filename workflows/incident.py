@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import search
@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract.activities import assess_action, load_policy, read_world, record_outcome
     from selfheal.contract.governor import AssessInput, Outcome, Reserved
     from selfheal.contract.kinds import KINDS
-    from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
+    from selfheal.contract.workflows import DRILL_WORKFLOW, FAILED_OUTCOMES, INCIDENT_WORKFLOW, REMEDIATION_FAILED, Incident
     from selfheal.whitelist import decide, matching_entries
     from selfheal.identity import attest
     from selfheal.whitelist.durations import format_duration
@@ -37,7 +37,9 @@ class IncidentWorkflow(Diagnosing, Acting):
     which it shares with drills; this class holds the runbook and the other stages.
 
     Stages: observe -> diagnose -> decide -> wait (for people, if the tier says so) ->
-    act -> verify -> record. The result, and the ``audit`` query, is the AuditRecord.
+    act -> verify -> record. The result, and the ``audit`` query, is the AuditRecord; an
+    incident whose remediation failed fails, with the AuditRecord as its failure's details
+    (``REMEDIATION_FAILED``).
 
     Messages:
       signal ``alerts(AlertBatch)``     more alerts for this incident (resolved ones too)
@@ -68,6 +70,9 @@ class IncidentWorkflow(Diagnosing, Acting):
         except ActivityError as exc:
             await self._finish("failed", f"{_activity_name(exc)} failed: {cause_text(exc)}")
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._audit.outcome in FAILED_OUTCOMES:
+            raise ApplicationError(f"{self._audit.outcome}: {self._audit.outcome_detail}", self._audit,
+                                   type=REMEDIATION_FAILED, non_retryable=True)
         return self._audit
 
     async def _handle(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,18 @@ from rich.table import Table
 
 from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_diff as cli_whitelist_diff
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.")
+# Locals stay out of a traceback: they hold tokens, keys and alert text.
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.",
+                  pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _everywhere(debug: bool = typer.Option(
+        False, "--debug", envvar="SELFHEAL_DEBUG",
+        help="an expected failure (unreachable Temporal, a refused call) shows its traceback too")) -> None:
+    if debug:  # read where failures are explained (selfheal.cli.common.debugging); processes started inherit it
+        os.environ["SELFHEAL_DEBUG"] = "1"
+
 whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
 app.add_typer(whitelist_app, name="whitelist")
 

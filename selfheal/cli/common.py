@@ -17,6 +17,11 @@ NO_WORKER = (f"no worker answered within {QUERY_TIMEOUT.seconds} s: a running wo
              "`selfheal worker` on its task queue (is one running?)")
 
 
+def debugging() -> bool:
+    """``selfheal --debug`` (or SELFHEAL_DEBUG=1): expected failures raise, with their traceback."""
+    return os.environ.get("SELFHEAL_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 def unanswered(exc: BaseException) -> bool:
     """Whether ``exc`` is a query that no worker answered in time."""
     from temporalio.service import RPCError, RPCStatusCode
@@ -33,6 +38,8 @@ async def connect_temporal(address: str | None, namespace: str | None):
     try:
         return await connect(connect_config(os.environ, Overrides(address=address, namespace=namespace)))
     except ConnectionProblem as exc:  # one line that says where and why, not a traceback
+        if debugging():
+            raise
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -64,5 +71,26 @@ def run_or_exit(coro, err: Console, what: str):
     except typer.Exit:
         raise
     except Exception as exc:  # an unknown id, an unreachable namespace: say which
+        if debugging():
+            raise
         err.print(f"{what}: {NO_WORKER if unanswered(exc) else exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+async def ended_record(handle):
+    """A closed incident's (or drill's) AuditRecord: its result, or, when its remediation
+    failed, the details of the failure it ended with (``REMEDIATION_FAILED``). Read from
+    Temporal alone: no worker needs to run. Any other failure is raised as it came."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    from selfheal.contract import AuditRecord
+    from selfheal.contract.workflows import REMEDIATION_FAILED
+
+    try:
+        return AuditRecord.model_validate(await handle.result())
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == REMEDIATION_FAILED and cause.details:
+            return AuditRecord.model_validate(cause.details[0])
+        raise

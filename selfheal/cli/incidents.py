@@ -13,7 +13,8 @@ from selfheal import search
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
 from selfheal.cli.common import (
-    NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update, unanswered,
+    NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit, send_update,
+    unanswered,
 )
 from selfheal.cli.render import as_markdown, as_text
 
@@ -91,8 +92,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             client = await connect_temporal(address, namespace)
             handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
             description = await handle.describe()
-            if description.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result()
+            if description.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+                return await ended_record(handle)  # from Temporal alone, no worker needed
             return await handle.query(Incident.AUDIT, result_type=AuditRecord, rpc_timeout=QUERY_TIMEOUT)
 
         record = run_or_exit(run(), err, f"cannot show {incident_id}")

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import typer
 
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, ended_record
 from selfheal.contract.workflows import INCIDENT_WORKFLOW
 from selfheal.whitelist.durations import PositiveDuration
 
@@ -72,8 +72,9 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
             turns = ModelTurns(client_for(settings.llm, http))
         async for execution in client.list_workflows(query, limit=limit):
             try:
-                audit = await client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=AuditRecord).result()
-            except Exception as exc:  # noqa: BLE001 - a failed or terminated run has no audit record to compare
+                audit = await ended_record(client.get_workflow_handle(execution.id, run_id=execution.run_id,
+                                                                     result_type=AuditRecord))
+            except Exception as exc:  # noqa: BLE001 - a terminated run (or a bug's failure) has no record to compare
                 records.append({"incident": execution.id, "skipped": f"no audit record ({type(exc).__name__})"})
                 continue
             try:

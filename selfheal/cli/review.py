@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal import search
-from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, run_or_exit
+from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit
 from selfheal.cli.replay import parse_since, retention_days, window_query
 from selfheal.contract import AuditRecord
 from selfheal.review import OpenItem, Review, build_review, days
@@ -46,7 +46,7 @@ async def gather(client, since: timedelta, limit: int) -> tuple[list[AuditRecord
         async with gate:
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=AuditRecord)
             try:
-                return await handle.result()
+                return await ended_record(handle)
             except Exception as exc:  # noqa: BLE001 - a result that is not an audit record is reported, not fatal
                 unreadable.append(f"{execution.id} ({type(exc).__name__})")
                 return None
@@ -56,9 +56,9 @@ async def gather(client, since: timedelta, limit: int) -> tuple[list[AuditRecord
         if execution.status == WorkflowExecutionStatus.RUNNING:
             opened.append(OpenItem(id=execution.id, drill=execution.workflow_type == DRILL,
                                    entry=execution.typed_search_attributes.get(search.ENTRY)))
-        elif execution.status == WorkflowExecutionStatus.COMPLETED:
-            reads.append(asyncio.create_task(read(execution)))
-        else:  # failed, terminated, timed out, cancelled: no audit record to read
+        elif execution.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+            reads.append(asyncio.create_task(read(execution)))  # a failed remediation's record is its failure's
+        else:  # terminated, timed out, cancelled: no audit record to read
             unreadable.append(f"{execution.id} ({execution.status.name.lower() if execution.status else 'unknown'})")
     records = [r for r in await asyncio.gather(*reads) if r is not None]
     return records, opened, unreadable, seen >= limit

@@ -11,6 +11,13 @@ INCIDENT_WORKFLOW = "IncidentWorkflow"        # one per incident; its id is the 
 DRILL_WORKFLOW = "DrillWorkflow"              # an approval drill beside a real incident
 DIAGNOSIS_WORKFLOW = "DiagnosisAgentWorkflow"  # an incident's model diagnosis, a child: <incident id>/diagnosis
 
+# An incident whose remediation failed (the action failed, did not heal, or found its target
+# changed) ends as a failed workflow, so that the workflow list and its Failures filter show
+# it. The failure is an ApplicationError of this type whose one detail is the AuditRecord,
+# read back by ``selfheal.cli.common.ended_record``. Every other outcome completes.
+REMEDIATION_FAILED = "RemediationFailed"
+FAILED_OUTCOMES = frozenset({"failed", "verification_failed", "world_changed"})
+
 
 class Incident:
     """An incident's (and a drill's) messages, by name."""

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from selfheal.contract import AuditRecord
-from tests.workflows.helpers import alert, start_incident, wait_status
+from tests.workflows.helpers import alert, ended, start_incident, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ async def test_approve_refuses_the_wrong_person_then_accepts_and_show_tells_the_
     code, out, _ = await selfheal(temporal_env, "approve", handle.id, "--as", "alice", "--comment", "looks right", "--unsigned")
     assert code == 0 and "approved by alice (1 of 1)" in out
 
-    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    record: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     # this worker reaches no AWS (tests/activities/test_aws_executors.py has moto): it says so
     assert record.outcome == "failed" and "read_world failed" in record.outcome_detail
     assert "no AWS in this test" in record.outcome_detail

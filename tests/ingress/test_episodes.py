@@ -24,7 +24,7 @@ from selfheal.settings import WorkerSettings
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES, TOKEN, WHITELIST, settings
 from tests.ingress.payloads import alertmanager, body, incident, incidents_for, key, prom_alert
-from tests.workflows.helpers import FAST, running_worker, wait_for, wait_status
+from tests.workflows.helpers import FAST, ended, running_worker, wait_for, wait_status
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 # Short approval timers, so that "expired" is an outcome a test can reach.
@@ -76,7 +76,7 @@ async def test_a_redelivery_after_the_incident_ended_starts_nothing(outcome, cli
         assert first["state"] == "delivered" and first["id"] == incident(key(f"am-{fingerprint}", alertname))
         handle = client.get_workflow_handle(first["id"], result_type=AuditRecord)
         await drive(outcome, http, client, handle, alert)
-        record = await handle.result()
+        record = await ended(handle)
         assert record.outcome == outcome, record.outcome_detail
 
         for _ in range(3):  # Alertmanager's re-sends of the still-firing alert

@@ -24,6 +24,7 @@ from selfheal.activities.diagnose import load_rules
 from selfheal import search
 from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.activities.runner import CommandRunner, LocalRunner
+from selfheal.cli.common import ended_record as ended  # noqa: F401 - the record an incident ended with
 from selfheal.contract import Alert, IncidentInput
 from selfheal.contract import IncidentSettings
 from selfheal.settings import WorkerSettings

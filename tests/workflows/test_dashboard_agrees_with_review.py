@@ -80,7 +80,7 @@ from tests.ingress.served import free_port
 from tests.support.keys import keypair, people_yaml
 from tests.support.prometheus import Prometheus, require_prometheus
 from tests.test_metrics import samples
-from tests.workflows.helpers import FAST, alert, drill_of, offline_aws, start_incident, wait_for, wait_status
+from tests.workflows.helpers import FAST, alert, drill_of, ended, offline_aws, start_incident, wait_for, wait_status
 from tests.workflows.test_metrics_prometheus import answering, selfheal_process
 from tests.workflows.test_signed_approvals import signed
 from tests.workflows.test_worker_process import stop
@@ -337,7 +337,7 @@ async def run_incidents(client: Client, task_queue: str, keys: dict[str, str]) -
     *_, again = await asyncio.gather(answer_service(), answer_pair(), answer_rejected(), denied_after_alone())
     incidents = [alone, again, broken, shadow, misdirected, nobody, service, pair, rejected, expired]
     drills = [client.get_workflow_handle(await drill_of(h), result_type=AuditRecord) for h in (service, pair, rejected, expired)]
-    records = await asyncio.wait_for(asyncio.gather(*(h.result() for h in incidents + drills)), 90)
+    records = await asyncio.wait_for(asyncio.gather(*(ended(h) for h in incidents + drills)), 90)
     assert [r.outcome for r in records] == [
         "remediated", "denied", "verification_failed", "shadowed", "no_remedy", "no_remedy", "remediated", "remediated",
         "rejected", "expired", "drill_caught", "drill_missed", "drill_unanswered", "drill_unanswered",

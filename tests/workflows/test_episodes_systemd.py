@@ -21,7 +21,7 @@ from selfheal.ingress.settings import IngressSettings
 from selfheal.contract import Approval, AuditRecord
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.payloads import incidents_for
-from tests.workflows.helpers import running_worker, settings_for, wait_status
+from tests.workflows.helpers import ended, running_worker, settings_for, wait_status
 
 TOKEN = "episode-token"
 
@@ -53,7 +53,7 @@ async def test_resends_after_remediation_or_failed_verification_never_act_again(
         # Episode 1: the restart cannot fix it (the next start fails), verification fails.
         unit.fail_flag.touch()
         first = await post(http, generic_body(first_start))
-        record: AuditRecord = await client.get_workflow_handle(first["id"], result_type=AuditRecord).result()
+        record: AuditRecord = await ended(client.get_workflow_handle(first["id"], result_type=AuditRecord))
         assert record.outcome == "verification_failed", record.outcome_detail
         acted = unit.start_count()
         for _ in range(3):

@@ -28,7 +28,7 @@ from selfheal.contract.governor import GovernorStatus, Pause, Resume, governor_i
 from selfheal.workflows.governor import GovernorWorkflow
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
-from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, alert, start_incident, wait_for, wait_status
+from tests.workflows.helpers import FAST, TYPED_NAMES_COUNT, alert, ended, start_incident, wait_for, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = [f"web-{i}" for i in range(1, 6)]
@@ -188,13 +188,13 @@ def cli(temporal_env, task_queue: str, *args: str) -> subprocess.CompletedProces
 async def test_breaker_opens_after_its_threshold_and_only_an_allowed_person_closes_it(temporal_env, client, task_queue, tmp_path, unit, systemd_user):
     unit.fail_flag.touch()  # every restart fails: every verification fails
     async with worker(client, settings(tmp_path, task_queue, unit.name, verify="2s"), systemd_user.ns_command_prefix):
-        first = await (await start_incident(client, task_queue, alert("WebDown", host="web-1"))).result()
+        first = await ended(await start_incident(client, task_queue, alert("WebDown", host="web-1")))
         assert first.outcome == "verification_failed" and first.decision.kind == "auto"
         second = await start_incident(client, task_queue, alert("WebDown", host="web-2"))
         await wait_status(second, "awaiting_approval")  # web-1 already acted alone: the fleet tier
         for person in ("alice", "bob"):
             await second.execute_update(IncidentWorkflow.approve, Approval(approver=person))
-        assert (await second.result()).outcome == "verification_failed"
+        assert (await ended(second)).outcome == "verification_failed"
 
         status = await governor_status(client, task_queue)
         breaker = next(e for e in status.entries if e.entry_id == "restart-web").breaker

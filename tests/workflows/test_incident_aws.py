@@ -8,7 +8,7 @@ from __future__ import annotations
 from selfheal.contract import Approval, AuditRecord
 from selfheal.dev.aws_sim import DEMO_IMAGE
 from selfheal.workflows.incident import IncidentWorkflow
-from tests.workflows.helpers import TYPED_NAMES_COUNT, alert, running_worker, settings_for, start_incident, wait_status
+from tests.workflows.helpers import TYPED_NAMES_COUNT, alert, ended, running_worker, settings_for, start_incident, wait_status
 
 PLACE = 'region: eu-west-1, account: "123456789012"'
 WHITELIST = f"""version: 1
@@ -124,7 +124,7 @@ async def test_an_approved_action_on_an_unreachable_aws_ends_failed_and_people_a
         handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service="checkout"))
         await wait_status(handle, "awaiting_approval")
         await handle.execute_update(IncidentWorkflow.approve, Approval(approver="alice"))
-        record: AuditRecord = await handle.result()
+        record: AuditRecord = await ended(handle)
     assert record.outcome == "failed" and "no AWS in this test" in record.outcome_detail, record.outcome_detail
     assert record.remediation is None
 

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract import IncidentSettings
@@ -11,6 +11,7 @@ from tests.workflows.helpers import (
     FAST,
     NotificationSink,
     alert,
+    ended,
     running_worker,
     settings_for,
     start_incident,
@@ -201,8 +202,10 @@ async def test_failed_verification_escalates_and_never_acts_twice(client, task_q
         settings = settings_for(tmp_path, unit.name, task_queue, sink.url)
         async with running_worker(client, settings, runner):
             handle = await start_incident(client, task_queue, alert("ApiDown"))
-            record: AuditRecord = await handle.result()
+            record: AuditRecord = await ended(handle)
     assert record.outcome == "verification_failed", record.outcome_detail
+    # On the workflow list (and under its Failures filter) it reads as failed, with the reason.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
     assert not record.verification.ok
     assert sink.kinds(handle.id) == ["escalation", "outcome"]
     # one restart attempt (systemd may retry the start itself, but selfheal acted once)

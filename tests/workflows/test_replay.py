@@ -18,6 +18,7 @@ from temporalio.worker import Replayer
 
 from selfheal.worker import STRICT_RUNNER, WORKFLOW_RUNNER, WORKFLOWS
 from selfheal.contract import AuditRecord, IncidentInput
+from selfheal.contract.workflows import REMEDIATION_FAILED
 from selfheal.workflows.incident import IncidentWorkflow
 
 HISTORIES = sorted(p for p in (Path(__file__).parent / "histories").glob("*.json") if p.name != "workflow_ids.json")
@@ -26,11 +27,18 @@ IDS = json.loads((Path(__file__).parent / "histories" / "workflow_ids.json").rea
 
 
 def _result(path: Path) -> dict | None:
-    """The workflow's result (an incident's AuditRecord), or None for a run that did not complete."""
+    """The workflow's result (an incident's AuditRecord), also when its remediation failed
+    (the record is the failure's details), or None for a run that ended otherwise."""
     last = WorkflowHistory.from_json("-", path.read_text()).events[-1]
-    if not last.HasField("workflow_execution_completed_event_attributes"):
+    if last.HasField("workflow_execution_completed_event_attributes"):
+        payloads = last.workflow_execution_completed_event_attributes.result.payloads
+    elif last.HasField("workflow_execution_failed_event_attributes"):
+        failure = last.workflow_execution_failed_event_attributes.failure
+        if failure.application_failure_info.type != REMEDIATION_FAILED:
+            return None
+        payloads = failure.application_failure_info.details.payloads
+    else:
         return None
-    payloads = last.workflow_execution_completed_event_attributes.result.payloads
     return json.loads(payloads[0].data) if payloads else None
 
 
