@@ -1,7 +1,8 @@
 """The Temporal Web UI as a person sees it, in a real browser (issue 24).
 
-`selfheal dev` runs the whole stack; three demo alerts make a remediated, a waiting and a
-refused incident; headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
+`selfheal dev` runs the whole stack; four demo alerts make a remediated, a waiting, a
+refused (people said no: completed) and a failed incident (its target left the selector
+before the approved reboot: a failed workflow); headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
 Selenium) opens each incident's page and the test reads what is on the screen: the status
 badge, and on the User Metadata tab the summary, the static details (what fired) and the
 current details (the story so far). Every wait is on a condition, never a fixed sleep.
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from selfheal import search
+from selfheal.contract.workflows import FAILED_OUTCOMES
+from selfheal.dev.aws_sim import DEMO_REGION, session
 from tests.conftest import require
 from tests.support.waiting import wait_until
 from tests.test_dev import free_port, printed_alerts, processes_mentioning, read_until, run_as_printed, selfheal_script, stop_dev
@@ -125,7 +128,7 @@ class Browser:
         return self._wait(shown, f"{frame_id} showing {expected!r}", name)
 
 
-def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting_and_a_refused_incident(tmp_path):
+def test_the_web_ui_shows_the_status_summary_and_story_of_remediated_waiting_refused_and_failed_incidents(tmp_path):
     from selfheal.dev.aws_sim import moto_binary
 
     require("curl", None if shutil.which("curl") else "curl not installed")
@@ -160,8 +163,9 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting
         approve = next(line.strip() for line in lines if " approve INCIDENT_ID --as alice" in line)
         key = approve.split("--key ")[1].split()[0]
 
-        # Fire three of the printed alerts, as printed; each waits for people.
-        names = {"remediated": "CheckoutErrorRate", "waiting": "QueueBacklogHigh", "refused": "BatchAgentSilent"}
+        # Fire four of the printed alerts, as printed; each waits for people.
+        names = {"remediated": "CheckoutErrorRate", "waiting": "QueueBacklogHigh", "refused": "PaymentsWebhookErrors",
+                 "failed": "BatchAgentSilent"}
         incidents, summaries = {}, {}
         for case, alertname in names.items():
             answer = run_as_printed(curls[alertname], elsewhere, timeout=60)
@@ -175,18 +179,30 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting
             wait_until(lambda i=incident: show(i["id"]).get("status") == "awaiting_approval", timeout=PAGE_TIMEOUT,
                        interval=1)
 
-        # alice approves the checkout rollback (the printed line) and rejects the batch reboot.
+        # alice approves the checkout rollback (the printed line) and rejects the webhook rollback.
         approved = run_as_printed(approve.replace("INCIDENT_ID", incidents["remediated"]["id"]), elsewhere)
         assert approved.returncode == 0 and "approved by alice" in approved.stdout, approved.stdout + approved.stderr
         rejected = subprocess.run(
             [*selfheal_script(), "reject", incidents["refused"]["id"], "--as", "alice", "--key", key,
-             "--reason", "not during the batch window", "--address", address],
+             "--reason", "not during the release", "--address", address],
             cwd=elsewhere, capture_output=True, text=True, timeout=60)
         assert rejected.returncode == 0 and "rejected by alice" in rejected.stdout, rejected.stdout + rejected.stderr
-        for case, outcome in (("remediated", "remediated"), ("refused", "rejected")):
+        # The batch host loses its Role tag (someone repurposed it) before alice and bob approve
+        # its reboot: the executor finds it outside the selector, reboots nothing, and the
+        # incident fails.
+        [batch_host] = [_payload(curls["BatchAgentSilent"])["alerts"][0]["labels"]["instance_id"]]
+        session(f"http://127.0.0.1:{aws}", DEMO_REGION)("ec2").delete_tags(Resources=[batch_host], Tags=[{"Key": "Role"}])
+        for person in ("alice", "bob"):
+            signed = subprocess.run(
+                [*selfheal_script(), "approve", incidents["failed"]["id"], "--as", person,
+                 "--key", key.replace("alice_ed25519", f"{person}_ed25519"), "--address", address],
+                cwd=elsewhere, capture_output=True, text=True, timeout=60)
+            assert signed.returncode == 0 and f"approved by {person}" in signed.stdout, signed.stdout + signed.stderr
+        for case, outcomes in (("remediated", {"remediated"}), ("refused", {"rejected"}),
+                               ("failed", set(FAILED_OUTCOMES))):
             record = wait_until(lambda c=case: (r := show(incidents[c]["id"])).get("outcome") and r, timeout=240,
                                 interval=1)
-            assert record["outcome"] == outcome, record.get("outcome_detail")
+            assert record["outcome"] in outcomes, (case, record["outcome"], record.get("outcome_detail"))
         assert show(incidents["waiting"]["id"]).get("status") == "awaiting_approval"
 
         # What a person sees. Markdown renders: "**Outcome: remediated**" reads "Outcome: remediated".
@@ -196,10 +212,12 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting
             "waiting": ("RUNNING", ["awaiting_approval · 1 alert(s), firing", "needs_approval: scale-queue-workers",
                                     "needs 2 approval(s)",
                                     f"approve: selfheal approve {incidents['waiting']['id']} --as NAME"]),
-            # A refused incident is a completed workflow today: the badge says COMPLETED,
-            # the current details say how it ended.
-            "refused": ("COMPLETED", ["done · 1 alert(s)", "needs_approval: reboot-batch-hosts",
+            # People said no: nothing failed, the workflow completed; the details say how it ended.
+            "refused": ("COMPLETED", ["done · 1 alert(s)", "needs_approval: rollback-payments-webhook",
                                       "rejected by alice via ssh", "Outcome: rejected"]),
+            # The remediation failed: a failed workflow, red on the list and under its Failures filter.
+            "failed": ("FAILED", ["done · 1 alert(s)", "needs_approval: reboot-batch-hosts",
+                                  "approved by alice via ssh", "approved by bob via ssh", "Outcome:"]),
         }
         browser = Browser(profile, shots)
         for case, (badge, story) in expected.items():
@@ -217,7 +235,7 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_a_remediated_a_waiting
             # The page as it stands, with the header's badge still there.
             assert browser.badge(badge, case) == badge
             browser.driver.save_screenshot(str(shots / f"{case}.png"))
-        assert sorted(p.name for p in shots.iterdir()) == ["refused.png", "remediated.png", "waiting.png"]
+        assert sorted(p.name for p in shots.iterdir()) == ["failed.png", "refused.png", "remediated.png", "waiting.png"]
     finally:
         try:
             if browser is not None:
