@@ -33,7 +33,7 @@ async def test_signed_alarm_starts_an_incident(sns_app, client, loopback, signer
     response = await post(http, sign(notification(), signer.key, loopback.url("/cert.pem"), "2"))
     assert response.status_code == 202, response.text
     [incident] = response.json()["incidents"]
-    assert re.fullmatch(r"sns-[0-9a-f]{16}~[0-9a-f]{12}", incident["id"])
+    assert re.fullmatch(r"api-5xx\.sns-[0-9a-f]{16}~[0-9a-f]{12}", incident["id"])  # named by the alarm
     description = await client.get_workflow_handle(incident["id"]).describe()
     assert description.workflow_type == "IncidentWorkflow"
     assert delivery.calls == 1

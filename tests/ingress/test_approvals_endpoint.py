@@ -26,7 +26,7 @@ from selfheal.settings import WorkerSettings
 from selfheal.whitelist import load_whitelist
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import RULES, settings
-from tests.workflows.helpers import FAST, alert, running_worker, start_incident, wait_status
+from tests.workflows.helpers import FAST, alert, ended, running_worker, start_incident, wait_status
 
 KEY = Ed25519PrivateKey.generate()
 STRANGER_KEY = Ed25519PrivateKey.generate()
@@ -125,7 +125,7 @@ async def test_a_token_approval_counts_as_verified_and_strangers_are_refused(cli
         nothing = await post(http, TOKENS["alice"], incident="no-such-incident", action="approve")
         ok = await post(http, TOKENS["alice"], incident=handle.id, action="approve", comment="canary is red")
         late = await post(http, TOKENS["alice"], incident=handle.id, action="approve")
-    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    record: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     assert unknown.status_code == 401 and missing.status_code == 401
     assert not_allowed.status_code == 403 and "'bob' may not approve rollback-ingress" in not_allowed.json()["error"]
     assert nothing.status_code == 404
@@ -207,7 +207,7 @@ async def test_a_token_request_retried_with_the_same_idempotency_key_counts_once
         counted_other = await refusals(other)
         assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"  # one of two approvals
         bob = await post(http, TOKENS["bob"], key="4f1c-retry-1", incident=handle.id, action="approve")  # keys are per person
-        record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+        record: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
         after_close = await post(other, TOKENS["alice"], key="4f1c-retry-1", incident=handle.id, action="approve")
     assert first.status_code == 200 and first.json()["result"] == "approved by alice (1 of 2)"
     assert retried.status_code == 200, retried.text

@@ -32,7 +32,7 @@ from selfheal.workflows.approval_desk import MAX_REFUSALS_PER_IDENTITY
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.ingress.conftest import settings
 from tests.support.slack import FakeSlack
-from tests.workflows.helpers import FAST, alert, running_worker, start_incident, wait_for, wait_status
+from tests.workflows.helpers import FAST, alert, ended, running_worker, start_incident, wait_for, wait_status
 
 SECRET = "slack-signing-secret"
 KEY = Ed25519PrivateKey.generate()
@@ -178,7 +178,7 @@ async def test_the_request_message_and_every_kind_of_click(client, task_queue, s
     await post(http, interactions, click("approve", handle.id, USERS["alice"], slack.response_url("alice")))
     decided = slack.called("/response/alice")[-1]
     assert decided["replace_original"] is True and "Approved by alice in Slack" in decided["text"]
-    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    record: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     assert [(e.kind, e.approver, e.channel, e.verified) for e in record.approvals] == [
         ("refused", "bob", "slack", True), ("refused", "slack:T1:UNOBODY", "slack", False),
         ("approved", "alice", "slack", True)]
@@ -210,7 +210,7 @@ async def test_a_tier_that_asks_confirmation_opens_a_modal_where_the_target_is_t
     assert await handle.query(IncidentWorkflow.status) == "awaiting_approval"
     await post(http, interactions, submission("careful:7"))
     assert "Approved by alice in Slack" in slack.called("/response/careful")[-1]["text"]
-    record: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    record: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     assert [(e.kind, e.channel) for e in record.approvals] == [("refused", "slack"), ("approved", "slack")]
 
 
@@ -255,7 +255,7 @@ async def test_an_unmapped_user_or_foreign_workspace_is_recorded_as_refused_logg
 
     # The person herself still counts: the refusals under her name from elsewhere took nothing from her.
     await post(http, interactions, click("approve", handle.id, USERS["alice"], slack.response_url("alice"), trigger="t-3"))
-    final: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    final: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     assert [(e.kind, e.approver) for e in final.approvals if e.kind in ("approved", "rejected")] == [("approved", "alice")]
 
 
@@ -306,5 +306,5 @@ async def test_a_signed_click_replayed_to_a_second_ingress_counts_once_and_is_re
     assert "replayed: this Slack action was already used" in record.approvals[1].note
 
     await post(http, interactions, click("approve", handle.id, USERS["bob"], slack.response_url("bob")))
-    final: AuditRecord = await client.get_workflow_handle(handle.id, result_type=AuditRecord).result()
+    final: AuditRecord = await ended(client.get_workflow_handle(handle.id, result_type=AuditRecord))
     assert [(e.kind, e.approver) for e in final.approvals if e.kind == "approved"] == [("approved", "alice"), ("approved", "bob")]
