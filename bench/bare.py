@@ -67,7 +67,7 @@ class BareApproval:
         await workflow.execute_activity("verify_remediation", inp.verify, result_type=Verification,
                                         start_to_close_timeout=timedelta(seconds=inp.verify.timeout_seconds) + wf.VERIFY_MARGIN,
                                         heartbeat_timeout=hb, retry_policy=wf.READ_RETRY)
-        await workflow.execute_activity("notify", inp.note, result_type=str, start_to_close_timeout=wf.NOTIFY_TIMEOUT,
+        await workflow.execute_activity("notify_webhook", inp.note, result_type=str, start_to_close_timeout=wf.NOTIFY_TIMEOUT,
                                         heartbeat_timeout=hb, retry_policy=wf.NOTIFY_RETRY)
         return result.action
 

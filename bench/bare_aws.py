@@ -64,7 +64,7 @@ class BareAwsApproval:
         await workflow.execute_activity("verify_remediation", inp.verify, result_type=Verification,
                                         start_to_close_timeout=timedelta(seconds=inp.verify.timeout_seconds) + wf.VERIFY_MARGIN,
                                         heartbeat_timeout=hb, retry_policy=wf.READ_RETRY)
-        await workflow.execute_activity("notify", inp.note, result_type=str, start_to_close_timeout=NOTIFY_TIMEOUT,
+        await workflow.execute_activity("notify_webhook", inp.note, result_type=str, start_to_close_timeout=NOTIFY_TIMEOUT,
                                         heartbeat_timeout=hb, retry_policy=NOTIFY_RETRY)
         return result.action
 
@@ -112,6 +112,6 @@ class BareAwsAutomatic:
         await workflow.execute_activity("verify_remediation", inp.verify, result_type=Verification,
                                         start_to_close_timeout=timedelta(seconds=inp.verify.timeout_seconds) + wf.VERIFY_MARGIN,
                                         heartbeat_timeout=hb, retry_policy=wf.READ_RETRY)
-        await workflow.execute_activity("notify", inp.note, result_type=str, start_to_close_timeout=NOTIFY_TIMEOUT,
+        await workflow.execute_activity("notify_webhook", inp.note, result_type=str, start_to_close_timeout=NOTIFY_TIMEOUT,
                                         heartbeat_timeout=hb, retry_policy=NOTIFY_RETRY)
         return result.action

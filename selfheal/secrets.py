@@ -17,6 +17,7 @@ SECRETS = (
     "SELFHEAL_SLACK_TOKEN",
     "SELFHEAL_SLACK_SIGNING_SECRET",
     "SELFHEAL_LLM_API_KEY",
+    "SELFHEAL_PAGERDUTY_ROUTING_KEY",
     *(f"SELFHEAL_INGRESS_{s.upper()}_{kind}" for s in INGRESS_SOURCES for kind in ("TOKEN", "HMAC_SECRET")),
 )
 MAX_SECRET_BYTES = 65_536  # a token or key, not a file someone pointed at by mistake

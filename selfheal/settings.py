@@ -48,6 +48,12 @@ class WorkerSettings(BaseModel):
     slack_token: str | None = None
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # PagerDuty (Events API v2): the routing key only from the environment or a file, never
+    # a flag (it would show in ps); the whitelist may name other variables per tier or entry.
+    pagerduty_routing_key: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_page_automatic: bool = False  # page (and resolve) for automatic incidents that healed too
+    ui_url: str | None = None  # the Temporal UI, for links in pages (as the ingress's SELFHEAL_UI_URL)
     # AWS: credentials come from boto3's standard chain, regions from the whitelist's
     # targets; this points every AWS client at another endpoint (the local simulation).
     aws_endpoint_url: str | None = None
@@ -97,7 +103,10 @@ class WorkerSettings(BaseModel):
         for field, key in [("sticky_timeout", "SELFHEAL_STICKY_TIMEOUT"), ("max_cached_workflows", "SELFHEAL_MAX_CACHED_WORKFLOWS"),
                            ("slack_token", "SELFHEAL_SLACK_TOKEN"), ("slack_channel", "SELFHEAL_SLACK_CHANNEL"),
                            ("slack_api_url", "SELFHEAL_SLACK_API_URL"), ("aws_endpoint_url", "SELFHEAL_AWS_ENDPOINT_URL"),
-                           ("metrics_address", "SELFHEAL_METRICS_ADDRESS")]:
+                           ("metrics_address", "SELFHEAL_METRICS_ADDRESS"),
+                           ("pagerduty_routing_key", "SELFHEAL_PAGERDUTY_ROUTING_KEY"),
+                           ("pagerduty_url", "SELFHEAL_PAGERDUTY_URL"), ("ui_url", "SELFHEAL_UI_URL"),
+                           ("pagerduty_page_automatic", "SELFHEAL_PAGERDUTY_PAGE_AUTOMATIC")]:
             if env.get(key):
                 values[field] = env[key]
         if env.get("SELFHEAL_COMMAND_PREFIX"):

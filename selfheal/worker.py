@@ -32,7 +32,9 @@ from selfheal.activities.aws_remediate import AwsRemediator
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser, load_rules
 from selfheal.activities.evidence import EvidenceReader
 from selfheal.activities.governor import BrakeReader, GovernorActivities, announce_whitelist
-from selfheal.activities.notify import Notifier
+from selfheal.activities.notify import Webhook, activity_of
+from selfheal.activities.notify_pagerduty import PagerDuty
+from selfheal.activities.notify_slack import Slack
 from selfheal.activities.policy import PolicyActivities
 from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
@@ -92,7 +94,13 @@ def build_activities(
     redactor = _redactor(settings)
     aws_evidence = AwsEvidence(aws, loaded)
     sources, catalog = _evidence(settings, runner, http, aws_evidence, redactor)
-    policy = PolicyActivities(loaded, settings.incident, search_attributes, catalog)
+    slack = _slack(settings, http)
+    notifiers = [Webhook(http, settings.notify_url), *([Slack(slack, settings.slack_channel)] if slack and settings.slack_channel else []),
+                 PagerDuty(http, settings.pagerduty_routing_key, settings.pagerduty_url, settings.ui_url, settings.namespace)]
+    policy = PolicyActivities(loaded, settings.incident, search_attributes, catalog,
+                              notifiers=tuple(n.name for n in notifiers if n.name != "pagerduty"),
+                              routing_key=bool(settings.pagerduty_routing_key),
+                              page_automatic=settings.pagerduty_page_automatic)
     governor = GovernorActivities(loaded, client, settings.task_queue)
     brake = BrakeReader(client, settings.task_queue)
     evidence = EvidenceReader(runner, loaded)
@@ -116,7 +124,7 @@ def build_activities(
         *AwsRemediator(aws, loaded, brake).activities(),
         aws_evidence.read_aws_evidence,
         Verifier(runner, http, loaded, aws).verify_remediation,
-        Notifier(http, settings.notify_url, _slack(settings, http), settings.slack_channel, redactor).notify,
+        *(activity_of(n, redactor) for n in notifiers),
     ]
 
 

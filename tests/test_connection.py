@@ -8,6 +8,8 @@ tests/workflows/test_temporal_tls.py.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from typer.testing import CliRunner
 
@@ -292,6 +294,18 @@ def test_worker_settings_take_the_connection_given_and_read_no_profile(profile):
     given = {"target_host": "127.0.0.1:7299", "namespace": "dev"}
     settings = WorkerSettings.from_mapping({"TEMPORAL_CONFIG_FILE": str(profile), "TEMPORAL_PROFILE": "cluster"}, temporal=given)
     assert settings.temporal == given and settings.address == "127.0.0.1:7299"
+
+
+def test_worker_settings_read_the_pagerduty_routing_key_from_a_file_and_never_a_flag(tmp_path):
+    settings = WorkerSettings.from_mapping({
+        "SELFHEAL_PAGERDUTY_ROUTING_KEY_FILE": _secret(tmp_path, "pd", "R0UT1NG"),
+        "SELFHEAL_PAGERDUTY_URL": "http://127.0.0.1:9/v2/enqueue", "SELFHEAL_UI_URL": "http://ui.test",
+        "SELFHEAL_PAGERDUTY_PAGE_AUTOMATIC": "true"}, temporal={"target_host": "127.0.0.1:7233", "namespace": "default"})
+    assert (settings.pagerduty_routing_key, settings.pagerduty_url, settings.ui_url) == (
+        "R0UT1NG", "http://127.0.0.1:9/v2/enqueue", "http://ui.test")
+    assert settings.pagerduty_page_automatic is True
+    from selfheal.cli import worker_command
+    assert not [p for p in inspect.signature(worker_command).parameters if "routing" in p]  # it would show in ps
 
 
 def test_ingress_settings_read_secret_files(tmp_path):

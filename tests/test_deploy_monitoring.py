@@ -42,7 +42,8 @@ DEBIAN_PROMTOOL = "/usr/bin/promtool"
 # What the worker exports from workflow code (counters get ``_total`` from the exporter).
 WORKFLOW_METRICS = (
     {name + "_total" for name in (metrics.INCIDENTS, metrics.ACTIONS, metrics.VERIFICATION_FAILURES,
-                                  metrics.DRILLS, metrics.DRILL_VERDICTS, metrics.FAST_APPROVALS)}
+                                  metrics.DRILLS, metrics.DRILL_VERDICTS, metrics.FAST_APPROVALS,
+                                  metrics.UNDELIVERED)}
     | {name + suffix for name in (metrics.DECISION_SECONDS, metrics.APPROVAL_SECONDS)
        for suffix in ("_bucket", "_sum", "_count")}
 )

@@ -188,6 +188,10 @@ RULES: dict[Path, Rule] = {
     ("tiers", "*", "channels"): members("approval channels that count"),
     ("tiers", "*", "confirm"): became("approvers must repeat the target", False),
     ("tiers", "*", "min_review"): lower_widens("min_review (sooner approvals stop being flagged fast)"),
+    # Who is woken, not what may run or who must agree.
+    ("tiers", "*", "paging", "routing_key_env"): neutral("PagerDuty routing key variable"),
+    ("tiers", "*", "paging", "escalate_to_env"): neutral("PagerDuty next level's routing key variable"),
+    ("tiers", "*", "paging", "severity"): neutral("PagerDuty severity"),
     ("groups", "*"): group_rule(),
     ("groups", "*", "[]"): members("group members"),
     ("people", "*"): person_rule(),
@@ -201,6 +205,7 @@ RULES: dict[Path, Rule] = {
     E + ("id",): any_change_widens("id"),
     E + ("kind",): any_change_widens("kind of action"),
     E + ("description",): neutral("description"),
+    E + ("paging", "routing_key_env"): neutral("PagerDuty routing key variable"),
     E + ("blast_radius",): blast_radius(),
     E + ("approvers", "people"): members("approvers"),
     E + ("approvers", "groups"): members("approver groups"),

@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from .durations import NonNegativeDuration, PositiveDuration
 from .matchers import parse_matcher
 
-from .fields import Account, EntryId, Name, Person, Region, Strict
+from .fields import Account, EntryId, EntryPaging, Name, Person, Region, Strict
 
 class Approvers(Strict):
     people: list[Person] = []
@@ -85,6 +85,8 @@ class _EntryBase(Strict):
     # shadow: diagnosed and decided as usual, never executed; the incident ends "shadowed"
     # with what would have run and whose approval it would have needed.
     mode: Literal["active", "shadow"] = "active"
+    # Pages another PagerDuty service than its tier's (its routing key's variable only).
+    paging: EntryPaging | None = None
 
     @field_validator("match")
     @classmethod

@@ -45,6 +45,28 @@ CHANNELS = ("ssh", "slack", "token", "unverified")
 VERIFIED_CHANNELS = ["ssh", "slack", "token"]
 
 
+# The name of an environment variable of the worker's, never a secret itself: the whitelist
+# is reviewed in git, routing keys are not.
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+Severity = Literal["critical", "error", "warning", "info"]
+
+
+class Paging(Strict):
+    """Where an incident of this tier (or entry) pages (PagerDuty Events API v2)."""
+
+    routing_key_env: EnvName | None = Field(
+        default=None, description="the variable holding the routing key; default SELFHEAL_PAGERDUTY_ROUTING_KEY")
+    escalate_to_env: EnvName | None = Field(
+        default=None, description="the next level's routing key, paged too at the escalation time")
+    severity: Severity | None = Field(default=None, description="default: by the tier's approvals")
+
+
+class EntryPaging(Strict):
+    """An entry that pages another PagerDuty service than its tier's."""
+
+    routing_key_env: EnvName = Field(description="the variable holding the routing key")
+
+
 class Tier(Strict):
     approvals: int = Field(ge=0, le=5, description="distinct approvers needed; 0 runs automatically")
     # Which channels an approval may come through to count. "unverified" (a bare Temporal
@@ -55,3 +77,4 @@ class Tier(Strict):
     # An approval given sooner than this after the request is flagged as fast in the audit
     # (it still counts): the signal that people approve without reading.
     min_review: NonNegativeDuration = timedelta(0)
+    paging: Paging = Paging()

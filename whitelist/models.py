@@ -32,7 +32,7 @@ from .entries import (  # noqa: F401 (the schema's parts, re-exported: one impor
     SystemdRestartEntry, SystemdTarget, Verify,
 )
 from .fields import (  # noqa: F401
-    AWS_KINDS, CHANNELS, DEFAULT_TIERS, KINDS, VERIFIED_CHANNELS, EntryId, Name, Person, Strict, Tier,
+    AWS_KINDS, CHANNELS, DEFAULT_TIERS, KINDS, VERIFIED_CHANNELS, EntryId, Name, Paging, Person, Strict, Tier,
 )
 from .matchers import matches_all
 from .rules import aws_problems, consistency_problems, escalation_problems
@@ -151,6 +151,24 @@ class Whitelist(Strict):
         one approver" means for this whitelist. None if every tier is automatic."""
         needing = [name for name in self.tiers if self.tiers[name].approvals >= 1]
         return min(needing, key=lambda name: self.tiers[name].approvals) if needing else None
+
+    def paging(self, entry_id: str, tier: str | None) -> "Paging":
+        """Where an incident of ``entry_id`` decided in ``tier`` pages: the entry's routing
+        key over its tier's, the tier's next level, and a severity (by default from how many
+        people the tier needs: none warning, one error, more critical)."""
+        entry = self.entry(entry_id)
+        level = self.tiers.get(tier or "") or (self.tiers.get(entry.blast_radius) if entry else None)
+        own = level.paging if level else Paging()
+        needs = level.approvals if level else 1
+        return Paging(
+            routing_key_env=(entry.paging.routing_key_env if entry and entry.paging else None) or own.routing_key_env,
+            escalate_to_env=own.escalate_to_env,
+            severity=own.severity or ("warning" if needs == 0 else "error" if needs == 1 else "critical"))
+
+    def pages(self) -> bool:
+        """Whether any tier or entry names a routing key of its own."""
+        return any(t.paging.routing_key_env or t.paging.escalate_to_env for t in self.tiers.values()) or any(
+            e.paging and e.paging.routing_key_env for e in self.entries)
 
     def escalation_tier(self, entry_id: str) -> str:
         entry = self.entry(entry_id)

@@ -22,10 +22,10 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract import (Approval, ApprovalEvent, AuditRecord, EvidenceView, Notification, NotificationRecord,
                                  Rejection, Viewing)
     from selfheal.contract import IncidentSettings, PolicySnapshot
-    from selfheal.contract.activities import notify
+    from selfheal.contract.activities import HEARS, NOTIFIERS
     from selfheal.contract.workflows import Incident
     from selfheal.workflows.timeouts import NOTIFY_RETRY, NOTIFY_TIMEOUT
-    from selfheal.workflows import approvals, metrics, ui_details
+    from selfheal.workflows import approvals, metrics, paging, ui_details
 
 # SelfhealStatus is written at the stages people filter incidents by. The others last
 # seconds, and the `status` query and the current details show them; each write is a
@@ -52,6 +52,8 @@ class ApprovalDesk:
     def _open_desk(self, audit: AuditRecord) -> None:
         self._audit = audit
         self._snapshot = None
+        self._pager = paging.Pager()
+        self._sending: dict[str, asyncio.Task] = {}  # per notifier, its latest send: each one's go out in order
         self._rejected = False
         self._approved_by: list[str] = []
         self._nonces: set[str] = set()  # signed statements already used here
@@ -62,7 +64,7 @@ class ApprovalDesk:
         self._asked_at = workflow.now()
         self._set_status("awaiting_approval")
         decision = self._audit.decision
-        await self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}",
+        self._notify("approval_requested", f"{decision.entry_id} needs {decision.approvals} approval(s) from {', '.join(decision.approvers)}",
                            self._request_details())
         began = workflow.now()
         s = self._settings
@@ -76,7 +78,7 @@ class ApprovalDesk:
             except asyncio.TimeoutError:
                 if notice is None:
                     return "expired"
-                await self._notify(notice, f"{decision.entry_id} still waits for approval ({notice})")
+                self._notify(notice, f"{decision.entry_id} still waits for approval ({notice})", next_level=True)
         if self._rejected:
             return "rejected"
         if len(self._approved_by) >= decision.approvals:
@@ -84,25 +86,67 @@ class ApprovalDesk:
         return "resolved"
 
     async def _escalate(self, summary: str) -> None:
-        await self._notify("escalation", summary)
+        self._notify("escalation", summary)
 
-    async def _notify(self, kind: str, summary: str, details: dict[str, str] | None = None) -> None:
-        if kind == "outcome":
-            # The Slack message of the approval request, to update with the outcome.
-            posted = [m for n in self._audit.notifications if n.kind == "approval_requested"
-                      for m in SLACK_MESSAGE.findall(n.detail)]
-            details = {**(details or {}), **({"slack_message": posted[-1]} if posted else {})}
+    # --- notifications --------------------------------------------------------------------
+    # Off the incident's path: each notifier gets its own activity, started at once, so a
+    # slow or failing channel holds up neither the incident nor another channel; one
+    # notifier's sends go out in order (a page is acknowledged after it was opened). The
+    # workflow waits for all of them before it ends (``_notified``).
+
+    def _notify(self, kind: str, summary: str, details: dict[str, str] | None = None, *, next_level: bool = False) -> None:
         note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary, details=details or {})
+        snapshot = self._snapshot
+        for name in (snapshot.notifiers if snapshot else ["webhook"]):
+            if kind not in HEARS[name]:
+                continue
+            if name != "pagerduty":
+                self._send(name, note)
+                continue
+            events = self._pager.events(kind, self._page_route(), outcome=self._audit.outcome, next_level=next_level,
+                                        automatic_record=bool(snapshot and snapshot.page_automatic))
+            for event in events:
+                self._send(name, note.model_copy(update={"page": event}))
+
+    def _page_route(self):
+        """Where this incident pages; None: never (a shadow entry)."""
+        decision, whitelist = self._audit.decision, self._snapshot.whitelist if self._snapshot else None
+        entry = whitelist.entry(decision.entry_id) if decision is not None and whitelist is not None else None
+        if entry is not None and entry.mode == "shadow":
+            return None
+        if whitelist is None or decision is None:
+            return paging.Paging()  # no remedy: people are needed, on the deployment's own key
+        return whitelist.paging(decision.entry_id, decision.tier)
+
+    def _send(self, name: str, note: Notification) -> None:
+        previous = self._sending.get(name)
+        self._sending[name] = asyncio.create_task(self._deliver(name, note, previous))
+
+    async def _deliver(self, name: str, note: Notification, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await previous
+        if name == "slack" and note.kind == "outcome":
+            # The Slack message of the approval request (sent before, in order), to update.
+            posted = [m for n in self._audit.notifications if n.kind == "approval_requested" and n.channel == "slack"
+                      for m in SLACK_MESSAGE.findall(n.detail)]
+            if posted:
+                note = note.model_copy(update={"details": {**note.details, "slack_message": posted[-1]}})
+        what = f"{name}: {note.kind}" + (f" ({note.page.action})" if note.page else "")
         try:
             detail = await workflow.execute_activity(
-                notify, note, start_to_close_timeout=NOTIFY_TIMEOUT, heartbeat_timeout=self._settings.heartbeat_timeout,
-                retry_policy=NOTIFY_RETRY,
-                summary=f"notify: {kind}",
-            )
+                NOTIFIERS[name], note, start_to_close_timeout=NOTIFY_TIMEOUT,
+                heartbeat_timeout=self._settings.heartbeat_timeout, retry_policy=NOTIFY_RETRY, summary=what)
             delivered = True
         except ActivityError as exc:
             detail, delivered = f"not delivered: {cause_text(exc)}", False
-        self._audit.notifications.append(NotificationRecord(kind=kind, at=workflow.now(), delivered=delivered, detail=detail))
+            metrics.undelivered(name)
+        self._audit.notifications.append(NotificationRecord(kind=note.kind, at=workflow.now(), delivered=delivered,
+                                                            detail=detail, channel=name))
+
+    async def _notified(self) -> None:
+        """Every notification handed over (or given up on): before the workflow ends."""
+        while any(not t.done() for t in self._sending.values()):
+            await asyncio.gather(*self._sending.values())
 
     # --- approvals ----------------------------------------------------------------------
     # Temporal keeps no trace of an update its validator rejects, and every refused
@@ -155,6 +199,8 @@ class ApprovalDesk:
                 raise ApplicationError(j.note, type=kind, non_retryable=True)
             return j.note
         self._record(j.kind, message.approver, via, j.note, j.channel, j.verified, j.origin)
+        if j.verified:  # someone proven has it in hand: the page is acknowledged
+            self._notify("answered", f"{'rejected' if rejecting else 'approved'} by {message.approver} via {j.channel}")
         if rejecting:
             self._rejected = True
             return f"rejected by {message.approver}"
@@ -233,6 +279,8 @@ class ApprovalDesk:
                if a.rules_diagnosis is not None else {}),
             "evidence": "\n".join(evidence)[:2500],
             "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
+            "service": search.service_of(first.labels) if first else "",
+            "approve": f"selfheal approve {a.incident_id} --as NAME --key ~/.ssh/id_ed25519",
         }
 
     @property

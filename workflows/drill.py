@@ -128,8 +128,9 @@ class DrillWorkflow(ApprovalDesk):
         self._set_status("done", search.OUTCOME.value_set(outcome))
         metrics.ended(a)  # before the last workflow task, as IncidentWorkflow._finish says why
         answers = "; ".join(f"{p}: {v}" for p, v in verdicts.items())
-        await self._notify("outcome", f"{outcome}: {a.outcome_detail}",
-                           {"drill": f"the real incident is {inp.of_incident}", **({"approvals": answers} if answers else {})})
+        self._notify("outcome", f"{outcome}: {a.outcome_detail}",
+                     {"drill": f"the real incident is {inp.of_incident}", **({"approvals": answers} if answers else {})})
+        await self._notified()
         a.ended_at = workflow.now()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return a

@@ -68,7 +68,9 @@ class IncidentWorkflow(Diagnosing, Acting):
         try:
             await self._handle()
         except ActivityError as exc:
-            await self._finish("failed", f"{_activity_name(exc)} failed: {cause_text(exc)}")
+            why = f"{_activity_name(exc)} failed: {cause_text(exc)}"
+            await self._escalate(why)  # people take it from here
+            await self._finish("failed", why)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._audit.outcome in FAILED_OUTCOMES:
             raise ApplicationError(f"{self._audit.outcome}: {self._audit.outcome_detail}", self._audit,
@@ -231,7 +233,8 @@ class IncidentWorkflow(Diagnosing, Acting):
         answers = "; ".join(f"{e.kind} by {e.approver} via {e.channel}" + ("" if e.verified else " (not verified)")
                             + (f" (fast: {e.after_seconds:.0f}s after the request)" if e.fast else "")
                             for e in self._audit.approvals)
-        await self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
+        self._notify("outcome", f"{outcome}: {detail}", {"approvals": answers} if answers else None)
+        await self._notified()
         self._audit.ended_at = workflow.now()
 
     # --- observe ----------------------------------------------------------------------

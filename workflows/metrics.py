@@ -24,6 +24,7 @@ VERIFICATION_FAILURES = "selfheal_verification_failures"  # counter {entry}
 DRILLS = "selfheal_drills"                             # counter {entry, verdict}: caught, missed, unanswered
 DRILL_VERDICTS = "selfheal_drill_verdicts"             # counter {entry, person, verdict}: each person asked
 FAST_APPROVALS = "selfheal_fast_approvals"             # counter {tier}: sooner than the tier's min_review
+UNDELIVERED = "selfheal_notifications_undelivered"     # counter {notifier}: refused (a 400) or out of retries
 NONE = "none"
 
 
@@ -81,3 +82,9 @@ def _drill_ended(audit: AuditRecord, meter, entry: str) -> None:
     counter = meter.create_counter(DRILL_VERDICTS, "each person's answer to an approval drill")
     for person in sorted(set(asked) | set(audit.drill.verdicts)):
         counter.add(1, {"entry": entry, "person": person, "verdict": audit.drill.verdicts.get(person, "unanswered")})
+
+
+def undelivered(notifier: str) -> None:
+    """A notification that did not reach its notifier: deploy/'s rules alert on it."""
+    workflow.metric_meter().create_counter(UNDELIVERED, "notifications a notifier refused or never took").add(
+        1, {"notifier": notifier})

@@ -123,6 +123,8 @@ def worker_command(
     whitelist: Path = typer.Option(None, envvar="SELFHEAL_WHITELIST", help="whitelist file (default deploy/demo/whitelist.yaml)"),
     diagnosis: Path = typer.Option(None, envvar="SELFHEAL_DIAGNOSIS", help="diagnosis rules (default deploy/demo/diagnosis.yaml)"),
     notify_url: str = typer.Option(None, envvar="SELFHEAL_NOTIFY_URL", help="webhook for approval requests and escalations"),
+    pagerduty_url: str = typer.Option(None, "--pagerduty-url", envvar="SELFHEAL_PAGERDUTY_URL",
+                                      help="PagerDuty Events API v2 endpoint (the key: SELFHEAL_PAGERDUTY_ROUTING_KEY)"),
     runners: Path = typer.Option(None, envvar="SELFHEAL_RUNNERS", help="which runner (local, ssh, ssm) reaches which host"),
     aws_endpoint_url: str = typer.Option(None, envvar="SELFHEAL_AWS_ENDPOINT_URL", help="send every AWS call here (a local simulation)"),
     diagnoser: str = typer.Option(None, envvar="SELFHEAL_DIAGNOSER", help="rules (default) or llm (SELFHEAL_LLM_* name the model)"),
@@ -150,7 +152,7 @@ def worker_command(
     for key, value in [
         ("TEMPORAL_ADDRESS", address), ("TEMPORAL_NAMESPACE", namespace), ("SELFHEAL_TASK_QUEUE", task_queue),
         ("SELFHEAL_WHITELIST", whitelist), ("SELFHEAL_DIAGNOSIS", diagnosis), ("SELFHEAL_NOTIFY_URL", notify_url),
-        ("SELFHEAL_RUNNERS", runners), ("SELFHEAL_AWS_ENDPOINT_URL", aws_endpoint_url),
+        ("SELFHEAL_PAGERDUTY_URL", pagerduty_url), ("SELFHEAL_RUNNERS", runners), ("SELFHEAL_AWS_ENDPOINT_URL", aws_endpoint_url),
         ("SELFHEAL_DIAGNOSER", diagnoser), ("SELFHEAL_EVIDENCE", evidence), ("SELFHEAL_REDACT_PATTERNS", redact_patterns),
         ("SELFHEAL_METRICS_ADDRESS", metrics_address),
     ]:

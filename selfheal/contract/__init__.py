@@ -27,7 +27,7 @@ from selfheal.contract.audit import (
 from selfheal.contract.incident import (
     ActionRequest, Decision, Execution, Param, Alert, AlertBatch, IncidentInput, Evidence, EvidenceItem, Hypothesis,
     DiagnoseInput, Diagnosis, UnitState, WorldState, RemediationInput, RemediationResult, VerifyInput, Check,
-    Verification, Notification, EXCERPT,
+    Verification, Notification, PageEvent, EXCERPT,
 )
 from selfheal.contract.snapshot import (
     IncidentSettings, LoadPolicy, PolicySnapshot,

@@ -138,12 +138,35 @@ async def verify_remediation(inp: VerifyInput) -> Verification:
     raise NotImplementedError
 
 
+# Notifiers: one activity each, so that one channel's failure or retries never re-send or
+# hold up another's. Each answers what it delivered; a refusal a retry cannot fix (a 400)
+# fails non-retryably and is recorded. Adding one: docs/development/notifiers.md.
 @_declared
-async def notify(note: Notification) -> str:
-    """Tell people (Slack, a webhook); the answer says what was delivered."""
+async def notify_webhook(note: Notification) -> str:
+    """POST the notification as JSON to SELFHEAL_NOTIFY_URL."""
     raise NotImplementedError
 
 
+@_declared
+async def notify_slack(note: Notification) -> str:
+    """Post an approval request with buttons; update it with the outcome (``slack:CHANNEL:TS``)."""
+    raise NotImplementedError
+
+
+@_declared
+async def notify_pagerduty(note: Notification) -> str:
+    """Send ``note.page`` to PagerDuty's Events API v2, deduplicated by the incident id."""
+    raise NotImplementedError
+
+
+# Which notifier hears which notifications: a pager only what carries a page event.
+NOTIFIERS = {"webhook": notify_webhook, "slack": notify_slack, "pagerduty": notify_pagerduty}
+HEARS: dict[str, frozenset[str]] = {
+    "webhook": frozenset({"approval_requested", "reminder", "escalation", "outcome"}),
+    "slack": frozenset({"approval_requested", "outcome"}),
+    "pagerduty": frozenset({"approval_requested", "escalation", "answered", "outcome"}),
+}
+
 DECLARED = (load_policy, diagnose, model_turn, read_evidence, read_aws_evidence, assess_action, reserve_action,
             record_outcome, read_unit_state, read_world, restart_unit, rollback_ecs_service, scale_asg, reboot_instances,
-            rollback_lambda_alias, verify_remediation, notify)
+            rollback_lambda_alias, verify_remediation, notify_webhook, notify_slack, notify_pagerduty)

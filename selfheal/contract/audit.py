@@ -79,6 +79,7 @@ class NotificationRecord(Model):
     at: AwareDatetime
     delivered: bool
     detail: str = ""
+    channel: str = "webhook"  # which notifier (selfheal.contract.activities.NOTIFIERS)
 
 
 Outcome = Literal[

@@ -150,8 +150,22 @@ class Verification(Model):
     checks: list[Check] = []
 
 
+class PageEvent(Model):
+    """What an on-call pager (PagerDuty) is told with a notification. One pager alert per
+    incident (its id is the deduplication key): opened when people are needed, acknowledged
+    when a verified answer arrives, resolved when the incident ends well. The workflow
+    decides it (``workflows/paging.py``); the notifier only sends it."""
+
+    action: Literal["trigger", "acknowledge", "resolve"]
+    # Names of the worker's environment variables holding the routing keys, never the keys;
+    # "" is the worker's own SELFHEAL_PAGERDUTY_ROUTING_KEY.
+    routing_keys: list[str]
+    severity: Literal["critical", "error", "warning", "info"] = "error"
+
+
 class Notification(Model):
     incident_id: str
-    kind: Literal["approval_requested", "reminder", "escalation", "outcome"]
+    kind: Literal["approval_requested", "reminder", "escalation", "outcome", "answered"]
     summary: str
     details: dict[str, str] = {}
+    page: PageEvent | None = None  # None: no pager hears of this one

@@ -67,3 +67,9 @@ class PolicySnapshot(BaseModel):
     # The evidence configuration (hash, sources by id, what each entry may read), when the
     # worker has one; a model diagnosis reads only what it allows.
     evidence: EvidenceCatalog | None = None
+    # The notifiers this worker has configured (selfheal.contract.activities.NOTIFIERS);
+    # the webhook always runs (it says when no URL is set).
+    notifiers: list[Literal["webhook", "slack", "pagerduty"]] = ["webhook"]
+    # Page for an automatic incident that healed too (a record for teams that want one):
+    # SELFHEAL_PAGERDUTY_PAGE_AUTOMATIC.
+    page_automatic: bool = False

@@ -289,7 +289,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         metrics_free = _free(opts.host, opts.metrics_port)
         worker_settings = WorkerSettings.from_mapping(
             model_env, temporal=temporal, whitelist=str(whitelist), diagnosis=opts.diagnosis, evidence=opts.evidence,
-            metrics_address=f"{opts.host}:{opts.metrics_port}" if metrics_free else None)
+            metrics_address=f"{opts.host}:{opts.metrics_port}" if metrics_free else None,
+            ui_url=model_env.get("SELFHEAL_UI_URL") or ui_url)  # pages link to this UI
         ingress_settings = IngressSettings(
             namespace=temporal["namespace"], ui_url=ui_url, sources={s: SourceAuth(token=token) for s in ("alertmanager", "grafana", "generic")}
         )

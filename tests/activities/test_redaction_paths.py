@@ -14,7 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from selfheal.activities.aws_evidence import AwsEvidence
 from selfheal.activities.diagnose import DiagnosisRules, RuleDiagnoser
-from selfheal.activities.notify import Notifier
+from selfheal.activities.notify import Webhook, activity_of
 from selfheal.activities.runner import LocalRunner
 from selfheal.ingress.parsers import GenericPayload, from_generic
 from selfheal.contract import Alert, DiagnoseInput, Notification
@@ -91,7 +91,7 @@ def test_alert_annotations_are_redacted_at_the_ingress_labels_are_not():
 async def test_notifications_are_redacted_before_they_leave(tmp_path):
     with NotificationSink() as sink:
         async with httpx.AsyncClient() as http:
-            await ActivityEnvironment().run(Notifier(http, sink.url).notify, Notification(
+            await ActivityEnvironment().run(activity_of(Webhook(http, sink.url)), Notification(
                 incident_id="i", kind="escalation", summary="failed: password=S3cr3t-pw",
                 details={"evidence": LOG}))
     [sent] = sink.received

@@ -80,7 +80,7 @@ async def test_an_approved_drill_is_missed_executes_nothing_and_says_so(client, 
     [told] = [n for n in sink.received if n["incident_id"] == drill.id and n["kind"] == "outcome"]
     assert "approval drill" in told["summary"] and told["details"]["approvals"] == "alice: missed"
     # No act stage: the drill ran nothing but notifications, asked the governor nothing.
-    assert _activities(drill_history) == {"notify"}
+    assert _activities(drill_history) == {"notify_webhook"}
     # The real incident went its own way.
     assert real.outcome == "remediated", real.outcome_detail
     assert real.remediation.entry_id == "rollback-checkout" and "checkout" in real.remediation.detail
