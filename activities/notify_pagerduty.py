@@ -75,6 +75,8 @@ class PagerDuty:
         if self._ui_url:
             links.append({"href": f"{self._ui_url.rstrip('/')}/namespaces/{self._namespace}/workflows/{note.incident_id}",
                           "text": "the incident in the Temporal UI"})
+        if note.details.get("slack_link"):
+            links.append({"href": note.details["slack_link"], "text": "the approval request in Slack"})
         body |= {
             "payload": {"summary": summary_of(note), "source": note.details.get("service") or "selfheal",
                         "severity": page.severity, "component": note.details.get("entry") or None,

@@ -21,7 +21,10 @@ class Slack:
         try:
             if note.kind == "approval_requested":
                 posted = await self._slack.post(self._channel, note.summary, request_blocks(note.incident_id, note.details))
-                return f"slack:{posted}"
+                try:  # for a page to link to; the message is posted either way
+                    return f"slack:{posted} {await self._slack.permalink(posted)}"
+                except Exception:  # noqa: BLE001 - a link is a convenience, and a retry would post again
+                    return f"slack:{posted}"
             if note.kind == "outcome" and note.details.get("slack_message"):
                 await self._slack.update(note.details["slack_message"], note.summary,
                                          decided_blocks(note.incident_id, note.summary))

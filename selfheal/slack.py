@@ -31,6 +31,12 @@ class SlackApi:
         answer = await asyncio.to_thread(self._web.chat_postMessage, channel=channel, text=text, blocks=blocks)
         return f"{answer['channel']}:{answer['ts']}"
 
+    async def permalink(self, message: str) -> str:
+        """A link to the message (``CHANNEL:TS``) a person can open."""
+        channel, _, ts = message.partition(":")
+        answer = await asyncio.to_thread(self._web.chat_getPermalink, channel=channel, message_ts=ts)
+        return answer["permalink"]
+
     async def update(self, message: str, text: str, blocks: list[dict]) -> None:
         channel, _, ts = message.partition(":")
         await asyncio.to_thread(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)

@@ -2,37 +2,34 @@
 
 ``ApprovalDesk`` holds the approval request (notification, reminders, expiry), the
 handlers that judge approvals and rejections (updates and signals), the evidence-viewed
-signal, the ``audit`` and ``status`` queries, notifications and search attributes. The
-incident workflow adds the runbook to it; the drill workflow adds nothing that acts, so
-a drill is presented exactly as an incident is, through the same code.
+signal, the ``audit`` and ``status`` queries, and search attributes; telling people is
+``Notifying``'s (``notifying.py``). The incident workflow adds the runbook to it; the
+drill workflow adds nothing that acts, so a drill is presented exactly as an incident
+is, through the same code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from selfheal import search
     from selfheal.identity import attest
-    from selfheal.contract import (Approval, ApprovalEvent, AuditRecord, EvidenceView, Notification, NotificationRecord,
-                                 Rejection, Viewing)
+    from selfheal.contract import Approval, ApprovalEvent, AuditRecord, EvidenceView, Rejection, Viewing
     from selfheal.contract import IncidentSettings, PolicySnapshot
-    from selfheal.contract.activities import HEARS, NOTIFIERS
     from selfheal.contract.workflows import Incident
-    from selfheal.workflows.timeouts import NOTIFY_RETRY, NOTIFY_TIMEOUT
-    from selfheal.workflows import approvals, metrics, paging, ui_details
+    from selfheal.workflows import approvals, metrics, ui_details
+    from selfheal.workflows.notifying import Notifying
 
 # SelfhealStatus is written at the stages people filter incidents by. The others last
 # seconds, and the `status` query and the current details show them; each write is a
 # command and a visibility update, 12% of an approved incident's time from approval to
 # outcome (bench/approve_many.py).
 FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
-SLACK_MESSAGE = re.compile(r"slack:([^\s:;]+:[0-9.]+)")
 MAX_RECORDED_REFUSALS = 100
 # Refusals the audit keeps per name (a person, "slack:TEAM:USER", or whatever was typed):
 # one identity clicking on and on cannot crowd out everyone else's. Ten, not fewer: a
@@ -41,7 +38,7 @@ MAX_RECORDED_REFUSALS = 100
 MAX_REFUSALS_PER_IDENTITY = 10
 
 
-class ApprovalDesk:
+class ApprovalDesk(Notifying):
     """Mixed into a workflow class; ``_open_desk`` must run in its ``__init__``."""
 
     COUNTS_APPROVALS = True  # in selfheal_approval_seconds and the rubber-stamp counter
@@ -52,8 +49,7 @@ class ApprovalDesk:
     def _open_desk(self, audit: AuditRecord) -> None:
         self._audit = audit
         self._snapshot = None
-        self._pager = paging.Pager()
-        self._sending: dict[str, asyncio.Task] = {}  # per notifier, its latest send: each one's go out in order
+        self._open_notifications()
         self._rejected = False
         self._approved_by: list[str] = []
         self._nonces: set[str] = set()  # signed statements already used here
@@ -87,66 +83,6 @@ class ApprovalDesk:
 
     async def _escalate(self, summary: str) -> None:
         self._notify("escalation", summary)
-
-    # --- notifications --------------------------------------------------------------------
-    # Off the incident's path: each notifier gets its own activity, started at once, so a
-    # slow or failing channel holds up neither the incident nor another channel; one
-    # notifier's sends go out in order (a page is acknowledged after it was opened). The
-    # workflow waits for all of them before it ends (``_notified``).
-
-    def _notify(self, kind: str, summary: str, details: dict[str, str] | None = None, *, next_level: bool = False) -> None:
-        note = Notification(incident_id=self._audit.incident_id, kind=kind, summary=summary, details=details or {})
-        snapshot = self._snapshot
-        for name in (snapshot.notifiers if snapshot else ["webhook"]):
-            if kind not in HEARS[name]:
-                continue
-            if name != "pagerduty":
-                self._send(name, note)
-                continue
-            events = self._pager.events(kind, self._page_route(), outcome=self._audit.outcome, next_level=next_level,
-                                        automatic_record=bool(snapshot and snapshot.page_automatic))
-            for event in events:
-                self._send(name, note.model_copy(update={"page": event}))
-
-    def _page_route(self):
-        """Where this incident pages; None: never (a shadow entry)."""
-        decision, whitelist = self._audit.decision, self._snapshot.whitelist if self._snapshot else None
-        entry = whitelist.entry(decision.entry_id) if decision is not None and whitelist is not None else None
-        if entry is not None and entry.mode == "shadow":
-            return None
-        if whitelist is None or decision is None:
-            return paging.Paging()  # no remedy: people are needed, on the deployment's own key
-        return whitelist.paging(decision.entry_id, decision.tier)
-
-    def _send(self, name: str, note: Notification) -> None:
-        previous = self._sending.get(name)
-        self._sending[name] = asyncio.create_task(self._deliver(name, note, previous))
-
-    async def _deliver(self, name: str, note: Notification, previous: asyncio.Task | None) -> None:
-        if previous is not None:
-            await previous
-        if name == "slack" and note.kind == "outcome":
-            # The Slack message of the approval request (sent before, in order), to update.
-            posted = [m for n in self._audit.notifications if n.kind == "approval_requested" and n.channel == "slack"
-                      for m in SLACK_MESSAGE.findall(n.detail)]
-            if posted:
-                note = note.model_copy(update={"details": {**note.details, "slack_message": posted[-1]}})
-        what = f"{name}: {note.kind}" + (f" ({note.page.action})" if note.page else "")
-        try:
-            detail = await workflow.execute_activity(
-                NOTIFIERS[name], note, start_to_close_timeout=NOTIFY_TIMEOUT,
-                heartbeat_timeout=self._settings.heartbeat_timeout, retry_policy=NOTIFY_RETRY, summary=what)
-            delivered = True
-        except ActivityError as exc:
-            detail, delivered = f"not delivered: {cause_text(exc)}", False
-            metrics.undelivered(name)
-        self._audit.notifications.append(NotificationRecord(kind=note.kind, at=workflow.now(), delivered=delivered,
-                                                            detail=detail, channel=name))
-
-    async def _notified(self) -> None:
-        """Every notification handed over (or given up on): before the workflow ends."""
-        while any(not t.done() for t in self._sending.values()):
-            await asyncio.gather(*self._sending.values())
 
     # --- approvals ----------------------------------------------------------------------
     # Temporal keeps no trace of an update its validator rejects, and every refused
@@ -299,10 +235,3 @@ class ApprovalDesk:
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:
             workflow.upsert_search_attributes(list(updates))
-
-
-
-def cause_text(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc)

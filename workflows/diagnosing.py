@@ -15,7 +15,8 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract.activities import diagnose
     from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW
     from selfheal.workflows import agent_answer
-    from selfheal.workflows.approval_desk import ApprovalDesk, cause_text
+    from selfheal.workflows.approval_desk import ApprovalDesk
+    from selfheal.workflows.causes import cause_text
     from selfheal.workflows.timeouts import READ_RETRY, READ_TIMEOUT
 
 

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.contract.activities import model_turn, read_evidence
     from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW
     from selfheal.workflows.agent_loop import AgentLoop, ReadFailed, TurnFailed
-    from selfheal.workflows.approval_desk import cause_text
+    from selfheal.workflows.causes import cause_text
 
 # Timeouts, 429 and 5xx answers retry with backoff as ordinary activity retries; a refusal
 # (401, 400: a configuration problem) does not.

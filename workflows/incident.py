@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows import agent_answer, drill, metrics, requests
     from selfheal.workflows.acting import RAISED, Acting
-    from selfheal.workflows.approval_desk import cause_text
+    from selfheal.workflows.causes import cause_text
     from selfheal.workflows.diagnosing import Diagnosing
     from selfheal.workflows.requests import build_request
     from selfheal.workflows.timeouts import (

@@ -1,6 +1,6 @@
 """A loopback server that speaks Slack's Web API wire format, for tests (Slack is a paid outside service).
 
-It answers ``chat.postMessage``, ``chat.update`` and ``views.open`` as Slack does
+It answers ``chat.postMessage``, ``chat.update``, ``chat.getPermalink`` and ``views.open`` as Slack does
 (``{"ok": true, ...}``), takes posts to ``/response/<id>`` as a ``response_url``, and
 records every call so tests can assert on what selfheal sent.
 """
@@ -23,13 +23,20 @@ class FakeSlack(LoopbackHTTP):
         super().__init__()
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - slack_sdk reads (chat.getPermalink) with GET and a query
+            self.path, _, query = self.path.partition("?")
+            self._answer({k: v[0] for k, v in parse_qs(query).items()})
+
         def do_POST(self) -> None:  # noqa: N802
-            state = self.server_state
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             if "json" in (self.headers.get("Content-Type") or ""):
                 params = json.loads(raw or "{}")
             else:
                 params = {k: v[0] for k, v in parse_qs(raw).items()}
+            self._answer(params)
+
+        def _answer(self, params: dict) -> None:
+            state = self.server_state
             for key in ("blocks", "view"):
                 if isinstance(params.get(key), str):
                     params[key] = json.loads(params[key])
@@ -41,6 +48,9 @@ class FakeSlack(LoopbackHTTP):
                     answer = {"ok": True, "channel": params.get("channel", "C1"), "ts": f"{time.time():.6f}"}
                     if method == "chat.postMessage":
                         state.posted.append(answer["ts"])
+                    if method == "chat.getPermalink":
+                        answer["permalink"] = (f"https://fake.slack.test/archives/{params.get('channel')}/"
+                                               f"p{str(params.get('message_ts', '')).replace('.', '')}")
                 state.calls.append((method, params))
             else:
                 answer = {"ok": True}

@@ -197,3 +197,20 @@ async def test_a_worker_killed_while_paging_opens_no_second_alert(temporal_env, 
     assert fake.alerts == {(KEY, handle.id): "triggered"}  # one PagerDuty alert
     [page] = [n for n in record.notifications if n.channel == "pagerduty"]
     assert page.delivered and page.kind == "escalation"
+
+
+async def test_a_page_links_to_the_slack_request_it_goes_out_with(client, task_queue, tmp_path, aws_world, pagerduty, keys):
+    from tests.support.slack import FakeSlack
+
+    with FakeSlack() as slack:
+        both = paging(tmp_path, task_queue, pagerduty, keys).model_copy(update={
+            "slack_token": slack.token, "slack_channel": "C1", "slack_api_url": slack.api_url})
+        async with running_worker(client, both, aws=aws_world.clients()):
+            handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service="checkout"))
+            await wait_status(handle, "awaiting_approval")
+            await wait_for(paged(pagerduty, handle.id))
+            await handle.terminate("the test is done with it")
+    [posted] = slack.posted
+    [trigger] = [e for e in pagerduty.events if e["dedup_key"] == handle.id]
+    assert {"href": f"https://fake.slack.test/archives/C1/p{posted.replace('.', '')}",
+            "text": "the approval request in Slack"} in trigger["links"]
