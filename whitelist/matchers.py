@@ -71,3 +71,50 @@ def parse_matcher(text: str) -> Matcher:
 
 def matches_all(matchers: list[str], labels: Mapping[str, str]) -> bool:
     return all(parse_matcher(m).matches(labels) for m in matchers)
+
+
+# --- could one alert match both? (``selfheal whitelist lint``) ---------------------------------
+
+# A regular expression that is a plain alternation of literals ("a|b|c"): its values can be
+# listed, so whether it meets another matcher is decidable.
+_LITERALS = re.compile(r"[A-Za-z0-9_.:/@ -]*(?:\|[A-Za-z0-9_.:/@ -]*)*")
+_FRESH = "lint-example-value"  # a value no matcher names: what a != or !~ lets through
+
+
+def common_labels(*matcher_lists: list[str]) -> tuple[str, dict[str, str] | None]:
+    """Whether one label set could satisfy every matcher of every list:
+    ``("overlap", example)``, ``("disjoint", None)``, or ``("may", None)`` where a regular
+    expression makes it undecidable here (no value tried satisfies all, but one might)."""
+    by_label: dict[str, list[Matcher]] = {}
+    for matchers in matcher_lists:
+        for text in matchers:
+            m = parse_matcher(text)
+            by_label.setdefault(m.name, []).append(m)
+    example, undecided = {}, False
+    for name, matchers in sorted(by_label.items()):
+        candidates = ["", _FRESH]
+        complete = False  # whether the candidates cover every value that could satisfy all
+        for m in matchers:
+            if m.op == "=":
+                candidates.append(m.value)
+                complete = True
+            elif m.op == "=~" and _LITERALS.fullmatch(m.value):
+                candidates += m.value.split("|")
+                complete = True
+            elif m.op == "=~":
+                candidates += [v for v in _samples(m.value) if v]
+        found = next((v for v in candidates if all(m.matches({name: v}) for m in matchers)), None)
+        if found is None:
+            if not complete:
+                undecided = True
+            else:
+                return "disjoint", None
+        elif found:
+            example[name] = found
+    return ("may", None) if undecided else ("overlap", example)
+
+
+def _samples(pattern: str) -> list[str]:
+    """A few strings a simple regular expression is likely to match (its literal prefix)."""
+    prefix = re.match(r"[A-Za-z0-9_:/@ -]*", pattern).group(0)
+    return [prefix, prefix + "x", prefix + "0"] if prefix else []

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_diff as cli_whitelist_diff
+from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_diff as cli_whitelist_diff, whitelist_lint as cli_whitelist_lint
 
 # Locals stay out of a traceback: they hold tokens, keys and alert text.
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.",
@@ -258,6 +258,7 @@ def ingress_command(
 cli_incidents.register(app, out, err)
 cli_grants.register(whitelist_app, _load_or_exit, out, err)
 cli_whitelist_diff.register(whitelist_app, out, err)
+cli_whitelist_lint.register(whitelist_app, out, err)
 cli_governor.register(app, out, err)
 cli_replay.register(app, out, err)
 cli_review.register(app, out, err)
