@@ -30,7 +30,7 @@ from selfheal.ingress.app import create_app
 from selfheal.ingress.delivery import Delivery
 from selfheal.ingress.settings import IngressSettings
 from tests.conftest import ROOT, require
-from tests.ingress.payloads import body, grafana, incidents_for, prom_alert
+from tests.ingress.payloads import body, grafana, incidents_for, key, prom_alert
 from tests.ingress.served import serving
 from tests.support.alertmanager import Alertmanager
 from tests.workflows.helpers import LoopbackHTTP, wait_for
@@ -432,7 +432,7 @@ async def test_the_example_delivers_to_the_ingress_with_the_file_token_and_pages
 
                 async def delivered():
                     return (answered.count(("/v1/alerts/alertmanager", 202)) >= 1 and people.statuses()
-                            and await incidents_for(client, f"am-{fingerprint}"))
+                            and await incidents_for(client, key(f"am-{fingerprint}", "DemoApiDown", "demo-api")))
 
                 [incident_id] = await wait_for(delivered, timeout=15)
                 await asyncio.to_thread(am.resolve, labels)
@@ -445,7 +445,7 @@ async def test_the_example_delivers_to_the_ingress_with_the_file_token_and_pages
     assert {status for _, status in answered} == {202}
     assert set(tokens) == {"Bearer " + token_file.read_text().strip()}
     assert people.statuses() == ["firing", "resolved"]
-    assert incident_id.startswith(f"am-{fingerprint}~")
+    assert incident_id.startswith(f"demo-api.DemoApiDown.am-{fingerprint}~")  # a person reads what it is
 
 
 def test_alertmanager_reads_the_token_file_for_every_notification(tmp_path):

@@ -12,6 +12,8 @@ effect of one) and run only after the entry's governor granted a reservation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Callable, TypeVar
 
 from temporalio import activity
@@ -160,12 +162,14 @@ async def notify_pagerduty(note: Notification) -> str:
 
 
 # Which notifier hears which notifications: a pager only what carries a page event.
-NOTIFIERS = {"webhook": notify_webhook, "slack": notify_slack, "pagerduty": notify_pagerduty}
-HEARS: dict[str, frozenset[str]] = {
+# Read-only: workflow code imports them, and a module-level dict could carry state between runs.
+NOTIFIERS: Mapping[str, Callable] = MappingProxyType(
+    {"webhook": notify_webhook, "slack": notify_slack, "pagerduty": notify_pagerduty})
+HEARS: Mapping[str, frozenset[str]] = MappingProxyType({
     "webhook": frozenset({"approval_requested", "reminder", "escalation", "outcome"}),
     "slack": frozenset({"approval_requested", "outcome"}),
     "pagerduty": frozenset({"approval_requested", "escalation", "answered", "outcome"}),
-}
+})
 
 DECLARED = (load_policy, diagnose, model_turn, read_evidence, read_aws_evidence, assess_action, reserve_action,
             record_outcome, read_unit_state, read_world, restart_unit, rollback_ecs_service, scale_asg, reboot_instances,
