@@ -11,6 +11,7 @@ hypothesis holds and proposes this whitelist entry.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from selfheal.activities.heartbeat import heartbeating
@@ -32,6 +32,7 @@ from selfheal.whitelist.durations import PositiveDuration
 from selfheal.whitelist.matchers import matches_all, parse_matcher
 from selfheal.whitelist.reviewed import load_reviewed
 
+log = logging.getLogger(__name__)
 MAX_EVIDENCE_LINES = 20
 
 
@@ -95,6 +96,11 @@ class RuleDiagnoser:
     @implements(declared.diagnose)
     @heartbeating
     async def diagnose(self, inp: DiagnoseInput) -> Diagnosis:
+        return await self.diagnosis(inp)
+
+    async def diagnosis(self, inp: DiagnoseInput) -> Diagnosis:
+        """The diagnosis itself; ``read_source`` reads each signature's lines (a subclass
+        serves them from elsewhere: ``selfheal whitelist test`` from its cases file)."""
         firing = [a for a in inp.alerts if a.status == "firing"] or inp.alerts
         since = min(a.starts_at for a in firing) - self._rules.lookback
         cache: dict[str, list[str] | str] = {}
@@ -104,14 +110,14 @@ class RuleDiagnoser:
             if not any(matches_all(sig.match, a.labels) for a in firing):
                 continue
             evidence = [Evidence(source="labels", lines=self._redact.lines(_label_lines(firing)))]
-            source, lines = await self._read(sig, since, cache)
+            source, lines = await self.read_source(sig, since, cache)
             if source is not None and isinstance(lines, str):
                 unavailable.append(f"{source}: {lines}")
                 continue
             if source is not None:
                 hits = [line for line in lines if re.search(sig.pattern or "", line)]
                 if not hits:
-                    activity.logger.info("signature %s: no line in %s matches", sig.id, source)
+                    log.info("signature %s: no line in %s matches", sig.id, source)
                     continue
                 evidence.append(Evidence(source=source, lines=self._redact.lines(hits[-MAX_EVIDENCE_LINES:])))
             if sig.aws_evidence and sig.propose:
@@ -162,7 +168,7 @@ class RuleDiagnoser:
                               for source, lines in by_source.items()]
         return cache[key]
 
-    async def _read(self, sig: Signature, since, cache: dict) -> tuple[str | None, list[str] | str]:
+    async def read_source(self, sig: Signature, since, cache: dict) -> tuple[str | None, list[str] | str]:
         """The log lines of the signature's source, or a string saying why they could not be read."""
         if sig.journal:
             key = f"journal:{sig.journal.host}:{sig.journal.unit}"

@@ -36,7 +36,8 @@ SHELL_BLOCKS = {"", "console", "sh", "shell", "bash", "shell-session"}
 SELFHEAL = re.compile(r"^(?:selfheal|\.venv/bin/selfheal|/\S*/bin/selfheal)$")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Commands that read only local files and reach nothing: the docs' lines for them are run.
-RUNNABLE = {("whitelist", name) for name in ("check", "explain", "diff", "iam-policy", "sudoers", "ssm-documents")}
+RUNNABLE = {("whitelist", name) for name in ("check", "explain", "diff", "lint", "test", "iam-policy", "sudoers",
+                                             "ssm-documents")}
 
 
 def doc_pages() -> list[Path]:
@@ -293,7 +294,7 @@ def _runnable(shown: Shown) -> list[str] | None:
     operands = [w for w in words[2:] if not w.startswith("-")]
     if any(("/" in w or w.endswith((".yaml", ".yml"))) and not (ROOT / w).is_file() for w in operands):
         return None  # a file of the reader's (bad.yaml, /tmp/old.yaml, ssm/)
-    if "--out" in words:
+    if "--out" in words or "--junit" in words:
         return None  # writes files
     return words
 

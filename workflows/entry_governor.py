@@ -11,8 +11,8 @@ It holds the entry's executions (rate limits, cooldowns), the targets claimed fo
 autonomous action, and the failures (failure memory); the deployment's
 ``GovernorWorkflow`` holds the pauses and breakers, which the caller reads (its
 ``brake`` query) and hands in with each decision. The policy itself
-(``selfheal.whitelist.decide``) stays pure: this workflow hands it its state as a
-``GovernorView``.
+(``selfheal.whitelist.decide``) stays pure, and so does the governor's decision
+(``governed.governed_decision``, which ``selfheal whitelist test`` calls too).
 
 What an update carries is what the decision needs: the whitelist's hash and the request.
 The whitelist itself (``Whitelist.for_entry``: tiers, groups, the entry; its size does not
@@ -41,10 +41,10 @@ with workflow.unsafe.imports_passed_through():
         BREAKER, ENTRY_GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Assess, Assessed, EntryGovernor, EntryState, EntryStatus,
         Learn, Outcome, Reserve, Reserved,
     )
-    from selfheal.whitelist import Decision, Execution, Whitelist, decide
+    from selfheal.whitelist import Decision, Execution, Whitelist
     from selfheal.whitelist.durations import format_duration
-    from selfheal.whitelist.vocabulary import Act, GovernorView
-    from selfheal.workflows import agent_answer
+    from selfheal.whitelist.vocabulary import Act
+    from selfheal.workflows.governed import governed_decision
 
 RETAIN = timedelta(days=30)  # nothing older counts against any sensible window
 KEEP_POLICIES = 16  # whitelists known by hash across continue-as-new; an older one is learned again
@@ -166,15 +166,9 @@ class EntryGovernorWorkflow:
         policy = self._policy(inp.whitelist_sha256)
         if policy is None:
             return Decision.deny(entry_id, "unknown_entry", f"whitelist {inp.whitelist_sha256[:12]} has no entry {entry_id!r}")
-        now = workflow.now()
-        view = GovernorView(
-            autonomous=[a for a in self._state.autonomous if a.incident_id != inp.incident_id],
-            failures=[f for f in self._state.failures if f.incident_id != inp.incident_id],
-            breaker=inp.brake.breaker,
-            paused=[h for h in inp.brake.paused if h.active(now)],
-        )
-        executions = [e for e in self._state.executions if e.incident_id != inp.incident_id]
-        return agent_answer.raised(decide(policy, inp.request, executions, now, view), policy, inp.raised_by)
+        return governed_decision(policy, inp.request, incident_id=inp.incident_id, now=workflow.now(),
+                                 executions=self._state.executions, autonomous=self._state.autonomous,
+                                 failures=self._state.failures, brake=inp.brake, raised_by=inp.raised_by)
 
     def _withdraw(self, incident_id: str, key: str) -> None:
         earlier = self._state.reservations.pop(key, None)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_diff as cli_whitelist_diff, whitelist_lint as cli_whitelist_lint
+from selfheal.cli import governor as cli_governor, grants as cli_grants, incidents as cli_incidents, replay as cli_replay, review as cli_review, whitelist_check as cli_whitelist_check, whitelist_diff as cli_whitelist_diff, whitelist_lint as cli_whitelist_lint, whitelist_test as cli_whitelist_test
 
 # Locals stay out of a traceback: they hold tokens, keys and alert text.
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Self-healing, not self-governing.",
@@ -24,7 +23,7 @@ def _everywhere(debug: bool = typer.Option(
     if debug:  # read where failures are explained (selfheal.cli.common.debugging); processes started inherit it
         os.environ["SELFHEAL_DEBUG"] = "1"
 
-whitelist_app = typer.Typer(no_args_is_help=True, help="Check and explain whitelist files.")
+whitelist_app = typer.Typer(no_args_is_help=True, help="Check, explain, lint, test and compare whitelist files; print the grants they need.")
 app.add_typer(whitelist_app, name="whitelist")
 
 # Piped output is read by scripts and CI logs, not a narrow terminal: don't truncate ids.
@@ -57,62 +56,6 @@ def connection_env(env: dict[str, str], **given) -> dict[str, str]:
         if value is not None:
             env[CONNECTION_FLAGS[name][0]] = str(value)
     return env
-
-
-def _load_or_exit(path: Path):
-    from selfheal.whitelist import WhitelistError, load_whitelist
-
-    try:
-        return load_whitelist(path)
-    except WhitelistError as exc:
-        for line in exc.lines():
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
-        err.print(f"{len(exc.problems)} problem(s); the whitelist was refused.", markup=False, highlight=False)
-        raise typer.Exit(2) from None  # 2: the input is wrong (1 is whitelist diff's "widens")
-
-
-@whitelist_app.command("check")
-def whitelist_check(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
-    """Validate a whitelist; print its entries, or every problem as PATH:LINE: field: message."""
-    from selfheal.whitelist.durations import format_duration
-    from selfheal.whitelist.explain import drills_words, needs_words, tier_words
-    from selfheal.whitelist.policy import target_of
-
-    loaded = _load_or_exit(path)
-    wl = loaded.whitelist
-    table = Table(title=f"{path} — {len(wl.entries)} entries, sha256 {loaded.sha256[:12]}")
-    for column in ("id", "kind", "mode", "target", "blast radius", "needs", "alone on / failures"):
-        table.add_column(column, overflow="fold")
-    for entry in wl.entries:
-        target = ", ".join(f"{k}={v}" for k, v in target_of(entry).items())
-        guard = (f"{entry.autonomy.max_targets} per {format_duration(entry.autonomy.window)}, then "
-                 f"{wl.escalation_tier(entry.id)}; breaker at {entry.breaker.failures} in "
-                 f"{format_duration(entry.breaker.window)}")
-        mode = "SHADOW (never runs)" if entry.mode == "shadow" else "active"
-        table.add_row(entry.id, entry.kind, mode, target, entry.blast_radius, needs_words(wl, entry), guard)
-    out.print(table)
-    tiers = Table(title="tiers: who must agree, and how")
-    for column in ("tier", "approvals", "how an approval counts"):
-        tiers.add_column(column, overflow="fold")
-    for name, tier in wl.tiers.items():
-        tiers.add_row(name, str(tier.approvals), tier_words(tier) if tier.approvals else "runs automatically")
-    out.print(tiers)
-    out.print(f"Drills: {drills_words(wl)}.", markup=False, highlight=False)
-
-
-@whitelist_app.command("explain")
-def whitelist_explain(
-    path: Path = typer.Argument(..., help="the whitelist YAML file"),
-    entry_id: str = typer.Argument(..., help="the entry's id"),
-) -> None:
-    """Say in plain words what one entry allows, on what, within which bounds, and who must approve."""
-    from selfheal.whitelist.explain import explain
-
-    wl = _load_or_exit(path).whitelist
-    if wl.entry(entry_id) is None:
-        err.print(f"{path}: no entry with id {entry_id!r}; entries: {', '.join(e.id for e in wl.entries)}", markup=False)
-        raise typer.Exit(2)
-    out.print(explain(wl, entry_id), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("worker")
@@ -256,9 +199,11 @@ def ingress_command(
 
 
 cli_incidents.register(app, out, err)
-cli_grants.register(whitelist_app, _load_or_exit, out, err)
+cli_whitelist_check.register(whitelist_app, out, err)
+cli_grants.register(whitelist_app, lambda path: cli_whitelist_check.load_or_exit(path, err), out, err)
 cli_whitelist_diff.register(whitelist_app, out, err)
 cli_whitelist_lint.register(whitelist_app, out, err)
+cli_whitelist_test.register(whitelist_app, out, err)
 cli_governor.register(app, out, err)
 cli_replay.register(app, out, err)
 cli_review.register(app, out, err)
