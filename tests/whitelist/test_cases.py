@@ -25,7 +25,7 @@ def selfheal(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_the_demo_cases_pass():
     ran = selfheal(CASES)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert ran.stdout.strip().endswith("12 case(s): 12 passed, 0 failed — SUCCESS")
+    assert ran.stdout.strip().endswith("13 case(s): 13 passed, 0 failed — SUCCESS")
 
 
 @pytest.mark.parametrize("change, before, after, case, diff", [
@@ -59,7 +59,7 @@ def test_json_and_junit_say_the_same_to_machines(tmp_path):
     [failed] = [r for r in doc["results"] if not r["ok"]]
     assert failed["failures"][0] == {"field": "decision", "expected": "deny", "got": "needs_approval"}
     suite = ElementTree.parse(report).getroot()
-    assert (suite.get("tests"), suite.get("failures")) == ("12", "1")
+    assert (suite.get("tests"), suite.get("failures")) == ("13", "1")
     [failure] = suite.iter("failure")
     assert "decision: expected \"deny\", got \"needs_approval\"" in failure.text
 
