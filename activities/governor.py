@@ -183,10 +183,16 @@ class GovernorActivities:
         entry_id = inp.request.entry_id
         current = await self._current(entry_id)
         assess = Assess(whitelist_sha256=inp.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
-                        raised_by=inp.raised_by, brake=current.brake, reserve_under=current.whitelist_sha256,
+                        raised_by=inp.raised_by, brake=current.brake, reserve=bool(current.whitelist_sha256),
+                        reserve_under="" if current.whitelist_sha256 == inp.whitelist_sha256 else current.whitelist_sha256,
                         idempotency_key=inp.idempotency_key)
-        return await self._entry_update(entry_id, EntryGovernor.ASSESS, assess, Assessed,
-                                        {inp.whitelist_sha256: inp.policy, current.whitelist_sha256: current.policy})
+        assessed = await self._entry_update(entry_id, EntryGovernor.ASSESS, assess, Assessed,
+                                            {inp.whitelist_sha256: inp.policy, current.whitelist_sha256: current.policy})
+        if assessed.reserved is not None:  # what the governor said once, the incident records in full
+            assessed.reserved = assessed.reserved.model_copy(update={
+                "decision": assessed.reserved.decision or assessed.decision,
+                "whitelist_sha256": assess.reservation_sha256()})
+        return assessed
 
     @implements(declared.reserve_action)
     @heartbeating
@@ -202,8 +208,9 @@ class GovernorActivities:
         reserve = Reserve(whitelist_sha256=current.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
                           raised_by=inp.raised_by, brake=current.brake, idempotency_key=inp.idempotency_key,
                           approved_by=inp.approved_by)
-        return await self._entry_update(entry_id, EntryGovernor.RESERVE, reserve, Reserved,
-                                        {current.whitelist_sha256: current.policy})
+        reserved = await self._entry_update(entry_id, EntryGovernor.RESERVE, reserve, Reserved,
+                                            {current.whitelist_sha256: current.policy})
+        return reserved.model_copy(update={"whitelist_sha256": reserve.whitelist_sha256})  # recorded in full
 
     @implements(declared.record_outcome)
     @heartbeating

@@ -119,14 +119,18 @@ class Whitelist(Strict):
         return WhitelistExcerpt(**{**self._fields(), "entries": keep}, omitted=len(self.entries) - len(keep))
 
     def for_entry(self, entry_id: str) -> "Whitelist | None":
-        """What deciding on ``entry_id`` needs of this whitelist, and nothing else: its
-        tiers, the groups it names and the entry (no other entries, no identities, no
+        """What deciding on ``entry_id`` needs of this whitelist, and nothing else: the
+        tiers it can reach, the groups it names and the entry (no other entries, no identities, no
         drills). Its size does not grow with the whitelist, so the governor can be told it
         with every decision's first use. None when there is no such entry."""
         entry = self.entry(entry_id)
         if entry is None:
             return None
-        return Whitelist(**{**self._fields(), "groups": {g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
+        # Only the tiers a decision on it can reach: its own, the one a raise asks for, and
+        # the one autonomy escalates to (each is still the first of its kind in file order).
+        reach = {entry.blast_radius, self.approving_tier(), self.escalation_tier(entry_id)}
+        return Whitelist(**{**self._fields(), "tiers": {n: t for n, t in self.tiers.items() if n in reach},
+                            "groups": {g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
                             "people": {}, "attestation_keys": [], "drills": Drills(), "entries": [entry]})  # plain, also from an excerpt
 
     def _fields(self) -> dict:

@@ -83,15 +83,17 @@ class EntryGovernorWorkflow:
         earlier = self._state.assessed.get(inp.incident_id)
         if earlier is not None:
             return earlier  # a retried assessment is the same decision
-        for sha256 in filter(None, (inp.whitelist_sha256, inp.reserve_under)):
+        for sha256 in filter(None, (inp.whitelist_sha256, inp.reserve and inp.reservation_sha256())):
             self._policy(sha256)  # both known before anything changes, or the caller teaches first
         assessed = Assessed(decision=self._decide(inp))
         if assessed.decision.kind == "auto":
             # Claimed now, before acting: a concurrent incident's assessment counts it.
             self._state.autonomous.append(
                 Act(targets=assessed.decision.targets, at=workflow.now(), incident_id=inp.incident_id))
-            if inp.reserve_under:
-                assessed.reserved = self._reserve(Reserve(**{**inp.model_dump(), "whitelist_sha256": inp.reserve_under}))
+            if inp.reserve:
+                reserved = self._reserve(Reserve(**{**inp.model_dump(), "whitelist_sha256": inp.reservation_sha256()}))
+                same = reserved.decision == assessed.decision  # said once: the activity puts it back
+                assessed.reserved = reserved.model_copy(update={"decision": None}) if same else reserved
         self._state.assessed[inp.incident_id] = assessed
         return assessed
 
@@ -107,14 +109,14 @@ class EntryGovernorWorkflow:
         earlier = self._state.reservations.get(inp.idempotency_key)
         if earlier is not None and (allowed or not earlier.autonomous):
             # The same execution, not a second: a retried reservation, or one approved since.
-            return Reserved(granted=True, decision=decision, execution=earlier, whitelist_sha256=inp.whitelist_sha256)
+            return Reserved(granted=True, decision=decision, execution=earlier)
         if not allowed:
             # Denied, or the tier rose and people decide again: this incident no longer
             # acts alone, so its claim stops counting against other targets. An autonomous
             # reservation it held never ran (the executor refused it at the brake, or the
             # incident had not reached the executor): it is withdrawn.
             self._withdraw(inp.incident_id, inp.idempotency_key)
-            return Reserved(granted=False, decision=decision, whitelist_sha256=inp.whitelist_sha256)
+            return Reserved(granted=False, decision=decision)
         now = workflow.now()
         execution = Execution(entry_id=inp.request.entry_id, started_at=now, incident_id=inp.incident_id,
                               targets=decision.targets, autonomous=not approved)
@@ -122,7 +124,7 @@ class EntryGovernorWorkflow:
         if execution.autonomous and not any(a.incident_id == inp.incident_id for a in self._state.autonomous):
             self._state.autonomous.append(Act(targets=decision.targets, at=now, incident_id=inp.incident_id))
         self._state.reservations[inp.idempotency_key] = execution
-        return Reserved(granted=True, decision=decision, execution=execution, whitelist_sha256=inp.whitelist_sha256)
+        return Reserved(granted=True, decision=decision, execution=execution)
 
     @workflow.update(name=EntryGovernor.RECORD_OUTCOME)
     def record_outcome(self, outcome: Outcome) -> str:

@@ -206,11 +206,17 @@ class Assess(Message):
     # people never claims autonomy first.
     raised_by: list[str] = []
     brake: Brake = Brake()  # the deployment governor's, read just before this update
-    # With an assessment: the deployment's current whitelist. An automatic decision is then
-    # reserved at once, decided again under it: nothing but a read of the target stands
-    # between it and the executor, which checks the brake once more.
+    # With an assessment: reserve an automatic decision at once, decided again under the
+    # deployment's current whitelist: nothing but a read of the target stands between it and
+    # the executor, which checks the brake once more. ``reserve_under`` names that whitelist
+    # when it is not the incident's own (``whitelist_sha256``): a fleet makes many
+    # decisions, and a governor's history holds every byte of each.
+    reserve: bool = False
     reserve_under: str = ""
     idempotency_key: str = ""
+
+    def reservation_sha256(self) -> str:
+        return self.reserve_under or self.whitelist_sha256
 
 
 class Reserve(Assess):
@@ -237,9 +243,13 @@ class ReserveInput(AssessInput):
 
 class Reserved(Message):
     granted: bool
-    decision: Slim[Decision]  # the decision made right before acting; when not granted, why
+    # The decision made right before acting; when not granted, why. The governor leaves it
+    # out of an assessment's reservation when it is the assessment's own decision, and
+    # leaves out the whitelist it was asked under: the activity puts both back, so an
+    # incident always records them.
+    decision: Slim[Decision] | None = None
     execution: Slim[Execution] | None = None
-    whitelist_sha256: str  # the whitelist that decision was made under
+    whitelist_sha256: str = ""  # the whitelist that decision was made under
 
 
 class Assessed(Message):

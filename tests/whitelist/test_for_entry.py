@@ -1,0 +1,50 @@
+"""``Whitelist.for_entry`` (what an entry's governor holds) decides exactly as the whole file
+does: the tiers it leaves out are ones no decision on that entry can reach (issue 21)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from selfheal.contract.governor import Brake
+from selfheal.whitelist import ActionRequest, Execution, load_whitelist_bytes, target_of
+from selfheal.whitelist.vocabulary import Act, Hold
+from selfheal.workflows.governed import governed_decision
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
+# Tiers in an order where "first of the highest" and "first of the lowest that needs
+# someone" are easy to get wrong, and an entry that escalates to a tier of its own choice.
+TIERED = (ROOT / "deploy/demo/whitelist.yaml").read_text().replace(
+    "tiers:\n", "tiers:\n  canary: { approvals: 1 }\n  audit: { approvals: 2 }\n", 1).replace(
+    "    blast_radius: fleet\n", "    blast_radius: fleet\n    autonomy: { escalate_to: audit }\n", 1)
+
+
+def states(entry_id: str, targets: list[str]):
+    yield "nothing", dict(executions=[], autonomous=[], failures=[])
+    yield "busy", dict(executions=[Execution(entry_id=entry_id, started_at=NOW - timedelta(minutes=m), incident_id=f"e{m}",
+                                             targets=targets) for m in (5, 20, 40)], autonomous=[], failures=[])
+    yield "alone elsewhere", dict(executions=[], failures=[], autonomous=[
+        Act(targets=[f"other-{n}"], at=NOW - timedelta(minutes=1), incident_id=f"a{n}") for n in range(6)])
+    yield "failed before", dict(executions=[], autonomous=[], failures=[
+        Act(targets=targets, at=NOW - timedelta(hours=1), incident_id="f", note="verification_failed")])
+    yield "breaker", dict(executions=[], autonomous=[], failures=[],
+                          brake=Brake(breaker=Hold(by="breaker", at=NOW, reason="3 failures")))
+    yield "paused", dict(executions=[], autonomous=[], failures=[],
+                         brake=Brake(paused=[Hold(by="bob", at=NOW, reason="config push")]))
+    yield "a model chose", dict(executions=[], autonomous=[], failures=[], raised_by=["the model chose the parameters"])
+
+
+@pytest.mark.parametrize("text", [(ROOT / "deploy/demo/whitelist.yaml").read_text(), TIERED], ids=["demo", "more tiers"])
+def test_an_entrys_excerpt_decides_as_the_whole_file(text):
+    whole = load_whitelist_bytes(text.encode()).whitelist
+    for entry in whole.entries:
+        request = ActionRequest(entry_id=entry.id, target=target_of(entry), params={})
+        for name, state in states(entry.id, ["localhost"]):
+            full = governed_decision(whole, request, incident_id="now", now=NOW, **state)
+            excerpt = governed_decision(whole.for_entry(entry.id), request, incident_id="now", now=NOW, **state)
+            assert excerpt == full, (entry.id, name)
+        assert set(whole.for_entry(entry.id).tiers) <= set(whole.tiers)
+    assert len(whole.for_entry(whole.entries[0].id).tiers) < len(whole.tiers)  # it does leave some out
