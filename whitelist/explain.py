@@ -129,4 +129,15 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
         checks.append("the alert resolves")
     lines.append(f"  Verified by: {'; '.join(checks)}, within {format_duration(entry.verify.timeout)}.")
     lines.append(f"  Drills:      {drills_words(whitelist)}.")
+    if not shadow:
+        lines.append(f"  Pages:       {paging_words(whitelist, entry)}.")
     return "\n".join(lines)
+
+
+def paging_words(whitelist, entry) -> str:
+    """Where the entry's incidents page on-call, when the worker pages (PagerDuty)."""
+    route = whitelist.paging(entry.id, entry.blast_radius)
+    key = f"the routing key in ${route.routing_key_env}" if route.routing_key_env else "the worker's own routing key"
+    upper = (f"; unanswered at the escalation time, also the key in ${route.escalate_to_env}"
+             if route.escalate_to_env else "")
+    return f"{key}, severity {route.severity}{upper}"

@@ -53,7 +53,8 @@ def test_check_and_explain_show_every_field_that_changes_authority(tmp_path: Pat
     """A reviewer sees who must agree and how (channels, confirmation, fast approvals), what
     may run alone and when that stops, the drills, and that a shadow entry never runs."""
     text = DEMO.read_text()
-    text = text.replace("  service:  { approvals: 1 }", "  service: {approvals: 1, confirm: true, min_review: 2m, channels: [ssh, unverified]}")
+    text = text.replace("  service:  { approvals: 1 }", "  service: {approvals: 1, confirm: true, min_review: 2m, channels: [ssh, unverified], "
+                                                        "paging: {routing_key_env: PD_CHECKOUT, escalate_to_env: PD_LEADS}}")
     text = text.replace("  - id: scale-queue-workers\n", "  - id: scale-queue-workers\n    mode: shadow\n")
     assert "confirm: true" in text and "mode: shadow" in text
     text += "drills: {rate: 0.1}\n"
@@ -71,8 +72,11 @@ def test_check_and_explain_show_every_field_that_changes_authority(tmp_path: Pat
     for said in ("counted through ssh, unverified (a typed name counts here: it proves nothing)",
                  "each approval repeats the exact target (--confirm)",
                  "an approval within 2m of the request is flagged as fast",
-                 "Autonomy:    alone on at most", "open the breaker", "Drills:      10% of approval requests"):
+                 "Autonomy:    alone on at most", "open the breaker", "Drills:      10% of approval requests",
+                 "Pages:       the routing key in $PD_CHECKOUT, severity error; unanswered at the escalation time, "
+                 "also the key in $PD_LEADS"):
         assert said in service.stdout, said
+    assert "Pages:" not in shadow.stdout  # a shadow entry never pages
 
 
 def test_a_generator_that_produces_nothing_says_why(tmp_path: Path):
