@@ -113,6 +113,21 @@ def test_gauges_keep_the_last_value_and_attribute_values_become_strings(bridge):
     assert value(found, "selfheal_test_slots", worker_type="WorkflowWorker", eager="false") == 1
 
 
+def test_label_pairs_remembered_per_attribute_set_stay_right_past_the_cache_bound(bridge, monkeypatch):
+    # Labels are worked out once per attribute set the SDK hands out; the cache is bounded
+    # and a set seen again after it was cleared still lands in its own series.
+    monkeypatch.setattr("selfheal.metrics.LABEL_CACHE", 3)
+    counter = bridge.runtime.metric_meter.create_counter("selfheal_test_cached", "cached")
+    for round_ in range(3):
+        for i in range(5):
+            counter.add(i + 1, {"entry": f"e{i}", "flag": bool(i % 2)})
+        assert bridge.drain() == 5
+    assert len(bridge._label_cache) <= 3
+    found = samples(generate_latest(bridge.registry))
+    for i in range(5):
+        assert value(found, "selfheal_test_cached_total", entry=f"e{i}", flag=str(bool(i % 2)).lower()) == 3 * (i + 1)
+
+
 def test_one_metric_may_carry_different_attribute_sets(bridge):
     # The SDK does this itself: temporal_request has task_queue on some operations only.
     counter = bridge.runtime.metric_meter.create_counter("selfheal_test_requests", "requests")
