@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
                                  Verification, VerifyInput, WorldState)
     from selfheal.contract import LoadPolicy, PolicySnapshot
     from selfheal.workflows import timeouts as wf
-    from selfheal.workflows.approval_desk import NOTIFY_RETRY, NOTIFY_TIMEOUT
+    from selfheal.workflows.timeouts import NOTIFY_RETRY, NOTIFY_TIMEOUT
     from selfheal.contract.governor import Assessed, AssessInput, Reserved, ReserveInput
 
 

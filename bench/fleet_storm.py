@@ -34,7 +34,12 @@ What it does, all on loopback, on free ports:
 5. The storm: N alerts (one per service, naming its instance) posted concurrently to the
    generic ingress endpoint. Waits for every incident's outcome and reads its history: alert
    post -> the executor activity (``reboot_instances``) started.
-6. The baseline again; the median of the two is the one the ratio uses.
+6. The baseline again; the median of the two is the one the ratio uses. Each baseline
+   also runs N bare workflows of the incident's own activities with the same inputs
+   (bench/bare_aws.py ``BareAwsAutomatic``, all at once, served by selfheal's worker code in
+   this process on a task queue of its own, so entry governors of their own): the second
+   ratio, storm / same activities, is what selfheal's workflows add over the same work
+   (the simulated AWS and the governors' updates run on the same cores in both).
 7. The governor: every run of every workflow whose id starts with ``selfheal-governor``
    (continued-as-new runs included): bytes of history grown during the storm per decision,
    events that carried a whole whitelist (over 50 KB) counted apart, and the longest
@@ -183,9 +188,17 @@ def write_config(out: Path, n: int, entries: int, root: Path = ROOT) -> tuple[Pa
 # --- processes ---------------------------------------------------------------------------
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: held open together while chosen, or the kernel may hand
+    the same one out twice (it did: dev's Temporal and ingress ports collided)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def selfheal_argv() -> list[str]:
@@ -246,7 +259,7 @@ class Dev:
 
     def __init__(self, data: Path, whitelist: Path, rules: Path, source: "Source"):
         self.data = data
-        self.ports = {"temporal": free_port(), "ui": free_port(), "ingress": free_port(), "aws": free_port()}
+        self.ports = dict(zip(("temporal", "ui", "ingress", "aws"), free_ports(4)))
         env = {k: v for k, v in os.environ.items()
                if not (k.startswith("SELFHEAL_LLM_") or k in ("SELFHEAL_DIAGNOSER", "SELFHEAL_DEV_TOKEN"))} | source.env
         self.stderr = (data.parent / "dev.err").open("w")
@@ -602,9 +615,11 @@ def automatic_input(loaded, i: int, instance: str, wid: str):
         note=Notification(incident_id=wid, kind="outcome", summary=f"{entry.id}: remediated"))
 
 
-async def baseline_same_activities(dev: Dev, rules: Path, instances: list[str], k: int, gap: float = 0.0) -> dict:
+async def baseline_same_activities(dev: Dev, rules: Path, instances: list[str], k: int, gap: float = 0.0,
+                                   at_once: bool = False) -> dict:
     """K bare workflows that run an automatic incident's activities (bench/bare_aws.py
-    ``BareAwsAutomatic``), one after the other as in ``sequential``: start -> executor started."""
+    ``BareAwsAutomatic``): one after the other as in ``sequential``, or all at once as in
+    the storm (``at_once``); start -> executor started, and when the last one started."""
     from bare_aws import BareAwsAutomatic
 
     from selfheal import connection
@@ -613,23 +628,31 @@ async def baseline_same_activities(dev: Dev, rules: Path, instances: list[str], 
     loaded = load_whitelist(dev.data / "whitelist.yaml")
     client = await connection.connect(connection.from_address(dev.temporal))  # selfheal's data converter
     async with in_process_worker(dev, rules, [BareAwsAutomatic]) as queue:
-        started = []
-        for i in range(k):
+        t0 = time.time()
+
+        async def start(i: int):
             wid = f"bare-auto-{queue}-{i:03d}"
             sent = time.time()
             handle = await client.start_workflow(BareAwsAutomatic.run, automatic_input(loaded, i, instances[i], wid), id=wid,
                                                  task_queue=queue)
-            await executor_started(handle, EXECUTOR_ACTIVITY, time.time() + 120)
-            await asyncio.sleep(gap)
-            started.append((sent, handle))
+            if not at_once:
+                await executor_started(handle, EXECUTOR_ACTIVITY, time.time() + 120)
+                await asyncio.sleep(gap)
+            return sent, handle
+
+        started = (await asyncio.gather(*(start(i) for i in range(k))) if at_once
+                   else [await start(i) for i in range(k)])
         await asyncio.gather(*(h.result() for _, h in started))
     histories = await gather_limited(20, (h.fetch_history() for _, h in started))
-    to_exec, parts = [], []
+    to_exec, exec_at, parts = [], [], []
     for (sent, _), history in zip(started, histories):
         events = list(history.events)
         parts.append(breakdown(events, sent, EXECUTOR_ACTIVITY))
-        to_exec.append(activity_starts(events)[EXECUTOR_ACTIVITY][0] - sent)
+        at = activity_starts(events)[EXECUTOR_ACTIVITY][0]
+        to_exec.append(at - sent)
+        exec_at.append(at)
     return {"start_to_executor_p50_s": pct(to_exec, 50), "start_to_executor_p90_s": pct(to_exec, 90),
+            "start_to_executor_p95_s": pct(to_exec, 95), "last_executor_s": max(exec_at) - t0,
             "start_to_executor_samples_s": to_exec, "breakdown_p50_s": median_breakdown(parts)}
 
 
@@ -890,6 +913,12 @@ def report(res: dict) -> str:
                  f"{fmt(bm['start_to_executor_p50_s'])}, p95 {fmt(bm['start_to_executor_p95_s'])}")
     partial = "" if s["acted"] == s["alerts"] else f"  (only {s['acted']}/{s['alerts']} acted: not comparable)"
     lines.append(f"  ratio storm last acted / bare last finished: {fmt(res['ratio'], 'x', 2)}{partial}")
+    for label, x in zip(("before", "after"), res["same_activities"]):
+        lines.append(f"  same activities {label} (bench/bare_aws.py, all at once): last executor started "
+                     f"{fmt(x['last_executor_s'])}, start -> executor p50 {fmt(x['start_to_executor_p50_s'])}, "
+                     f"p95 {fmt(x['start_to_executor_p95_s'])}")
+    lines.append(f"  ratio storm last acted / same activities' last executor started (median of both): "
+                 f"{fmt(res['ratio_same_activities'], 'x', 2)}{partial}")
     return "\n".join(lines + governor_lines(res.get("governor", {})) + dev_lines(res))
 
 
@@ -950,7 +979,8 @@ async def run(args, tmp: Path) -> dict:
         async def measure_baselines() -> dict:
             """No-op bare workflows; for --sequential, also bare workflows of the same activities."""
             if not args.sequential:
-                return {"bare": await baseline(client, args.n)}
+                return {"bare": await baseline(client, args.n),
+                        "same": await baseline_same_activities(dev, rules, instances, args.n, at_once=True)}
             return {"bare": await baseline(client, args.sequential, one_by_one=True, gap=args.gap),
                     "same": await baseline_same_activities(dev, rules, instances, args.sequential, args.gap)}
 
@@ -989,6 +1019,10 @@ async def run(args, tmp: Path) -> dict:
         res["baseline_median"] = median = {k: statistics.median(b[k] for b in baselines)
                                            for k, v in baselines[0].items() if isinstance(v, (int, float))}
         res["ratio"] = measured["last_acted_s"] / median["last_finished_s"] if measured["last_acted_s"] else None
+        res["same_activities"] = same = [before["same"], after["same"]]
+        res["same_activities_last_executor_s"] = statistics.median(x["last_executor_s"] for x in same)
+        res["ratio_same_activities"] = (measured["last_acted_s"] / res["same_activities_last_executor_s"]
+                                        if measured["last_acted_s"] else None)
     return res
 
 
