@@ -32,7 +32,7 @@ from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.contract.governor import (
     BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
     Brake, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
-    Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id,
+    Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id, reservation_key,
 )
 
 BUSY_BACKOFF_FIRST = 0.05  # seconds
@@ -140,6 +140,11 @@ class BrakeReader:
         remember("brake", "passed")
 
 
+def _unless_derived(inp: AssessInput) -> str:
+    """The reservation's key, left out when the governor can derive it (``Assess.key``)."""
+    return "" if inp.idempotency_key == reservation_key(inp.incident_id, inp.request.entry_id) else inp.idempotency_key
+
+
 class GovernorActivities:
     def __init__(self, loaded: LoadedWhitelist, client: Client, task_queue: str):
         self._loaded = loaded
@@ -185,13 +190,12 @@ class GovernorActivities:
         assess = Assess(whitelist_sha256=inp.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
                         raised_by=inp.raised_by, brake=current.brake, reserve=bool(current.whitelist_sha256),
                         reserve_under="" if current.whitelist_sha256 == inp.whitelist_sha256 else current.whitelist_sha256,
-                        idempotency_key=inp.idempotency_key)
+                        idempotency_key=_unless_derived(inp))
         assessed = await self._entry_update(entry_id, EntryGovernor.ASSESS, assess, Assessed,
                                             {inp.whitelist_sha256: inp.policy, current.whitelist_sha256: current.policy})
         if assessed.reserved is not None:  # what the governor said once, the incident records in full
-            assessed.reserved = assessed.reserved.model_copy(update={
-                "decision": assessed.reserved.decision or assessed.decision,
-                "whitelist_sha256": assess.reservation_sha256()})
+            assessed.reserved = assessed.reserved.in_full(inp.incident_id, entry_id, assessed.decision,
+                                                          assess.reservation_sha256())
         return assessed
 
     @implements(declared.reserve_action)
@@ -206,11 +210,11 @@ class GovernorActivities:
             activity.logger.warning("%s decided under whitelist %s; reserving under the current %s", inp.incident_id,
                                     inp.whitelist_sha256[:12], current.whitelist_sha256[:12])
         reserve = Reserve(whitelist_sha256=current.whitelist_sha256, request=inp.request, incident_id=inp.incident_id,
-                          raised_by=inp.raised_by, brake=current.brake, idempotency_key=inp.idempotency_key,
+                          raised_by=inp.raised_by, brake=current.brake, idempotency_key=_unless_derived(inp),
                           approved_by=inp.approved_by)
         reserved = await self._entry_update(entry_id, EntryGovernor.RESERVE, reserve, Reserved,
                                             {current.whitelist_sha256: current.policy})
-        return reserved.model_copy(update={"whitelist_sha256": reserve.whitelist_sha256})  # recorded in full
+        return reserved.in_full(inp.incident_id, entry_id, reserved.decision, reserve.whitelist_sha256)  # recorded in full
 
     @implements(declared.record_outcome)
     @heartbeating

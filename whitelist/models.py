@@ -38,6 +38,11 @@ from .matchers import matches_all
 from .rules import aws_problems, consistency_problems, escalation_problems
 
 
+def _defaulted(model, *names: str):
+    """``model`` with these fields back at their defaults (what a slim message leaves out)."""
+    return model.model_copy(update={n: type(model).model_fields[n].get_default(call_default_factory=True) for n in names})
+
+
 def _ssh_public_key(text: str) -> str:
     """An OpenSSH public key line of a kind the signature checks support."""
     from cryptography.hazmat.primitives import serialization
@@ -129,9 +134,13 @@ class Whitelist(Strict):
         # Only the tiers a decision on it can reach: its own, the one a raise asks for, and
         # the one autonomy escalates to (each is still the first of its kind in file order).
         reach = {entry.blast_radius, self.approving_tier(), self.escalation_tier(entry_id)}
-        return Whitelist(**{**self._fields(), "tiers": {n: t for n, t in self.tiers.items() if n in reach},
+        # Prose is for people, not for deciding: left out (a real whitelist's descriptions
+        # are most of an entry), as is where the entry pages.
+        return Whitelist(**{**self._fields(), "metadata": _defaulted(self.metadata, "description"),
+                            "tiers": {n: t for n, t in self.tiers.items() if n in reach},
                             "groups": {g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
-                            "people": {}, "attestation_keys": [], "drills": Drills(), "entries": [entry]})  # plain, also from an excerpt
+                            "people": {}, "attestation_keys": [], "drills": Drills(),
+                            "entries": [_defaulted(entry, "description", "paging")]})  # plain, also from an excerpt
 
     def _fields(self) -> dict:
         """This whitelist's fields as a plain ``Whitelist`` has them (an excerpt's own left out)."""

@@ -14,7 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from selfheal.contract import Check, RemediationInput, RemediationResult, Verification, VerifyInput
     from selfheal.contract.activities import reserve_action, verify_remediation
-    from selfheal.contract.governor import BRAKED, ReserveInput, Reserved
+    from selfheal.contract.governor import BRAKED, ReserveInput, Reserved, reservation_key
     from selfheal.contract.kinds import KINDS
     from selfheal.whitelist.durations import format_duration
     from selfheal.workflows.approval_desk import ApprovalDesk
@@ -80,7 +80,7 @@ class Acting(ApprovalDesk):
         return reserved
 
     def _key(self, entry_id: str) -> str:
-        return f"{self._audit.incident_id}/act/{entry_id}"  # one execution per incident and entry
+        return reservation_key(self._audit.incident_id, entry_id)
 
     async def _refused_at_reservation(self, entry, reserved: Reserved):
         if reserved.decision.kind == "needs_approval":

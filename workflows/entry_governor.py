@@ -93,6 +93,7 @@ class EntryGovernorWorkflow:
             if inp.reserve:
                 reserved = self._reserve(Reserve(**{**inp.model_dump(), "whitelist_sha256": inp.reservation_sha256()}))
                 same = reserved.decision == assessed.decision  # said once: the activity puts it back
+                reserved = reserved.said_once(inp.incident_id, inp.request.entry_id, assessed.decision)
                 assessed.reserved = reserved.model_copy(update={"decision": None}) if same else reserved
         self._state.assessed[inp.incident_id] = assessed
         return assessed
@@ -100,13 +101,13 @@ class EntryGovernorWorkflow:
     @workflow.update(name=EntryGovernor.RESERVE)
     def reserve(self, inp: Reserve) -> Reserved:
         self._updates += 1
-        return self._reserve(inp)
+        return self._reserve(inp).said_once(inp.incident_id, inp.request.entry_id, None)
 
     def _reserve(self, inp: Reserve) -> Reserved:
         decision = self._decide(inp)
         approved = set(inp.approved_by) & set(decision.approvers)
         allowed = decision.kind == "auto" or (decision.kind == "needs_approval" and len(approved) >= decision.approvals)
-        earlier = self._state.reservations.get(inp.idempotency_key)
+        earlier = self._state.reservations.get(inp.key())
         if earlier is not None and (allowed or not earlier.autonomous):
             # The same execution, not a second: a retried reservation, or one approved since.
             return Reserved(granted=True, decision=decision, execution=earlier)
@@ -115,7 +116,7 @@ class EntryGovernorWorkflow:
             # acts alone, so its claim stops counting against other targets. An autonomous
             # reservation it held never ran (the executor refused it at the brake, or the
             # incident had not reached the executor): it is withdrawn.
-            self._withdraw(inp.incident_id, inp.idempotency_key)
+            self._withdraw(inp.incident_id, inp.key())
             return Reserved(granted=False, decision=decision)
         now = workflow.now()
         execution = Execution(entry_id=inp.request.entry_id, started_at=now, incident_id=inp.incident_id,
@@ -123,7 +124,7 @@ class EntryGovernorWorkflow:
         self._state.executions.append(execution)
         if execution.autonomous and not any(a.incident_id == inp.incident_id for a in self._state.autonomous):
             self._state.autonomous.append(Act(targets=decision.targets, at=now, incident_id=inp.incident_id))
-        self._state.reservations[inp.idempotency_key] = execution
+        self._state.reservations[inp.key()] = execution
         return Reserved(granted=True, decision=decision, execution=execution)
 
     @workflow.update(name=EntryGovernor.RECORD_OUTCOME)

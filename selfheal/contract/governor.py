@@ -59,6 +59,10 @@ def governor_id(task_queue: str) -> str:
     return f"selfheal-governor:{task_queue}"
 
 
+def reservation_key(incident_id: str, entry_id: str) -> str:
+    return f"{incident_id}/act/{entry_id}"  # one execution per incident and entry
+
+
 def entry_governor_id(task_queue: str, entry_id: str) -> str:
     return f"selfheal-governor:{task_queue}/{entry_id}"
 
@@ -213,10 +217,13 @@ class Assess(Message):
     # decisions, and a governor's history holds every byte of each.
     reserve: bool = False
     reserve_under: str = ""
-    idempotency_key: str = ""
+    idempotency_key: str = ""  # empty: the incident's own key for the entry (``reservation_key``)
 
     def reservation_sha256(self) -> str:
         return self.reserve_under or self.whitelist_sha256
+
+    def key(self) -> str:
+        return self.idempotency_key or reservation_key(self.incident_id, self.request.entry_id)
 
 
 class Reserve(Assess):
@@ -250,6 +257,26 @@ class Reserved(Message):
     decision: Slim[Decision] | None = None
     execution: Slim[Execution] | None = None
     whitelist_sha256: str = ""  # the whitelist that decision was made under
+    # An execution of the asking incident, on the request's entry and the decision's
+    # targets (all of them, as a rule), is said by when it started and whether alone.
+    started_at: datetime | None = None
+    alone: bool = False
+
+    def said_once(self, incident_id: str, entry_id: str, decision: Decision | None) -> "Reserved":
+        """What the governor answers: the execution's parts the asker already knows left out."""
+        e = self.execution
+        if e is None or (e.incident_id, e.entry_id, e.targets) != (incident_id, entry_id, (decision or self.decision).targets):
+            return self
+        return self.model_copy(update={"execution": None, "started_at": e.started_at, "alone": e.autonomous})
+
+    def in_full(self, incident_id: str, entry_id: str, decision: Decision, whitelist_sha256: str) -> "Reserved":
+        """What the asker records: the decision, the whitelist and the execution whole."""
+        decision = self.decision or decision
+        execution = self.execution if self.started_at is None else Execution(
+            entry_id=entry_id, started_at=self.started_at, incident_id=incident_id, targets=decision.targets,
+            autonomous=self.alone)
+        return self.model_copy(update={"decision": decision, "whitelist_sha256": whitelist_sha256, "execution": execution,
+                                       "started_at": None, "alone": False})
 
 
 class Assessed(Message):

@@ -47,4 +47,8 @@ def test_an_entrys_excerpt_decides_as_the_whole_file(text):
             excerpt = governed_decision(whole.for_entry(entry.id), request, incident_id="now", now=NOW, **state)
             assert excerpt == full, (entry.id, name)
         assert set(whole.for_entry(entry.id).tiers) <= set(whole.tiers)
+        # Prose and paging are for people: the governor does not carry them.
+        assert (whole.for_entry(entry.id).entries[0].description, whole.for_entry(entry.id).entries[0].paging) == ("", None)
+    assert whole.metadata.description and not whole.for_entry(whole.entries[0].id).metadata.description
+    assert any(e.description for e in whole.entries)
     assert len(whole.for_entry(whole.entries[0].id).tiers) < len(whole.tiers)  # it does leave some out

@@ -79,8 +79,7 @@ async def test_an_entry_governor_continues_as_new_with_its_claims_failures_and_w
             whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-1", idempotency_key="i-1/act"))
         # An automatic decision that names the current whitelist is reserved in the same update.
         at_once = await handle.execute_update(EntryGovernorWorkflow.assess, Assess(
-            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-4", reserve=True,
-            idempotency_key="i-4/act"))
+            whitelist_sha256=v1.sha256, request=web("web-1"), incident_id="i-4", reserve=True))  # the key derived
         remembered = await handle.execute_update(EntryGovernorWorkflow.record_outcome, Outcome(
             entry_id="restart-web", targets=["web-1"], incident_id="i-1", outcome="verification_failed",
             whitelist_sha256=v1.sha256))
@@ -100,8 +99,10 @@ async def test_an_entry_governor_continues_as_new_with_its_claims_failures_and_w
         ledger = await later.query(EntryGovernorWorkflow.ledger)
         history = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
     assert alone.decision.kind == "auto" and alone.reserved is None  # no reserve: reserved apart
-    assert granted.granted and granted.execution.autonomous
-    assert at_once.decision.kind == "auto" and at_once.reserved.granted and at_once.reserved.execution.autonomous
+    # Said once: the asker knows the incident, the entry and the targets (the activity puts them back).
+    assert granted.granted and granted.execution is None and granted.alone and granted.started_at
+    assert at_once.decision.kind == "auto" and at_once.reserved.granted and at_once.reserved.alone
+    assert at_once.reserved.in_full("i-4", "restart-web", at_once.decision, v1.sha256).execution.targets == ["web-1"]
     assert remembered == "remembered"
     assert unknown.value.cause.type == "UnknownWhitelist"
     assert gone.decision.kind == "deny" and gone.decision.rule == "unknown_entry"
