@@ -32,7 +32,7 @@ from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.contract.governor import (
     BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
     Brake, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
-    Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id, reservation_key,
+    Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id, governor_queue, reservation_key,
 )
 
 BUSY_BACKOFF_FIRST = 0.05  # seconds
@@ -52,7 +52,7 @@ class Updater:
 
     def __init__(self, client: Client, task_queue: str):
         self._client = client
-        self._task_queue = task_queue
+        self._task_queue = governor_queue(task_queue)  # a governor started here runs on the governors' queue
         self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def update(self, wid: str, workflow: str, initial: Any, update: str, arg: Any, result_type: type) -> Any:

@@ -50,11 +50,12 @@ from selfheal.workflows.incident import IncidentWorkflow
 from selfheal.workflows.diagnosis_agent import DiagnosisAgentWorkflow
 from selfheal.workflows.drill import DrillWorkflow
 from selfheal.workflows.entry_governor import EntryGovernorWorkflow
-from selfheal.contract.governor import Governor, GovernorStatus, governor_id
+from selfheal.contract.governor import Governor, GovernorStatus, governor_id, governor_queue
 from selfheal.workflows.governor import GovernorWorkflow
 
 log = logging.getLogger("selfheal.worker")
 WORKFLOWS = [IncidentWorkflow, GovernorWorkflow, EntryGovernorWorkflow, DiagnosisAgentWorkflow, DrillWorkflow]
+GOVERNORS = [GovernorWorkflow, EntryGovernorWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # The sandbox still refuses non-deterministic calls (clocks, randomness, I/O) inside a
@@ -176,8 +177,10 @@ async def run_worker(
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         )
-        async with worker:
-            log.info("worker polling %s on %s/%s", settings.task_queue, settings.address, settings.namespace)
+        async with worker, governor_worker(client, settings.task_queue, settings.max_cached_workflows,
+                                               settings.sticky_timeout):
+            log.info("worker polling %s and %s on %s/%s", settings.task_queue, governor_queue(settings.task_queue),
+                     settings.address, settings.namespace)
             # After polling starts: the governor's update runs on this worker's task queue.
             configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
             configured.add_done_callback(_report_configured)
@@ -192,6 +195,17 @@ async def run_worker(
                         configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
                         configured.add_done_callback(_report_configured)
             log.info("stopping: finishing running activities")
+
+
+def governor_worker(client: Client, task_queue: str, max_cached_workflows: int = 600,
+                    sticky_timeout: timedelta = timedelta(seconds=10)) -> Worker:
+    """The deployment's governors, polled on a queue of their own (``governor_queue``) beside
+    the incidents': a decision does not wait behind incidents' workflow tasks, and a burst
+    of incidents does not evict a governor from this worker's cache (each worker has a
+    cache of its own; governors are one per entry that decided, and one more)."""
+    return Worker(client, task_queue=governor_queue(task_queue), workflows=GOVERNORS, workflow_runner=WORKFLOW_RUNNER,
+                  graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, max_cached_workflows=max_cached_workflows,
+                  sticky_queue_schedule_to_start_timeout=sticky_timeout)
 
 
 async def _export(stack: AsyncExitStack, metrics: SdkMetrics, client: Client, settings: WorkerSettings) -> None:

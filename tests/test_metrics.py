@@ -160,7 +160,8 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once(br
         activities = worker_module.build_activities(settings_, loaded, load_rules(settings_.diagnosis), client,
                                                     LocalRunner(), http, False, offline_aws())
         async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
-                          workflow_runner=worker_module.WORKFLOW_RUNNER, max_cached_workflows=0):
+                          workflow_runner=worker_module.WORKFLOW_RUNNER, max_cached_workflows=0), \
+                worker_module.governor_worker(client, task_queue, max_cached_workflows=0):
             handle = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
             await wait_status(handle, "awaiting_approval", timeout=60)
             await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
@@ -195,7 +196,7 @@ async def test_a_drill_counts_as_a_drill_per_person_and_never_as_an_incident_or_
         activities = worker_module.build_activities(settings_, loaded, load_rules(settings_.diagnosis), client,
                                                     LocalRunner(), http, False, aws_world.clients())
         async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
-                          workflow_runner=worker_module.WORKFLOW_RUNNER):
+                          workflow_runner=worker_module.WORKFLOW_RUNNER), worker_module.governor_worker(client, task_queue):
             incident = await start_incident(client, task_queue, alert("CheckoutErrorRate"))
             drill = client.get_workflow_handle(await drill_of(incident), result_type=AuditRecord)
             await wait_status(drill, "awaiting_approval", timeout=60)

@@ -59,6 +59,14 @@ def governor_id(task_queue: str) -> str:
     return f"selfheal-governor:{task_queue}"
 
 
+def governor_queue(task_queue: str) -> str:
+    """Where the deployment's governors run: a task queue of their own, polled by every
+    worker of the deployment beside the incidents' queue. A decision is a governor's
+    workflow task; on the incidents' queue it waited behind every incident's own tasks
+    (1,000 approved at once: reservations timed out after 10 s in the queue)."""
+    return f"{task_queue}-governors"
+
+
 def reservation_key(incident_id: str, entry_id: str) -> str:
     return f"{incident_id}/act/{entry_id}"  # one execution per incident and entry
 

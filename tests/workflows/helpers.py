@@ -213,7 +213,8 @@ async def running_worker(client: Client, settings: WorkerSettings, runner: Comma
             aws or offline_aws(),
         )
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
-                          workflow_runner=worker_module.WORKFLOW_RUNNER):
+                          workflow_runner=worker_module.WORKFLOW_RUNNER), \
+                worker_module.governor_worker(client, settings.task_queue):
             yield loaded
 
 

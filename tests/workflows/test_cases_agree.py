@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.contract.governor import ENTRY_GOVERNOR_WORKFLOW, EntryState, entry_governor_id
+from selfheal.contract.governor import ENTRY_GOVERNOR_WORKFLOW, EntryState, entry_governor_id, governor_queue
 from selfheal.review.cases import load_cases, run_case
 from selfheal.settings import WorkerSettings
 from selfheal.activities.diagnose import load_rules
@@ -47,7 +47,7 @@ async def test_a_real_incident_decides_what_the_case_says(name, client, task_que
             EntryState(entry_id=entry_id, executions=[
                 Execution(entry_id=entry_id, started_at=now - e.ago, incident_id=f"earlier-{n}", targets=e.targets or
                           ["localhost"], autonomous=e.autonomous) for n, e in enumerate(case.governor.executions)]),
-            id=entry_governor_id(task_queue, entry_id), task_queue=task_queue)
+            id=entry_governor_id(task_queue, entry_id), task_queue=governor_queue(task_queue))
     settings = WorkerSettings(task_queue=task_queue, whitelist=str(DEMO / CASES.whitelist),
                               diagnosis=str(DEMO / CASES.rules), incident=FAST)
     [labels] = [a.labels for a in case.alerts]

@@ -505,7 +505,7 @@ async def test_an_incident_whose_completion_the_server_refuses_is_still_counted_
         activities = worker_module.build_activities(settings, load_whitelist(settings.whitelist), load_rules(settings.diagnosis),
                                                     client, LocalRunner(), http, False, offline_aws())
         async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
-                          workflow_runner=worker_module.WORKFLOW_RUNNER):
+                          workflow_runner=worker_module.WORKFLOW_RUNNER), worker_module.governor_worker(client, task_queue):
             for _ in range(MAX_BATCHES):
                 incidents = await asyncio.gather(*(start_incident(client, task_queue, alert("ApiSlow")) for _ in range(BATCH)))
                 drills = [client.get_workflow_handle(await drill_of(h), result_type=AuditRecord) for h in incidents]

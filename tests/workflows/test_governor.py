@@ -92,11 +92,14 @@ def worker(client, s: WorkerSettings, prefix: list[str], without: tuple[str, ...
                           if getattr(a, "__temporal_activity_definition").name not in without]
             self.worker = Worker(client, task_queue=s.task_queue, workflows=worker_module.WORKFLOWS,
                                  activities=activities, workflow_runner=worker_module.WORKFLOW_RUNNER)
+            self.governors = worker_module.governor_worker(client, s.task_queue)
             await self.worker.__aenter__()
+            await self.governors.__aenter__()
             await announce_whitelist(client, s.task_queue, loaded)
             return self
 
         async def __aexit__(self, *exc):
+            await self.governors.__aexit__(*exc)
             await self.worker.__aexit__(*exc)
             await self.http.aclose()
 
@@ -268,3 +271,30 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
         ("selfheal", "announced", False), ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
         ("alice", "resumed", True), ("carol", "paused", True), ("carol", "resumed", True)]
     assert unit.start_count() == 1  # nothing acted alone while paused
+
+
+async def test_governors_decide_on_a_queue_of_their_own_without_an_incident_worker(client, task_queue, tmp_path):
+    """A decision is a governor's workflow task on ``<queue>-governors``: answered with no
+    worker on the incidents' queue at all, so it never waits behind incidents' own tasks.
+    The reservation the governor said once comes back whole."""
+    from temporalio.testing import ActivityEnvironment
+
+    from selfheal.activities.governor import GovernorActivities
+    from selfheal.contract.governor import AssessInput, entry_governor_id, governor_queue, reservation_key
+    from selfheal.whitelist import ActionRequest
+
+    (tmp_path / "wl.yaml").write_text(whitelist("web.service"))
+    loaded = load_whitelist(tmp_path / "wl.yaml")
+    request = ActionRequest(entry_id="restart-web", target={"unit": "web.service", "host": "web-1", "scope": "user"})
+    inp = AssessInput(whitelist_sha256=loaded.sha256, policy=loaded.whitelist.for_entry("restart-web"), request=request,
+                      incident_id="i-1", idempotency_key=reservation_key("i-1", "restart-web"))
+    async with worker_module.governor_worker(client, task_queue):
+        await announce_whitelist(client, task_queue, loaded)
+        assessed = await ActivityEnvironment().run(GovernorActivities(loaded, client, task_queue).assess_action, inp)
+    assert assessed.decision.kind == "auto" and assessed.reserved.granted
+    execution = assessed.reserved.execution
+    assert (execution.incident_id, execution.entry_id, execution.targets, execution.autonomous) == (
+        "i-1", "restart-web", ["web-1"], True)
+    assert assessed.reserved.decision == assessed.decision and assessed.reserved.whitelist_sha256 == loaded.sha256
+    for wid in (governor_id(task_queue), entry_governor_id(task_queue, "restart-web")):
+        assert (await client.get_workflow_handle(wid).describe()).task_queue == governor_queue(task_queue)
