@@ -42,7 +42,9 @@ What it does, all on loopback, on free ports:
    (the simulated AWS and the governors' updates run on the same cores in both).
 7. The governor: every run of every workflow whose id starts with ``selfheal-governor``
    (continued-as-new runs included): bytes of history grown during the storm per decision,
-   events that carried a whole whitelist (over 50 KB) counted apart, and the longest
+   events that carried a whole whitelist (over 50 KB) counted apart, so are the entry
+   governors' first starts (what deciding needs of the whitelist, once per entry), the
+   history by event type with its event counts, and the longest
    workflow task (WorkflowTaskStarted -> WorkflowTaskCompleted) against the SDK's 2 s
    deadlock timeout.
 
@@ -684,6 +686,8 @@ def governor_figures(before: dict, after: dict, decisions: int, threshold: int) 
     total = big_bytes = big_count = 0
     big_other: dict[str, list[int]] = {}
     by_type: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    teach_bytes = teach_count = 0
     longest_task, longest_at, task_failures = 0.0, None, []
     all_bytes = 0
     for run, events in after.items():
@@ -705,6 +709,13 @@ def governor_figures(before: dict, after: dict, decisions: int, threshold: int) 
             total += size
             name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
             by_type[name] = by_type.get(name, 0) + size
+            counts[name] = counts.get(name, 0) + 1
+            first = e.workflow_execution_started_event_attributes
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and not first.continued_execution_run_id:
+                # An entry governor's first start: it carries what deciding needs of the
+                # whitelist, once per entry (and whitelist), however many decisions follow.
+                teach_bytes += size
+                teach_count += 1
             if size > threshold:
                 if e.event_type in CARRIES_INPUT:
                     big_bytes += size
@@ -718,7 +729,10 @@ def governor_figures(before: dict, after: dict, decisions: int, threshold: int) 
         "announcement_threshold_bytes": threshold, "whitelist_announcements": big_count, "whitelist_announcement_bytes": big_bytes,
         "bytes_per_decision_without_announcements": per(total - big_bytes),
         "other_big_events": {k: {"count": len(v), "bytes": sum(v)} for k, v in big_other.items()},
+        "first_starts": teach_count, "first_start_bytes": teach_bytes,
+        "bytes_per_decision_without_first_starts": per(total - big_bytes - teach_bytes),
         "storm_bytes_by_event_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+        "storm_events_by_type": counts,
         "longest_workflow_task_s": longest_task, "longest_workflow_task_at": longest_at,
         "workflow_task_failures": task_failures,
     }
@@ -871,12 +885,16 @@ def governor_lines(g: dict) -> list[str]:
     return [
         f"  governor: {g['runs']} runs ({g['runs_during_storm']} new during the measurement), {g['history_bytes_all_runs'] / 1e6:.2f} MB "
         f"of history in all; grown during the measurement {g['storm_bytes'] / 1e6:.2f} MB = "
-        f"{fmt(g['storm_bytes_per_decision'] and g['storm_bytes_per_decision'] / 1e3, ' KB')} per decision",
+        f"{fmt(g['storm_bytes_per_decision'] and g['storm_bytes_per_decision'] / 1e3, ' KB', 2)} per decision",
         f"    whitelist announcements (start/update/signal events > {g['announcement_threshold_bytes'] // 1000} KB): {g['whitelist_announcements']}, "
         f"{g['whitelist_announcement_bytes'] / 1e6:.2f} MB; without them "
-        f"{fmt(g['bytes_per_decision_without_announcements'] and g['bytes_per_decision_without_announcements'] / 1e3, ' KB')} per decision",
+        f"{fmt(g['bytes_per_decision_without_announcements'] and g['bytes_per_decision_without_announcements'] / 1e3, ' KB', 2)} per decision",
         f"    other events > {g['announcement_threshold_bytes'] // 1000} KB: {g['other_big_events'] or 'none'}",
-        "    largest by event type: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in list(g["storm_bytes_by_event_type"].items())[:4]),
+        f"    governors' first starts (what deciding needs of the whitelist, once per entry): {g['first_starts']}, "
+        f"{g['first_start_bytes'] / 1e6:.3f} MB; without them "
+        f"{fmt(g['bytes_per_decision_without_first_starts'] and g['bytes_per_decision_without_first_starts'] / 1e3, ' KB', 2)} per decision",
+        "    largest by event type: " + ", ".join(f"{k} {v / 1e6:.3f} MB ({g['storm_events_by_type'][k]} events)"
+                                               for k, v in list(g["storm_bytes_by_event_type"].items())[:5]),
         f"    longest workflow task: {fmt(g['longest_workflow_task_s'], digits=3)} (deadlock timeout {DEADLOCK_TIMEOUT:.0f}s) "
         f"at {g['longest_workflow_task_at']}; workflow task failures/timeouts: {len(g['workflow_task_failures'])}",
         *(f"      {f}" for f in g["workflow_task_failures"][:5]),
