@@ -6,7 +6,8 @@ carry into their next run, is defined here, with their ids and the names of thei
 messages, so that an activity, the CLI or a test talks to a governor without importing
 it. The deployment's governor (``GovernorWorkflow``, ``governor_id``) holds the current
 whitelist, pauses and breakers; each entry's (``EntryGovernorWorkflow``,
-``entry_governor_id``) decides and counts.
+``entry_governor_id``) decides and counts. Past 300 lines on purpose: the messages are
+one contract, read (and changed) together.
 """
 
 from __future__ import annotations
