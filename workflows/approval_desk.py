@@ -55,6 +55,7 @@ class ApprovalDesk(Notifying):
         self._nonces: set[str] = set()  # signed statements already used here
         self._origins: set[str] = set()  # ingress requests (a Slack click, a token request) already used here
         self._asked_at = None
+        self._unsaid: list = []  # search attributes written with the next write, not on their own
 
     async def _wait_for_approval(self) -> str:
         self._asked_at = workflow.now()
@@ -234,4 +235,5 @@ class ApprovalDesk(Notifying):
 
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:
-            workflow.upsert_search_attributes(list(updates))
+            workflow.upsert_search_attributes([*self._unsaid, *updates])
+            self._unsaid = []

@@ -85,8 +85,11 @@ class IncidentWorkflow(Diagnosing, Acting):
         self._audit.whitelist_sha256 = self._snapshot.sha256
         self._audit.whitelist_source = self._snapshot.source
         self._audit.matched_entries = self._matched_entries()
-        if self._snapshot.search_attributes:
-            self._upsert(search.SERVICE.value_set(search.service_of(self._audit.alerts[0].labels)))
+        service = search.service_of(self._audit.alerts[0].labels)
+        if self._snapshot.search_attributes and workflow.info().typed_search_attributes.get(search.SERVICE) != service:
+            # Not set at start (the ingress sets it): written with the first status, one
+            # visibility write rather than two.
+            self._unsaid.append(search.SERVICE.value_set(service))
 
         diagnosis = await self._diagnose()
         if self._audit.resolved:
