@@ -92,9 +92,8 @@ class EntryGovernorWorkflow:
                 Act(targets=assessed.decision.targets, at=workflow.now(), incident_id=inp.incident_id))
             if inp.reserve:
                 reserved = self._reserve(Reserve(**{**inp.model_dump(), "whitelist_sha256": inp.reservation_sha256()}))
-                same = reserved.decision == assessed.decision  # said once: the activity puts it back
-                reserved = reserved.said_once(inp.incident_id, inp.request.entry_id, assessed.decision)
-                assessed.reserved = reserved.model_copy(update={"decision": None}) if same else reserved
+                # Said once: the activity puts back what the incident already knows.
+                assessed.reserved = reserved.said_once(inp.incident_id, inp.request.entry_id, assessed.decision)
         self._state.assessed[inp.incident_id] = assessed
         return assessed
 

@@ -271,12 +271,14 @@ class Reserved(Message):
     started_at: datetime | None = None
     alone: bool = False
 
-    def said_once(self, incident_id: str, entry_id: str, decision: Decision | None) -> "Reserved":
-        """What the governor answers: the execution's parts the asker already knows left out."""
+    def said_once(self, incident_id: str, entry_id: str, known: Decision | None) -> "Reserved":
+        """What the governor answers: what the asker already knows left out (the decision when
+        it is ``known``, the assessment's own; the execution's incident, entry and targets)."""
+        update = {"decision": None} if known is not None and self.decision == known else {}
         e = self.execution
-        if e is None or (e.incident_id, e.entry_id, e.targets) != (incident_id, entry_id, (decision or self.decision).targets):
-            return self
-        return self.model_copy(update={"execution": None, "started_at": e.started_at, "alone": e.autonomous})
+        if e is not None and (e.incident_id, e.entry_id, e.targets) == (incident_id, entry_id, self.decision.targets):
+            update |= {"execution": None, "started_at": e.started_at, "alone": e.autonomous}
+        return self.model_copy(update=update) if update else self
 
     def in_full(self, incident_id: str, entry_id: str, decision: Decision, whitelist_sha256: str) -> "Reserved":
         """What the asker records: the decision, the whitelist and the execution whole."""
