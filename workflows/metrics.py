@@ -1,7 +1,15 @@
 """What the incident and drill workflows count, through ``workflow.metric_meter()``.
 
 The SDK's workflow meter skips replays, so a worker that rebuilds an incident from its
-history after a restart does not count it twice. The worker exports these (with the
+history after a restart does not count it twice. A query does not count as a replay,
+though: a query that reaches an incident this worker no longer holds (no cache, or one
+too small for the incidents running) rebuilds it from history, runs whatever events no
+workflow task has handled yet as new, and then the task that handles them runs them again
+(measured: 18 of 40 bare workflows queried while they ran counted a step twice with no
+cache; none with one that held them all). The SDK tells the two runs apart by nothing the
+workflow can read, so each count here is made once per run in this process (``_first``).
+Two workers can still each count one step once: the query on one and the task on the
+other, only while incidents outnumber their caches. The worker exports these (with the
 SDK's own metrics) at ``/metrics`` (``selfheal.metrics``). Names and labels are an
 interface: deploy/ dashboards and alert rules use them. Label values come from the
 whitelist (entry ids, tiers) or from fixed vocabularies (outcomes, actions), never from
@@ -10,6 +18,8 @@ alert text, so a storm of odd alerts cannot blow up the number of series.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import datetime
 
 from temporalio import workflow
@@ -26,6 +36,27 @@ DRILL_VERDICTS = "selfheal_drill_verdicts"             # counter {entry, person,
 FAST_APPROVALS = "selfheal_fast_approvals"             # counter {tier}: sooner than the tier's min_review
 UNDELIVERED = "selfheal_notifications_undelivered"     # counter {notifier}: refused (a 400) or out of retries
 NONE = "none"
+COUNTED_KEEP = 100_000  # counts remembered per process: a few MB, far more incidents than run at once
+
+_counted: OrderedDict[tuple, None] = OrderedDict()
+_counted_lock = threading.Lock()  # workflow tasks run on the worker's threads
+
+
+def _first(*step: object) -> bool:
+    """Whether this run has not counted ``step`` in this process yet (and now has).
+
+    This module is passed through the workflow sandbox, so every incident's run in the
+    process shares it. A replay counts nothing (the meter would drop it) and leaves no mark."""
+    if workflow.unsafe.is_replaying():
+        return False
+    key = (workflow.info().run_id, *step)
+    with _counted_lock:
+        if key in _counted:
+            return False
+        _counted[key] = None
+        if len(_counted) > COUNTED_KEEP:
+            _counted.popitem(last=False)
+    return True
 
 
 def _entry(audit: AuditRecord) -> str:
@@ -41,7 +72,7 @@ def _entry(audit: AuditRecord) -> str:
 
 def decided(audit: AuditRecord, now: datetime) -> None:
     """The policy decided (auto, needs_approval or deny)."""
-    if audit.decision is None or audit.started_at is None:
+    if audit.decision is None or audit.started_at is None or not _first("decided"):
         return
     workflow.metric_meter().create_histogram_float(
         DECISION_SECONDS, "seconds from the first alert's incident start to the policy's decision", "s",
@@ -50,7 +81,7 @@ def decided(audit: AuditRecord, now: datetime) -> None:
 
 def answered(event: ApprovalEvent, tier: str | None) -> None:
     """An approval that counted: how long after the request, and whether it was fast."""
-    if event.kind != "approved" or event.after_seconds is None:
+    if event.kind != "approved" or event.after_seconds is None or not _first("answered", event.approver):
         return
     meter, labels = workflow.metric_meter(), {"tier": tier or NONE}
     meter.create_histogram_float(APPROVAL_SECONDS, "seconds from the approval request to an approval", "s").record(
@@ -62,6 +93,8 @@ def answered(event: ApprovalEvent, tier: str | None) -> None:
 def ended(audit: AuditRecord) -> None:
     """The incident ended: its outcome, what ran, whether it verified. A drill is counted
     as a drill only: it is no incident, and its entry was never proposed for real."""
+    if not _first("ended"):
+        return
     meter, entry = workflow.metric_meter(), _entry(audit)
     if audit.drill is not None:
         return _drill_ended(audit, meter, entry)
@@ -84,7 +117,10 @@ def _drill_ended(audit: AuditRecord, meter, entry: str) -> None:
         counter.add(1, {"entry": entry, "person": person, "verdict": audit.drill.verdicts.get(person, "unanswered")})
 
 
-def undelivered(notifier: str) -> None:
-    """A notification that did not reach its notifier: deploy/'s rules alert on it."""
+def undelivered(notifier: str, nth: int) -> None:
+    """A notification that did not reach its notifier: deploy/'s rules alert on it. ``nth``
+    is the run's count of notifications before it, the same in every run of these events."""
+    if not _first("undelivered", notifier, nth):
+        return
     workflow.metric_meter().create_counter(UNDELIVERED, "notifications a notifier refused or never took").add(
         1, {"notifier": notifier})

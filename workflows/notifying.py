@@ -103,7 +103,7 @@ class Notifying:
             delivered = True
         except ActivityError as exc:
             detail, delivered = f"not delivered: {cause_text(exc)}", False
-            metrics.undelivered(name)
+            metrics.undelivered(name, len(self._audit.notifications))
         self._audit.notifications.append(NotificationRecord(kind=note.kind, at=workflow.now(), delivered=delivered,
                                                             detail=detail, channel=name))
 
