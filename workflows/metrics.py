@@ -7,8 +7,9 @@ too small for the incidents running) rebuilds it from history, runs whatever eve
 workflow task has handled yet as new, and then the task that handles them runs them again
 (measured: 18 of 40 bare workflows queried while they ran counted a step twice with no
 cache; none with one that held them all). The SDK tells the two runs apart by nothing the
-workflow can read, so each count here is made once per run in this process (``_first``).
-Two workers can still each count one step once: the query on one and the task on the
+workflow can read, so each count here is made once per run in this process (``_first``;
+the process's memory of it, ``selfheal.once``, lives outside this package, whose modules
+hold no state). Two workers can still each count one step once: the query on one and the task on the
 other, only while incidents outnumber their caches. The worker exports these (with the
 SDK's own metrics) at ``/metrics`` (``selfheal.metrics``). Names and labels are an
 interface: deploy/ dashboards and alert rules use them. Label values come from the
@@ -18,13 +19,12 @@ alert text, so a storm of odd alerts cannot blow up the number of series.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from datetime import datetime
 
 from temporalio import workflow
 
 from selfheal.contract import ApprovalEvent, AuditRecord
+from selfheal.once import Once
 
 INCIDENTS = "selfheal_incidents"                       # counter {outcome, entry}
 DECISION_SECONDS = "selfheal_decision_seconds"         # histogram {decision}: incident start -> decision
@@ -36,27 +36,16 @@ DRILL_VERDICTS = "selfheal_drill_verdicts"             # counter {entry, person,
 FAST_APPROVALS = "selfheal_fast_approvals"             # counter {tier}: sooner than the tier's min_review
 UNDELIVERED = "selfheal_notifications_undelivered"     # counter {notifier}: refused (a 400) or out of retries
 NONE = "none"
-COUNTED_KEEP = 100_000  # counts remembered per process: a few MB, far more incidents than run at once
-
-_counted: OrderedDict[tuple, None] = OrderedDict()
-_counted_lock = threading.Lock()  # workflow tasks run on the worker's threads
+# What this process has counted: a few MB at most, far more incident runs than are open at once.
+COUNTED = Once(keep=100_000)
 
 
 def _first(*step: object) -> bool:
     """Whether this run has not counted ``step`` in this process yet (and now has).
 
-    This module is passed through the workflow sandbox, so every incident's run in the
-    process shares it. A replay counts nothing (the meter would drop it) and leaves no mark."""
-    if workflow.unsafe.is_replaying():
-        return False
-    key = (workflow.info().run_id, *step)
-    with _counted_lock:
-        if key in _counted:
-            return False
-        _counted[key] = None
-        if len(_counted) > COUNTED_KEEP:
-            _counted.popitem(last=False)
-    return True
+    Every workflow run in the process asks the one ``COUNTED``. A replay counts nothing
+    (the meter would drop it) and leaves no mark."""
+    return not workflow.unsafe.is_replaying() and COUNTED.first((workflow.info().run_id, *step))
 
 
 def _entry(audit: AuditRecord) -> str:
