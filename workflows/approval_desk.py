@@ -178,7 +178,7 @@ class ApprovalDesk(Notifying):
                               verified=verified, after_seconds=after, evidence_viewed=viewed, fast=fast, origin=origin)
         self._audit.approvals.append(event)
         if self.COUNTS_APPROVALS:  # a drill's answers are counted as drill verdicts, not approvals
-            metrics.answered(event, decision.tier if decision else None)
+            metrics.answered(event, decision.tier if decision else None, len(self._audit.approvals))
 
     def _approval_settled(self) -> bool:
         return self._rejected or self._audit.resolved or len(self._approved_by) >= self._audit.decision.approvals

@@ -68,9 +68,11 @@ def decided(audit: AuditRecord, now: datetime) -> None:
     ).record(max(0.0, (now - audit.started_at).total_seconds()), {"decision": audit.decision.kind})
 
 
-def answered(event: ApprovalEvent, tier: str | None) -> None:
-    """An approval that counted: how long after the request, and whether it was fast."""
-    if event.kind != "approved" or event.after_seconds is None or not _first("answered", event.approver):
+def answered(event: ApprovalEvent, tier: str | None, nth: int) -> None:
+    """An approval that counted: how long after the request, and whether it was fast.
+    ``nth`` is its place among the run's answers (one person may approve a request raised
+    again), the same in every run of these events."""
+    if event.kind != "approved" or event.after_seconds is None or not _first("answered", nth):
         return
     meter, labels = workflow.metric_meter(), {"tier": tier or NONE}
     meter.create_histogram_float(APPROVAL_SECONDS, "seconds from the approval request to an approval", "s").record(
