@@ -43,7 +43,7 @@ from tests.ingress.conftest import SECRET, TOKEN, settings
 from tests.ingress.payloads import alertmanager, body, generic, prom_alert, sign
 from tests.ingress.served import free_port
 from tests.support.devserver import DevServer
-from tests.workflows.helpers import FAST, alert, offline_aws, start_incident, wait_status, whitelist_yaml
+from tests.workflows.helpers import FAST, alert, offline_aws, start_incident, wait_for, wait_status, whitelist_yaml
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
@@ -175,19 +175,27 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once_ho
                         and "query timed out" not in exc.message:
                     raise
 
+    async def reject(handle) -> None:
+        while True:
+            length = (await handle.describe()).raw_description.workflow_execution_info.history_length
+            try:
+                return await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
+            except WorkflowUpdateFailedError as exc:
+                # The same query can show "awaiting_approval" before the task that gets there
+                # runs (docs/reference/metrics.md): an answer that reaches that task first is
+                # refused as not waiting, and is sent again once the incident has moved on.
+                if "is not waiting for approval (status: deciding)" not in str(exc.cause):
+                    raise
+
+            async def moved_on():
+                return (await handle.describe()).raw_description.workflow_execution_info.history_length > length
+            await wait_for(moved_on, timeout=60)
+
     async def one(n: int):
         handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service=f"checkout-{n}"))
         reader = asyncio.create_task(read_until_done(handle))
         await wait_status(handle, "awaiting_approval", timeout=60)
-        for _ in range(100):
-            try:
-                await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
-                break
-            except WorkflowUpdateFailedError as exc:
-                # The same query can show "awaiting_approval" before the task that gets there
-                # runs: an answer that reaches that task first is refused, and is taken again.
-                if "is not waiting for approval (status: deciding)" not in str(exc.cause):
-                    raise
+        await reject(handle)
         record = await handle.result()
         await reader
         return record
