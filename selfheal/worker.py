@@ -181,7 +181,7 @@ async def run_worker(
                                                settings.sticky_timeout):
             log.info("worker polling %s and %s on %s/%s", settings.task_queue, governor_queue(settings.task_queue),
                      settings.address, settings.namespace)
-            # After polling starts: the governor's update runs on this worker's task queue.
+            # After polling starts: the governor's update runs on the governors' queue this worker polls.
             configured = asyncio.create_task(announce_whitelist(client, settings.task_queue, loaded.get()))
             configured.add_done_callback(_report_configured)
             if settings.llm is not None and settings.incident.diagnoser == "llm":
@@ -197,8 +197,9 @@ async def run_worker(
             log.info("stopping: finishing running activities")
 
 
-def governor_worker(client: Client, task_queue: str, max_cached_workflows: int = 600,
-                    sticky_timeout: timedelta = timedelta(seconds=10)) -> Worker:
+def governor_worker(client: Client, task_queue: str,
+                    max_cached_workflows: int = WorkerSettings.model_fields["max_cached_workflows"].default,
+                    sticky_timeout: timedelta = WorkerSettings.model_fields["sticky_timeout"].default) -> Worker:
     """The deployment's governors, polled on a queue of their own (``governor_queue``) beside
     the incidents': a decision does not wait behind incidents' workflow tasks, and a burst
     of incidents does not evict a governor from this worker's cache (each worker has a

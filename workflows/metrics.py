@@ -9,9 +9,9 @@ workflow task has handled yet as new, and then the task that handles them runs t
 cache; none with one that held them all). The SDK tells the two runs apart by nothing the
 workflow can read, so each count here is made once per run in this process (``_first``;
 the process's memory of it, ``selfheal.once``, lives outside this package, whose modules
-hold no state). Two workers can still each count one step once: the query on one and the task on the
-other, only while incidents outnumber their caches. The worker exports these (with the
-SDK's own metrics) at ``/metrics`` (``selfheal.metrics``). Names and labels are an
+hold no state). Two workers can still each count one step once: the query on one and the
+task on the other, only while incidents outnumber their caches. The worker exports these
+(with the SDK's own metrics) at ``/metrics`` (``selfheal.metrics``). Names and labels are an
 interface: deploy/ dashboards and alert rules use them. Label values come from the
 whitelist (entry ids, tiers) or from fixed vocabularies (outcomes, actions), never from
 alert text, so a storm of odd alerts cannot blow up the number of series.
