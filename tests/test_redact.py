@@ -7,7 +7,7 @@ import string
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -586,6 +586,10 @@ FRAGMENTS = [
 
 @settings(max_examples=1000, deadline=None)
 @given(parts=st.lists(st.sampled_from(FRAGMENTS), max_size=30))
+# Found at random: a marker's own ':' completed a URL password on a second pass.
+@example(parts=["://", "password", "=", "@", '"', "u:p@h"])
+@example(parts=["://", "password", "://", '"', "@"])
+@example(parts=["://", "password", ":", "/", "b'", "u:p@h"])
 def test_redaction_is_idempotent(parts):
     once = redact("".join(parts))
     assert redact(once) == once

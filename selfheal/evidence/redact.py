@@ -10,7 +10,8 @@ named as such, GitHub, Slack, Stripe, Google, Anthropic and OpenAI tokens, Slack
 JWTs, the credentials of ``Authorization:`` headers, passwords in URLs of any scheme, and the
 values of keys such as ``password=``, ``token:`` or ``"api_key": "..."``. Each secret becomes
 ``[REDACTED:<pattern name>]`` and the context around it (header name, URL user and host, key
-name) stays, so the evidence still says what was there. Extra patterns come from configuration.
+name) stays, so the evidence still says what was there; redacting twice changes nothing.
+Extra patterns come from configuration.
 
 This is best effort: patterns, not proof. A secret in a shape no pattern knows passes through,
 which is one more reason evidence stays bounded: text longer than ``MAX_CHARS`` keeps only its
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_CHARS = 1 << 20  # 1 MiB of characters; see the module docstring.
 _MAX_DEPTH = 64  # value(): deeper structures are replaced whole rather than recursed into.
+_MAX_PASSES = 4  # Redactor.text_and_count: passes over a text until one replaces nothing.
 _PROBE = "a Z0_-.:/=@\n\"'"  # Pattern: a probe for regexes that match the empty string.
 _MARKER = re.compile(r"\[REDACTED:[a-z0-9_\-]{1,40}\]")
 
@@ -193,9 +195,19 @@ class Redactor:
             raise TypeError(f"redact text, not {type(s).__name__}")
         s, dropped = _bound(s)
         total = 0
-        for name, compiled in self._patterns:
-            s, count = _apply(compiled, name, s)
-            total += count
+        # Again while a pass replaced something: a marker's own ':' or ']' can complete
+        # another pattern's match ("://password:[REDACTED:password]@" is a URL password
+        # now), so one pass is not always what a second pass would leave alone. Each pass
+        # that changes anything turns text into fewer markers, so this ends; the bound
+        # keeps a hostile text to a few passes (it would need one crafted layer per pass).
+        for _ in range(_MAX_PASSES):
+            replaced = 0
+            for name, compiled in self._patterns:
+                s, count = _apply(compiled, name, s)
+                replaced += count
+            total += replaced
+            if not replaced:
+                break
         if dropped:
             s += f"\n[TRUNCATED:{dropped} chars]"
         return s, total
