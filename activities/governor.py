@@ -28,7 +28,7 @@ from selfheal.activities.heartbeat import heartbeating, recall, remember
 from selfheal.contract import RemediationInput
 from selfheal.contract import activities as declared
 from selfheal.contract.activities import implements
-from selfheal.whitelist import Whitelist
+from selfheal.whitelist import Policy
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.contract.governor import (
     BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
@@ -173,7 +173,7 @@ class GovernorActivities:
             current = await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
         return current
 
-    async def _entry_update(self, entry_id: str, update: str, arg, result_type: type, policies: dict[str, Whitelist | None]):
+    async def _entry_update(self, entry_id: str, update: str, arg, result_type: type, policies: dict[str, Policy | None]):
         """``update`` on the entry's governor; taught one of ``policies`` (whitelist hash ->
         ``Whitelist.for_entry``) first whenever it names a hash it does not know."""
         wid = entry_governor_id(self._task_queue, entry_id)

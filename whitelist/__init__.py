@@ -6,7 +6,7 @@ read, reviewed and tested on its own. Installed, it is ``selfheal.whitelist``.
 
 from .loader import LoadedWhitelist, Problem, WhitelistError, load_whitelist, load_whitelist_bytes
 from .matchers import matches_all
-from .models import Whitelist
+from .models import Policy, Whitelist
 from .policy import decide, target_of
 from .vocabulary import ActionRequest, Decision, Execution
 
@@ -21,6 +21,7 @@ __all__ = [
     "Decision",
     "Execution",
     "LoadedWhitelist",
+    "Policy",
     "Problem",
     "Whitelist",
     "WhitelistError",

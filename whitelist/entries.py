@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from .durations import NonNegativeDuration, PositiveDuration
@@ -197,5 +197,22 @@ class LambdaRollbackEntry(_EntryBase):
 
 Entry = Annotated[
     Union[SystemdRestartEntry, EcsRollbackEntry, AsgScaleEntry, Ec2RebootEntry, LambdaRollbackEntry],
+    Field(discriminator="kind"),
+]
+
+
+def _for_deciding(kind: type[_EntryBase]) -> type[_EntryBase]:
+    """``kind`` as an entry's governor holds it (``Whitelist.for_entry``): which alerts select
+    the entry and how its effect is verified are not for deciding, so they are left out, and
+    every governor history is the shorter for it. None, not empty: an entry with no matchers
+    would select every alert, and one held here must never be mistaken for it. A subclass:
+    the policy's checks of a kind (``isinstance``) hold for both."""
+    return create_model(kind.__name__, __base__=kind, __module__=__name__,
+                        match=(None, Field(None, exclude=True)), verify=(None, Field(None, exclude=True)))
+
+
+DecidingEntry = Annotated[
+    Union[tuple(_for_deciding(kind) for kind in (SystemdRestartEntry, EcsRollbackEntry, AsgScaleEntry, Ec2RebootEntry,
+                                                 LambdaRollbackEntry))],
     Field(discriminator="kind"),
 ]

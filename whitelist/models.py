@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from .entries import (  # noqa: F401 (the schema's parts, re-exported: one import for a reader)
     Approvers, AsgBounds, AsgScaleEntry, AsgTarget, Autonomy, AwsPlace, Breaker, Ec2RebootEntry, Ec2Target,
-    EcsRollbackEntry, EcsTarget, Entry, FailureMemory, HttpCheck, LambdaRollbackEntry, LambdaTarget, RateLimit,
+    DecidingEntry, EcsRollbackEntry, EcsTarget, Entry, FailureMemory, HttpCheck, LambdaRollbackEntry, LambdaTarget, RateLimit,
     SystemdRestartEntry, SystemdTarget, Verify,
 )
 from .fields import (  # noqa: F401
@@ -36,11 +36,6 @@ from .fields import (  # noqa: F401
 )
 from .matchers import matches_all
 from .rules import aws_problems, consistency_problems, escalation_problems
-
-
-def _defaulted(model, *names: str):
-    """``model`` with these fields back at their defaults (what a slim message leaves out)."""
-    return model.model_copy(update={n: type(model).model_fields[n].get_default(call_default_factory=True) for n in names})
 
 
 def _ssh_public_key(text: str) -> str:
@@ -123,24 +118,22 @@ class Whitelist(Strict):
             e for e in self.entries if any(matches_all(e.match, labels) for labels in label_sets)]
         return WhitelistExcerpt(**{**self._fields(), "entries": keep}, omitted=len(self.entries) - len(keep))
 
-    def for_entry(self, entry_id: str) -> "Whitelist | None":
+    def for_entry(self, entry_id: str) -> "Policy | None":
         """What deciding on ``entry_id`` needs of this whitelist, and nothing else: the
-        tiers it can reach, the groups it names and the entry (no other entries, no identities, no
-        drills). Its size does not grow with the whitelist, so the governor can be told it
-        with every decision's first use. None when there is no such entry."""
+        tiers it can reach, the groups it names and the entry, less what is for people (its
+        description, where it pages, the file's metadata) and what is not for deciding (its
+        alert matchers, its verification). Its size does not grow with the whitelist, so the
+        governor can be told it with every decision's first use. None when there is no such
+        entry."""
         entry = self.entry(entry_id)
         if entry is None:
             return None
         # Only the tiers a decision on it can reach: its own, the one a raise asks for, and
         # the one autonomy escalates to (each is still the first of its kind in file order).
         reach = {entry.blast_radius, self.approving_tier(), self.escalation_tier(entry_id)}
-        # Prose is for people, not for deciding: left out (a real whitelist's descriptions
-        # are most of an entry), as is where the entry pages.
-        return Whitelist(**{**self._fields(), "metadata": _defaulted(self.metadata, "description"),
-                            "tiers": {n: t for n, t in self.tiers.items() if n in reach},
-                            "groups": {g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
-                            "people": {}, "attestation_keys": [], "drills": Drills(),
-                            "entries": [_defaulted(entry, "description", "paging")]})  # plain, also from an excerpt
+        return Policy(tiers={n: t for n, t in self.tiers.items() if n in reach},
+                      groups={g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
+                      entries=[entry.model_dump(exclude={"description", "paging", "match", "verify"})])
 
     def _fields(self) -> dict:
         """This whitelist's fields as a plain ``Whitelist`` has them (an excerpt's own left out)."""
@@ -225,3 +218,12 @@ class WhitelistExcerpt(Whitelist):
 
     entries: list[Entry] = []  # type: ignore[assignment]  # none matched: the incident has no remedy
     omitted: int = Field(0, ge=0)  # entries of the file left out
+
+
+class Policy(Whitelist):
+    """What an entry's governor holds of a whitelist (``Whitelist.for_entry``): the one entry
+    as deciding reads it, the tiers and groups it reaches. Named by the hash of the file it
+    was taken from, which has the metadata."""
+
+    metadata: Metadata | None = None  # type: ignore[assignment]
+    entries: list[DecidingEntry] = Field(min_length=1, max_length=1)  # type: ignore[assignment]

@@ -15,8 +15,8 @@ autonomous action, and the failures (failure memory); the deployment's
 (``governed.governed_decision``, which ``selfheal whitelist test`` calls too).
 
 What an update carries is what the decision needs: the whitelist's hash and the request.
-The whitelist itself (``Whitelist.for_entry``: tiers, groups, the entry; its size does not
-grow with the file) is learned once per hash; an update naming a hash this workflow does
+The whitelist itself (``Whitelist.for_entry``, a ``Policy``: tiers, groups, the entry as
+deciding reads it; its size does not grow with the file) is learned once per hash; an update naming a hash this workflow does
 not hold is refused with ``UnknownWhitelist`` and the caller teaches it first (``learn``).
 
 Messages:
@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         BREAKER, ENTRY_GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Assess, Assessed, EntryGovernor, EntryState, EntryStatus,
         Learn, Outcome, Reserve, Reserved,
     )
-    from selfheal.whitelist import Decision, Execution, Whitelist
+    from selfheal.whitelist import Decision, Execution, Policy
     from selfheal.whitelist.durations import format_duration
     from selfheal.whitelist.vocabulary import Act
     from selfheal.workflows.governed import governed_decision
@@ -156,7 +156,7 @@ class EntryGovernorWorkflow:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _policy(self, sha256: str) -> Whitelist | None:
+    def _policy(self, sha256: str) -> Policy | None:
         if sha256 not in self._state.policies:
             # Not a refusal of the request: the caller teaches this whitelist and asks again.
             raise ApplicationError(f"whitelist {sha256[:12]} is not known here", sha256, type=UNKNOWN_WHITELIST,

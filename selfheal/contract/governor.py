@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
 
-from selfheal.whitelist import ActionRequest, Decision, Execution, Whitelist
+from selfheal.whitelist import ActionRequest, Decision, Execution, Policy, Whitelist
 from selfheal.whitelist.vocabulary import Act, Hold
 
 GOVERNOR_WORKFLOW = "GovernorWorkflow"
@@ -130,7 +130,7 @@ class Current(_Model):
 
     whitelist_sha256: str = ""       # empty: no worker has announced one yet
     revision: int = 0
-    policy: Whitelist | None = None  # ``Whitelist.for_entry``; None when the entry is not in it
+    policy: Policy | None = None  # ``Whitelist.for_entry``; None when the entry is not in it
     brake: Brake = Brake()
 
 
@@ -207,7 +207,7 @@ class GovernorStatus(_Model):
 
 class Learn(Message):
     whitelist_sha256: str
-    policy: Slim[Whitelist] | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
+    policy: Slim[Policy] | None  # ``Whitelist.for_entry``; None: that whitelist has no such entry
 
 
 class Assess(Message):
@@ -244,7 +244,7 @@ class AssessInput(Message):
     deciding needs of it, which the governor learns once)."""
 
     whitelist_sha256: str
-    policy: Slim[Whitelist]  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
+    policy: Slim[Policy]  # Whitelist.for_entry(request.entry_id) of the incident's snapshot
     request: Slim[ActionRequest]
     incident_id: str
     idempotency_key: str  # the key of the reservation an automatic decision takes at once
@@ -306,7 +306,7 @@ class Outcome(Message):
 class EntryState(Message):
     entry_id: str
     updates_per_run: int = UPDATES_PER_RUN  # state, not a constant read at run time: tests choose a small one
-    policies: dict[str, Slim[Whitelist] | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
+    policies: dict[str, Slim[Policy] | None] = {}  # whitelist hash -> Whitelist.for_entry, oldest first
     executions: list[Slim[Execution]] = []
     autonomous: list[Act] = []
     failures: list[Act] = []

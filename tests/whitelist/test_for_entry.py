@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.contract.governor import Brake
-from selfheal.whitelist import ActionRequest, Execution, load_whitelist_bytes, target_of
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from selfheal.contract.governor import Brake, Current, EntryState
+from selfheal.whitelist import ActionRequest, Execution, load_whitelist_bytes, matching_entries, target_of
 from selfheal.whitelist.vocabulary import Act, Hold
 from selfheal.workflows.governed import governed_decision
 
@@ -46,9 +48,39 @@ def test_an_entrys_excerpt_decides_as_the_whole_file(text):
             full = governed_decision(whole, request, incident_id="now", now=NOW, **state)
             excerpt = governed_decision(whole.for_entry(entry.id), request, incident_id="now", now=NOW, **state)
             assert excerpt == full, (entry.id, name)
+            for policy in carried(entry.id, whole.for_entry(entry.id)):
+                assert governed_decision(policy, request, incident_id="now", now=NOW, **state) == full, (entry.id, name)
         assert set(whole.for_entry(entry.id).tiers) <= set(whole.tiers)
-        # Prose and paging are for people: the governor does not carry them.
-        assert (whole.for_entry(entry.id).entries[0].description, whole.for_entry(entry.id).entries[0].paging) == ("", None)
-    assert whole.metadata.description and not whole.for_entry(whole.entries[0].id).metadata.description
+        # Prose, paging and the file's metadata are for people, the alert matchers and the
+        # verification for the incident: the governor does not carry them.
+        sent = wire(EntryState(entry_id=entry.id, policies={"h": whole.for_entry(entry.id)}))
+        assert not {"description", "paging", "match", "verify", "metadata"} & set(keys(sent)), entry.id
+        assert entry.match and entry.verify and whole.metadata.reviewed_by  # the file did have them
+        # No matchers would select every alert: what the governor holds cannot be matched at all.
+        with pytest.raises(TypeError):
+            matching_entries(whole.for_entry(entry.id), {"alertname": "anything"})
+    assert whole.metadata.description
     assert any(e.description for e in whole.entries)
     assert len(whole.for_entry(whole.entries[0].id).tiers) < len(whole.tiers)  # it does leave some out
+
+
+def wire(message) -> dict:
+    """``message`` as a governor's history holds it."""
+    import json
+    return json.loads(pydantic_data_converter.payload_converter.to_payloads([message])[0].data)
+
+
+def carried(entry_id: str, policy):
+    """``policy`` after a trip through a governor's history (its state) and through the answer
+    to an activity's query (``Current``), as each receiver decides with it."""
+    convert = pydantic_data_converter.payload_converter
+    state = convert.from_payloads(convert.to_payloads([EntryState(entry_id=entry_id, policies={"h": policy})]), [EntryState])
+    current = convert.from_payloads(convert.to_payloads([Current(whitelist_sha256="h", policy=policy)]), [Current])
+    return [state[0].policies["h"], current[0].policy]
+
+
+def keys(value) -> list[str]:
+    """Every key at any depth of a JSON document."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in [k, *keys(v)]]
+    return [k for v in value for k in keys(v)] if isinstance(value, list) else []
