@@ -16,8 +16,9 @@ autonomous action, and the failures (failure memory); the deployment's
 
 What an update carries is what the decision needs: the whitelist's hash and the request.
 The whitelist itself (``Whitelist.for_entry``, a ``Policy``: tiers, groups, the entry as
-deciding reads it; its size does not grow with the file) is learned once per hash; an update naming a hash this workflow does
-not hold is refused with ``UnknownWhitelist`` and the caller teaches it first (``learn``).
+deciding reads it; its size does not grow with the file) is learned once per hash; an
+update naming a hash this workflow does not hold is refused with ``UnknownWhitelist`` and
+the caller teaches it first (``learn``).
 
 Messages:
   update ``learn(Learn)``                 what deciding needs of a whitelist, by its hash
