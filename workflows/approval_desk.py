@@ -30,6 +30,9 @@ with workflow.unsafe.imports_passed_through():
 # command and a visibility update, 12% of an approved incident's time from approval to
 # outcome (bench/approve_many.py).
 FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
+# The stages a query can already show as awaiting_approval (see "About to be" below): the
+# first request comes at the end of deciding, a tier raised at the reservation at acting.
+ABOUT_TO_ASK = frozenset({"deciding", "acting"})
 MAX_RECORDED_REFUSALS = 100
 # Refusals the audit keeps per name (a person, "slack:TEAM:USER", or whatever was typed):
 # one identity clicking on and on cannot crowd out everyone else's. Ten, not fewer: a
@@ -88,11 +91,19 @@ class ApprovalDesk(Notifying):
     # --- approvals ----------------------------------------------------------------------
     # Temporal keeps no trace of an update its validator rejects, and every refused
     # approval must be in the audit trail. So the validator only turns away updates when
-    # nothing is waiting for approval; who may approve is checked in the handler, which
-    # records the refusal and fails the update with the reason.
+    # nothing is or is about to be waiting for approval; who may approve is checked in the
+    # handler, which records the refusal and fails the update with the reason.
+    #
+    # "About to be": a query can answer from events no workflow task has handled yet, so
+    # `selfheal status`, the UI and the ingress can see awaiting_approval while this
+    # workflow, when the answer reaches it, is still deciding (or acting, for a tier raised
+    # at the reservation); the answer's update runs before the events that get there. It
+    # is held until the incident moves on, then judged: taken if it asks, refused (and
+    # recorded) if it does not.
 
     @workflow.update(name=Incident.APPROVE)
-    def approve(self, raw: Any = None) -> str:
+    async def approve(self, raw: Any = None) -> str:
+        await self._until_asked()
         return self._answer(raw, rejecting=False, via="update")
 
     @approve.validator
@@ -100,19 +111,26 @@ class ApprovalDesk(Notifying):
         self._require_waiting()
 
     @workflow.update(name=Incident.REJECT)
-    def reject(self, raw: Any = None) -> str:
+    async def reject(self, raw: Any = None) -> str:
+        await self._until_asked()
         return self._answer(raw, rejecting=True, via="update")
 
     @reject.validator
     def _reject_while_waiting(self, raw: Any = None) -> None:
         self._require_waiting()
 
+    async def _until_asked(self) -> None:
+        if self._audit.status in ABOUT_TO_ASK:
+            await workflow.wait_condition(lambda: self._audit.status not in ABOUT_TO_ASK)
+
     @workflow.signal(name=Incident.APPROVE_SIGNAL)
-    def approve_signal(self, raw: Any = None) -> None:
+    async def approve_signal(self, raw: Any = None) -> None:
+        await self._until_asked()
         self._answer(raw, rejecting=False, via="signal")
 
     @workflow.signal(name=Incident.REJECT_SIGNAL)
-    def reject_signal(self, raw: Any = None) -> None:
+    async def reject_signal(self, raw: Any = None) -> None:
+        await self._until_asked()
         self._answer(raw, rejecting=True, via="signal")
 
     def _answer(self, raw: Any, rejecting: bool, via: str) -> str:
@@ -155,7 +173,7 @@ class ApprovalDesk(Notifying):
                                                        channel=message.channel or "unverified", verified=verified))
 
     def _require_waiting(self) -> None:
-        if self._audit.status != "awaiting_approval":
+        if self._audit.status != "awaiting_approval" and self._audit.status not in ABOUT_TO_ASK:
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
     def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False,

@@ -203,8 +203,10 @@ def offline_aws():
 
 
 @asynccontextmanager
-async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None, aws=None):
-    """A worker in this process; yields its CurrentWhitelist (``reload()`` as SIGHUP would)."""
+async def running_worker(client: Client, settings: WorkerSettings, runner: CommandRunner | None = None, aws=None,
+                         wrap: dict[str, Callable] | None = None):
+    """A worker in this process; yields its CurrentWhitelist (``reload()`` as SIGHUP would).
+    ``wrap``: activity name -> a function of the real activity that returns the one to run."""
     loaded = CurrentWhitelist(load_whitelist(settings.whitelist))
     attributes = await search.available(client, settings.namespace)
     async with httpx.AsyncClient() as http:
@@ -212,10 +214,18 @@ async def running_worker(client: Client, settings: WorkerSettings, runner: Comma
             settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes,
             aws or offline_aws(),
         )
+        named = {activity_name(a): a for a in activities}
+        activities = [(wrap or {}).get(name, lambda real: real)(real) for name, real in named.items()]
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
                           workflow_runner=worker_module.WORKFLOW_RUNNER), \
                 worker_module.governor_worker(client, settings.task_queue):
             yield loaded
+
+
+def activity_name(fn: Callable) -> str:
+    from temporalio.activity import _Definition
+
+    return _Definition.must_from_callable(fn).name
 
 
 # (test name, handle) of every incident started, for ``pytest --record-histories``.

@@ -1,15 +1,21 @@
 """IncidentWorkflow end to end: real Temporal, a real systemd --user manager, a real unit."""
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.contract import IncidentSettings
+from selfheal.contract.governor import AssessInput, Assessed
 from tests.workflows.helpers import (
     FAST,
     NotificationSink,
+    activity_name,
     alert,
     ended,
     running_worker,
@@ -75,6 +81,57 @@ async def test_service_tier_waits_refuses_unauthorised_then_executes_on_approval
     assert "may not approve" in record.approvals[0].note
     assert record.decision.approvers == ["alice", "bob", "carol"]
     assert sink.kinds(handle.id)[0] == "approval_requested"
+
+
+def held_assessment(gate: asyncio.Event, reached: asyncio.Event):
+    """``assess_action`` that waits for ``gate``: the incident stays ``deciding`` meanwhile,
+    the moment a query can already show it asking (workflows/approval_desk.py)."""
+    def wrap(real):
+        @activity.defn(name=activity_name(real))
+        async def assess_when_released(inp: AssessInput) -> Assessed:
+            reached.set()
+            while not gate.is_set():
+                activity.heartbeat()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(gate.wait(), 0.5)
+            return await real(inp)
+        return assess_when_released
+    return wrap
+
+
+async def accepted_updates(handle) -> int:
+    return len([e async for e in handle.fetch_history_events()
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED])
+
+
+@pytest.mark.parametrize("alertname, taken", [("ApiSlow", True), ("ApiDown", False)], ids=["then-asks", "then-acts-alone"])
+async def test_an_answer_that_comes_while_the_incident_decides_is_judged_once_it_has(
+        client, task_queue, tmp_path, unit, runner, alertname, taken):
+    gate, reached = asyncio.Event(), asyncio.Event()
+    settings = settings_for(tmp_path, unit.name, task_queue, None)
+    async with running_worker(client, settings, runner, wrap={"assess_action": held_assessment(gate, reached)}):
+        handle = await start_incident(client, task_queue, alert(alertname))
+        await asyncio.wait_for(reached.wait(), 30)
+        assert await handle.query(IncidentWorkflow.status) == "deciding"
+        answer = asyncio.create_task(handle.execute_update(IncidentWorkflow.approve, Approval(approver="carol")))
+
+        async def taken_in():
+            return answer.done() or await accepted_updates(handle)
+        await wait_for(taken_in)
+        assert await accepted_updates(handle)  # taken in, not turned away...
+        assert not answer.done() and unit.start_count() == 1  # ...and held, judged by nothing yet
+        gate.set()
+        if taken:
+            assert await answer == "approved by carol (1 of 1)"
+        else:
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await answer
+            assert "not waiting for approval (status: verifying)" in str(refused.value.cause)
+        record: AuditRecord = await handle.result()
+    assert record.outcome == "remediated", record.outcome_detail
+    assert unit.start_count() == 2  # once, whether people or the tier let it run
+    assert [(e.kind, e.approver) for e in record.approvals] == [("approved" if taken else "refused", "carol")]
+    assert record.decision.kind == ("needs_approval" if taken else "auto")
 
 
 async def test_empty_or_malformed_approvals_are_refused_and_recorded(client, task_queue, tmp_path, unit, runner):
