@@ -15,14 +15,9 @@ import httpx
 from selfheal.dev.aws_sim import session
 from tests.conftest import require, temporal_binary
 from tests.support.waiting import wait_until
+from tests.support.ports import free_port  # noqa: F401 (its users import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_until(proc: subprocess.Popen, marker: str, timeout: float = 90.0) -> list[str]:

@@ -46,11 +46,9 @@ def test_selfheal_dev_takes_the_diagnoser_from_the_environment_and_nothing_else(
 
 
 def _free() -> int:
-    import socket
+    from tests.support.ports import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def test_the_agents_turn_bound_follows_the_models_token_limit():
@@ -63,16 +61,14 @@ def test_the_agents_turn_bound_follows_the_models_token_limit():
 
 async def test_a_worker_whose_model_does_not_answer_says_so_loudly_and_in_a_metric(caplog):
     import logging
-    import socket
+    from tests.support.ports import free_port
 
     import httpx
 
     from selfheal.metrics import SdkMetrics
     from selfheal.worker import probe_model
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     settings = WorkerSettings.from_mapping({"SELFHEAL_DIAGNOSER": "llm", "SELFHEAL_LLM_PROVIDER": "openai",
                                             "SELFHEAL_LLM_MODEL": "m", "SELFHEAL_LLM_BASE_URL": f"http://127.0.0.1:{port}/v1"})
     metrics = SdkMetrics()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from datetime import timedelta
 
@@ -14,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from selfheal.activities.llm import MAX_BODY, AnthropicMessages, LlmConfig, OpenAIChat, client_for
 from selfheal.contract import ChatMessage, ModelTurnInput, ToolCall, ToolSpec
 from tests.support.fake_llm import FakeLLM, delay, status, text, tool_call, tool_calls
+from tests.support.ports import free_port
 
 KEY = "sk-test-9f8e7d6c5b4a-never-shown"
 PROVIDERS = ["openai", "anthropic"]
@@ -204,9 +204,7 @@ async def test_a_slow_model_times_out_quickly_and_is_retryable(provider):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_an_unreachable_server_is_retryable(provider):
-    with socket.socket() as s:   # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     error = await failure(client_for(config(provider, f"http://127.0.0.1:{port}")))
     assert error.type == "LlmUnavailable" and not error.non_retryable
 
@@ -315,9 +313,7 @@ async def test_the_fake_refuses_what_the_provider_would(provider, headers, body,
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_the_start_up_probe_names_what_is_wrong_with_the_endpoint(provider):
-    with socket.socket() as s:   # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with FakeLLM(provider, [text("unused")], api_key=KEY) as fake:
         fine = await client_for(config(provider, fake.url)).probe()
         no_v1 = await client_for(config(provider, fake.url + "/nothing-here")).probe()

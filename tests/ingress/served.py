@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
 from selfheal.ingress.server import server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import free_port  # noqa: F401 (its users import it from here)
 
 
 @asynccontextmanager

@@ -134,7 +134,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -149,6 +148,7 @@ import pytest
 
 from tests.support.waiting import wait_until
 import yaml
+from tests.support.ports import free_port  # noqa: F401 (its users import it from here)
 
 DEBIAN_BINARY = "/usr/bin/prometheus-alertmanager"
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
@@ -207,12 +207,6 @@ def require_alertmanager() -> str:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rfc3339(value: _dt.datetime | str | None = None) -> str:
@@ -398,7 +392,7 @@ class Alertmanager:
     def _launch(self, config_path: Path, attempt: int) -> bool:
         """Start the process and wait for readiness; False = port clash, retry."""
         assert self.tmpdir is not None and self.binary is not None
-        self.port = _free_port()
+        self.port = free_port()
         self._log_path = self.tmpdir / f"alertmanager.{attempt}.log"
         argv = [
             self.binary,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 from tests.conftest import require
+from tests.support.ports import free_port  # noqa: F401 (its users import it from here)
 
 
 def find_binary(name: str, debian_path: str, env_var: str, package: str) -> tuple[str | None, str | None]:
@@ -34,8 +34,3 @@ def require_binary(name: str, debian_path: str, env_var: str, package: str) -> s
     return path
 
 
-def free_port() -> int:
-    """A loopback TCP port free right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

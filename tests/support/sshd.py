@@ -32,6 +32,7 @@ from typing import Iterator
 import pytest
 
 from tests.support.waiting import wait_until
+from tests.support.ports import free_port  # noqa: F401 (its users import it from here)
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it (owned by root, not group/world-writable)
@@ -58,12 +59,6 @@ def keygen(path: Path, comment: str = "selfheal-test") -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
                    check=True, capture_output=True, timeout=30)
     return Path(f"{path}.pub").read_text().strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _CONFIG = """\

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from .ports import free_port
 from .alertmanager import alertmanager_factory  # noqa: F401  (pytest fixture)
 from .alertmanager import (
     Alertmanager,
@@ -291,9 +292,7 @@ def test_retries_after_503_until_receiver_recovers():
 
 def test_retries_after_connection_refused():
     require_alertmanager()
-    with socket.socket() as s:  # a port nobody listens on (yet)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on (yet)
     with Alertmanager(f"http://127.0.0.1:{port}/hook") as am:
         am.post_alerts([{"labels": {"alertname": "IngressDown"}}])
         am.wait_until(lambda: "connection refused" in am.log_text(), timeout=10)
