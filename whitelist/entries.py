@@ -207,7 +207,7 @@ def _for_deciding(kind: type[_EntryBase]) -> type[_EntryBase]:
     every governor history is the shorter for it. None, not empty: an entry with no matchers
     would select every alert, and one held here must never be mistaken for it. A subclass:
     the policy's checks of a kind (``isinstance``) hold for both."""
-    return create_model(kind.__name__, __base__=kind, __module__=__name__,
+    return create_model(f"Deciding{kind.__name__}", __base__=kind, __module__=__name__,
                         match=(None, Field(None, exclude=True)), verify=(None, Field(None, exclude=True)))
 
 
