@@ -177,16 +177,13 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once_ho
                         and "query timed out" not in exc.message:
                     raise
 
-    async def reject(handle) -> None:
-        # The same query can show "awaiting_approval" before the task that gets there runs
-        # (docs/reference/metrics.md): the answer is then held until the incident asks.
-        await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
-
     async def one(n: int):
         handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service=f"checkout-{n}"))
         reader = asyncio.create_task(read_until_done(handle))
         await wait_status(handle, "awaiting_approval", timeout=60)
-        await reject(handle)
+        # The same query can show "awaiting_approval" before the task that gets there runs
+        # (docs/reference/metrics.md): the answer is then held until the incident asks.
+        await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
         record = await handle.result()
         await reader
         return record

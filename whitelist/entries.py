@@ -201,14 +201,19 @@ Entry = Annotated[
 ]
 
 
+# What an entry's governor does not hold of an entry (``Whitelist.for_entry``): which alerts
+# select it and how its effect is verified (not for deciding), its description and where it
+# pages (for people). Every governor history is the shorter for it.
+NOT_FOR_DECIDING = ("match", "verify", "description", "paging")
+
+
 def _for_deciding(kind: type[_EntryBase]) -> type[_EntryBase]:
-    """``kind`` as an entry's governor holds it (``Whitelist.for_entry``): which alerts select
-    the entry and how its effect is verified are not for deciding, so they are left out, and
-    every governor history is the shorter for it. None, not empty: an entry with no matchers
-    would select every alert, and one held here must never be mistaken for it. A subclass:
-    the policy's checks of a kind (``isinstance``) hold for both."""
+    """``kind`` as an entry's governor holds it: ``NOT_FOR_DECIDING`` is None and never
+    serialized. None, not empty: an entry with no matchers would select every alert, and one
+    held here must never be mistaken for it. A subclass: the policy's checks of a kind
+    (``isinstance``) hold for both."""
     return create_model(f"Deciding{kind.__name__}", __base__=kind, __module__=__name__,
-                        match=(None, Field(None, exclude=True)), verify=(None, Field(None, exclude=True)))
+                        **{name: (None, Field(None, exclude=True)) for name in NOT_FOR_DECIDING})
 
 
 DecidingEntry = Annotated[

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from .entries import (  # noqa: F401 (the schema's parts, re-exported: one import for a reader)
     Approvers, AsgBounds, AsgScaleEntry, AsgTarget, Autonomy, AwsPlace, Breaker, Ec2RebootEntry, Ec2Target,
-    DecidingEntry, EcsRollbackEntry, EcsTarget, Entry, FailureMemory, HttpCheck, LambdaRollbackEntry, LambdaTarget, RateLimit,
+    NOT_FOR_DECIDING, DecidingEntry, EcsRollbackEntry, EcsTarget, Entry, FailureMemory, HttpCheck, LambdaRollbackEntry, LambdaTarget, RateLimit,
     SystemdRestartEntry, SystemdTarget, Verify,
 )
 from .fields import (  # noqa: F401
@@ -133,7 +133,7 @@ class Whitelist(Strict):
         reach = {entry.blast_radius, self.approving_tier(), self.escalation_tier(entry_id)}
         return Policy(tiers={n: t for n, t in self.tiers.items() if n in reach},
                       groups={g: self.groups[g] for g in entry.approvers.groups if g in self.groups},
-                      entries=[entry.model_dump(exclude={"description", "paging", "match", "verify"})])
+                      entries=[entry.model_dump(exclude=set(NOT_FOR_DECIDING))])
 
     def _fields(self) -> dict:
         """This whitelist's fields as a plain ``Whitelist`` has them (an excerpt's own left out)."""

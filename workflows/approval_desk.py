@@ -33,6 +33,7 @@ FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
 # The stages a query can already show as awaiting_approval (see "About to be" below): the
 # first request comes at the end of deciding, a tier raised at the reservation at acting.
 ABOUT_TO_ASK = frozenset({"deciding", "acting"})
+ANSWERABLE = ABOUT_TO_ASK | {"awaiting_approval"}  # the validator admits answers at these
 MAX_RECORDED_REFUSALS = 100
 # Refusals the audit keeps per name (a person, "slack:TEAM:USER", or whatever was typed):
 # one identity clicking on and on cannot crowd out everyone else's. Ten, not fewer: a
@@ -173,7 +174,7 @@ class ApprovalDesk(Notifying):
                                                        channel=message.channel or "unverified", verified=verified))
 
     def _require_waiting(self) -> None:
-        if self._audit.status != "awaiting_approval" and self._audit.status not in ABOUT_TO_ASK:
+        if self._audit.status not in ANSWERABLE:
             raise ValueError(f"incident {self._audit.incident_id} is not waiting for approval (status: {self._audit.status})")
 
     def _record(self, kind: str, who: str, via: str, note: str, channel: str = "unverified", verified: bool = False,

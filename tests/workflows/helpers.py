@@ -214,8 +214,11 @@ async def running_worker(client: Client, settings: WorkerSettings, runner: Comma
             settings, loaded, load_rules(settings.diagnosis), client, runner or LocalRunner(), http, attributes,
             aws or offline_aws(),
         )
-        named = {activity_name(a): a for a in activities}
-        activities = [(wrap or {}).get(name, lambda real: real)(real) for name, real in named.items()]
+        if wrap:
+            named = {activity_name(a): a for a in activities}
+            if unknown := set(wrap) - set(named):
+                raise KeyError(f"no such activities to wrap: {sorted(unknown)}")
+            activities = [wrap[name](real) if name in wrap else real for name, real in named.items()]
         async with Worker(client, task_queue=settings.task_queue, workflows=worker_module.WORKFLOWS, activities=activities,
                           workflow_runner=worker_module.WORKFLOW_RUNNER), \
                 worker_module.governor_worker(client, settings.task_queue):
