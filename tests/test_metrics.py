@@ -43,7 +43,7 @@ from tests.ingress.conftest import SECRET, TOKEN, settings
 from tests.ingress.payloads import alertmanager, body, generic, prom_alert, sign
 from tests.ingress.served import free_port
 from tests.support.devserver import DevServer
-from tests.workflows.helpers import FAST, alert, offline_aws, start_incident, wait_status, whitelist_yaml
+from tests.workflows.helpers import FAST, alert, offline_aws, start_incident, wait_for, wait_status, whitelist_yaml
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
@@ -163,24 +163,30 @@ async def test_an_incident_rebuilt_from_history_at_every_step_is_counted_once_ho
     loaded = load_whitelist(settings_.whitelist)
     incidents = 6
 
-    async def read_until_done(handle) -> None:
-        while True:
-            try:
-                if await handle.query(IncidentWorkflow.status, rpc_timeout=timedelta(seconds=3)) == "done":
-                    return
-            except RPCError as exc:
-                # With no cache, a query that came in while the incident's task ran now and then
-                # goes unanswered (the SDK's, not selfheal's; the class of temporalio/sdk-rust#716,
-                # a legacy query overwritten by a task for the same run): this reader only adds
-                # pressure.
-                if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) \
-                        and "query timed out" not in exc.message:
-                    raise
+    async def status(handle) -> str | None:
+        """The incident's status, or None when the query went unanswered."""
+        try:
+            return await handle.query(IncidentWorkflow.status, rpc_timeout=timedelta(seconds=3))
+        except RPCError as exc:
+            # With no cache, a query that came in while the incident's task ran now and then
+            # goes unanswered (the SDK's, not selfheal's; the class of temporalio/sdk-rust#716,
+            # a legacy query overwritten by a task for the same run): ask again.
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) \
+                    and "query timed out" not in exc.message:
+                raise
+            return None
+
+    async def awaiting(handle) -> bool:
+        return await status(handle) == "awaiting_approval"
+
+    async def read_until_done(handle) -> None:  # only adds pressure
+        while await status(handle) != "done":
+            pass
 
     async def one(n: int):
         handle = await start_incident(client, task_queue, alert("CheckoutErrorRate", service=f"checkout-{n}"))
         reader = asyncio.create_task(read_until_done(handle))
-        await wait_status(handle, "awaiting_approval", timeout=60)
+        await wait_for(lambda: awaiting(handle), timeout=60)
         # The same query can show "awaiting_approval" before the task that gets there runs
         # (docs/reference/metrics.md): the answer is then held until the incident asks.
         await handle.execute_update(IncidentWorkflow.reject, Rejection(approver="alice", reason="not now"))
