@@ -262,7 +262,9 @@ def test_every_command_shown_parses_against_the_cli(shown: Shown):
     assert words[: len(path)] == list(path), f"options before the command: {words}"
     if getattr(_command(path), "commands", None) and "--help" not in words:
         pytest.fail(f"selfheal {' '.join(path)} is a group: name one of its commands")
-    wrong = [w.split("=")[0] for w in words if w.startswith("-") and w.split("=")[0] not in COMMANDS[path] | {"--help"}]
+    # A lone "-" is a value (standard input, as for --confirm), not an option.
+    wrong = [w.split("=")[0] for w in words
+             if w.startswith("-") and w != "-" and w.split("=")[0] not in COMMANDS[path] | {"--help"}]
     assert wrong == [], f"selfheal {' '.join(path)} has no {', '.join(wrong)}"
 
 

@@ -160,8 +160,6 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_remediated_waiting_ref
     try:
         lines = read_until(proc, "Ctrl-C stops everything.", timeout=180)
         curls = {_payload(curl)["alerts"][0]["labels"]["alertname"]: curl for _, curl in printed_alerts(lines)}
-        approve = next(line.strip() for line in lines if " approve INCIDENT_ID --as alice" in line)
-        key = approve.split("--key ")[1].split()[0]
 
         # Fire four of the printed alerts, as printed; each waits for people.
         names = {"remediated": "CheckoutErrorRate", "waiting": "QueueBacklogHigh", "refused": "PaymentsWebhookErrors",
@@ -179,8 +177,11 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_remediated_waiting_ref
             wait_until(lambda i=incident: show(i["id"]).get("status") == "awaiting_approval", timeout=PAGE_TIMEOUT,
                        interval=1)
 
-        # alice approves the checkout rollback (the printed line) and rejects the webhook rollback.
-        approved = run_as_printed(approve.replace("INCIDENT_ID", incidents["remediated"]["id"]), elsewhere)
+        # alice approves the checkout rollback (the line dev printed when it asked) and rejects the webhook rollback.
+        asked = f" approve {shlex.quote(incidents['remediated']['id'])} --as alice "
+        approve = next(line.strip() for line in read_until(proc, asked, timeout=60) if asked in line)
+        key = approve.split("--key ")[1].split()[0]
+        approved = run_as_printed(approve, elsewhere)
         assert approved.returncode == 0 and "approved by alice" in approved.stdout, approved.stdout + approved.stderr
         rejected = subprocess.run(
             [*selfheal_script(), "reject", incidents["refused"]["id"], "--as", "alice", "--key", key,
@@ -211,7 +212,7 @@ def test_the_web_ui_shows_the_status_summary_and_story_of_remediated_waiting_ref
                                          "approved by alice via ssh", "Done", "Outcome: remediated"]),
             "waiting": ("RUNNING", ["awaiting_approval · 1 alert(s), firing", "needs_approval: scale-queue-workers",
                                     "needs 2 approval(s)",
-                                    f"approve: selfheal approve {incidents['waiting']['id']} --as NAME"]),
+                                    f"approve: selfheal approve {shlex.quote(incidents['waiting']['id'])} --as alice"]),
             # People said no: nothing failed, the workflow completed; the details say how it ended.
             "refused": ("COMPLETED", ["done · 1 alert(s)", "needs_approval: rollback-payments-webhook",
                                       "rejected by alice via ssh", "Outcome: rejected"]),

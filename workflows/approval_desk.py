@@ -190,7 +190,7 @@ class ApprovalDesk(Notifying):
         viewed = any(v.person == who and v.verified for v in self._audit.evidence_views)
         # A rubber-stamp signal, recorded and counted in review: it never blocks the approval.
         decision = self._audit.decision
-        tier = self._snapshot.whitelist.tiers.get(decision.tier) if decision and decision.tier and self._snapshot else None
+        tier = self._tier(decision.tier if decision else None)
         fast = (kind == "approved" and after is not None and tier is not None
                 and after < tier.min_review.total_seconds())
         event = ApprovalEvent(kind=kind, approver=who, at=workflow.now(), via=via, note=note, channel=channel,
@@ -236,7 +236,7 @@ class ApprovalDesk(Notifying):
             "evidence": "\n".join(evidence)[:2500],
             "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
             "service": search.service_of(first.labels) if first else "",
-            "approve": f"selfheal approve {a.incident_id} --as NAME --key ~/.ssh/id_ed25519",
+            "approve": "\n".join(ui_details.approve_lines(a.incident_id, d.approvers, getattr(self._tier(d.tier), "confirm", False))),
         }
 
     @property
@@ -249,8 +249,13 @@ class ApprovalDesk(Notifying):
         if status in FILTERED_STATUSES:
             self._upsert(search.STATUS.value_set(status), *also)
         decision = self._audit.decision
-        tier = self._snapshot.whitelist.tiers.get(decision.tier) if decision and decision.tier and self._snapshot else None
-        workflow.set_current_details(ui_details.current_details(self._audit, status, tier.channels if tier else None))
+        tier = self._tier(decision.tier if decision else None)
+        workflow.set_current_details(ui_details.current_details(self._audit, status, tier.channels if tier else None,
+                                                                tier is not None and tier.confirm))
+
+    def _tier(self, name: str | None):
+        """The incident's own snapshot's tier of that name (None before a decision)."""
+        return self._snapshot.whitelist.tiers.get(name) if name and self._snapshot else None
 
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:

@@ -10,12 +10,27 @@ sits in a fenced code block, shown as written.
 from __future__ import annotations
 
 import re
+import shlex
 
 from selfheal.contract import AuditRecord
 from selfheal.identity import attest
 
 MAX_TEXT = 1_500  # characters of one block of untrusted text
 MAX_REFUSALS_SHOWN = 5
+MAX_APPROVE_LINES = 3  # one per approver, the first few: a long list would bury the evidence
+
+
+def approve_lines(incident_id: str, approvers: list[str], confirm: bool = False) -> list[str]:
+    """``selfheal approve`` for each of the first approvers, each runnable as printed: the key
+    is the approver's default (ssh-agent, then ``~/.ssh/id_ed25519``), and where the tier asks
+    to confirm the target, ``--confirm -`` asks for it at the prompt, so the person still types
+    it (a line that carried the target would make confirming a paste)."""
+    confirming = " --confirm -" if confirm else ""
+    lines = [f"selfheal approve {shlex.quote(incident_id)} --as {shlex.quote(who)}{confirming}"
+             for who in approvers[:MAX_APPROVE_LINES]]
+    if len(approvers) > MAX_APPROVE_LINES:
+        lines.append(f"(or as any of the {len(approvers) - MAX_APPROVE_LINES} other approvers: the same line with their name)")
+    return lines
 
 
 def block(text: str) -> str:
@@ -33,7 +48,7 @@ def _state(state) -> str:
     return f"{getattr(state, 'active_state', '?')}/{getattr(state, 'sub_state', '?')}"
 
 
-def current_details(a: AuditRecord, status: str, channels: list[str] | None = None) -> str:
+def current_details(a: AuditRecord, status: str, channels: list[str] | None = None, confirm: bool = False) -> str:
     parts = [f"**{status}** · {len(a.alerts)} alert(s), {'resolved' if a.resolved else 'firing'}"]
     if a.diagnosis is not None:
         said = a.diagnosis.rationale + (f"\nproposes: {a.diagnosis.proposal}" if a.diagnosis.proposal else "")
@@ -48,7 +63,7 @@ def current_details(a: AuditRecord, status: str, channels: list[str] | None = No
         if d.kind == "needs_approval":
             how = f" through {', '.join(channels)}" if channels else ""
             lines.append(f"needs {d.approvals} approval(s){how} from: {', '.join(d.approvers)}")
-            lines.append(f"approve: selfheal approve {a.incident_id} --as NAME")
+            lines += [f"approve: {line}" for line in approve_lines(a.incident_id, d.approvers, confirm)]
         if d.raised_by:
             lines.append("raised from " + (d.declared_tier or "?") + ": " + "; ".join(d.raised_by))
         if d.kind == "deny":

@@ -137,12 +137,15 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         comment: str = typer.Option("", "--comment"),
         key: str = typer.Option(None, "--key", help="SSH key to sign with: a private key file, or a public key "
                                 "whose private half is in ssh-agent (default: the agent's first key, then ~/.ssh/id_ed25519)"),
-        confirm: str = typer.Option(None, "--confirm", help="the exact target, where the tier asks to confirm it"),
+        confirm: str = typer.Option(None, "--confirm", help="the exact target, where the tier asks to confirm it "
+                                    "(- asks for it at the prompt, or reads it from standard input)"),
         unsigned: bool = typer.Option(False, "--unsigned", help="send a typed name: recorded as unverified"),
         address: str = AddressOption,
         namespace: str = NamespaceOption,
     ) -> None:
         """Approve the incident's action, signed with your SSH key (the workflow's `approve` update)."""
+        if confirm == "-":
+            confirm = _typed_target(incident_id, address, namespace)
         proof = {} if unsigned else _signed(incident_id, "approve", name, key, confirm, address, namespace)
         _send(incident_id, Incident.APPROVE, Approval(approver=name, comment=comment, confirm=confirm, **proof), address, namespace)
 
@@ -160,11 +163,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         proof = {} if unsigned else _signed(incident_id, "reject", name, key, None, address, namespace)
         _send(incident_id, Incident.REJECT, Rejection(approver=name, reason=reason, **proof), address, namespace)
 
-    def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
-        """Sign a statement about the incident's current decision; exits with the reason if it cannot."""
-        from selfheal.identity import attest
-        from selfheal.identity.signing import signing_key
-
+    def _decided(incident_id: str, action: str, address, namespace) -> AuditRecord:
+        """The incident's record, which must have decided something to answer; exits with the reason if not."""
         async def current() -> AuditRecord:
             client = await connect_temporal(address, namespace)
             return await client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord,
@@ -172,8 +172,33 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         try:
             record = asyncio.run(current())
-            if record.decision is None or record.request is None:
-                raise attest.Unproven(f"{incident_id} has not decided anything to {action} yet (status: {record.status})")
+        except typer.Exit:  # already said why (an unreachable server)
+            raise
+        except Exception as exc:  # an unknown id, an unreachable server
+            err.print(f"cannot read {incident_id}: {NO_WORKER if unanswered(exc) else exc}", markup=False)
+            raise typer.Exit(1) from None
+        if record.decision is None or record.request is None:
+            err.print(f"cannot {action}: {incident_id} has not decided anything to {action} yet (status: {record.status})",
+                      markup=False)
+            raise typer.Exit(1)
+        return record
+
+    def _typed_target(incident_id: str, address, namespace) -> str:
+        """``--confirm -``: the person types the target (a prompt on a terminal, else a line of
+        standard input), so the line a notification prints runs as printed and confirming
+        stays typing, not pasting."""
+        from selfheal.identity import attest
+
+        expected = attest.confirmation_text(_decided(incident_id, "approve", address, namespace).request)
+        return typer.prompt(f"type the target to approve ({expected})", err=True).strip()
+
+    def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
+        """Sign a statement about the incident's current decision; exits with the reason if it cannot."""
+        from selfheal.identity import attest
+        from selfheal.identity.signing import signing_key
+
+        record = _decided(incident_id, action, address, namespace)
+        try:
             statement = attest.new_statement(
                 action=action, subject=incident_id, entry=record.decision.entry_id, target=record.request.target,
                 decision=attest.decision_digest(record.decision), person=name, channel="ssh", confirm=confirm)
@@ -181,10 +206,5 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             signature = attest.sign_ssh(data, signing_key(key, "send --unsigned (recorded as unverified)"))
         except attest.Unproven as exc:
             err.print(f"cannot sign: {exc}", markup=False)
-            raise typer.Exit(1) from None
-        except typer.Exit:  # already said why (an unreachable server)
-            raise
-        except Exception as exc:  # an unknown id, an unreachable server
-            err.print(f"cannot read {incident_id}: {NO_WORKER if unanswered(exc) else exc}", markup=False)
             raise typer.Exit(1) from None
         return {"channel": "ssh", "statement": data.decode(), "signature": signature}

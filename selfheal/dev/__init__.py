@@ -39,11 +39,13 @@ from temporalio.client import Client
 
 from selfheal import connection, search, worker
 from selfheal.activities.aws_clients import AwsClients
+from selfheal.dev import waiting
 from selfheal.dev.aws_sim import DEMO_CREDENTIALS, MotoServer, seed_demo_world
 from selfheal.ingress.auth import SourceAuth
 from selfheal.ingress.server import build, server
 from selfheal.ingress.settings import IngressSettings
 from selfheal.settings import WorkerSettings
+from selfheal.whitelist import load_whitelist
 
 log = logging.getLogger("selfheal.dev")
 SERVER_START_TIMEOUT = 60.0
@@ -275,10 +277,10 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
         sim, aws, world = simulated_aws(opts)
         if proc is None:  # someone's cluster: create nothing there, change no retention
             client = await connection.connect(temporal)
-            await search.available(client, temporal["namespace"])
+            searchable = await search.available(client, temporal["namespace"])
         else:
             client = await _wait_for_server(address, proc)
-            await search.available(client, "default", create=True)  # a database from an older version may lack some
+            searchable = await search.available(client, "default", create=True)  # a database from an older version may lack some
             await set_retention(client, "default", RETENTION)
         whitelist, keys = demo_approvers(opts.whitelist, opts.data_dir)
         # The worker reads the same SELFHEAL_* variables as ``selfheal worker`` (the diagnoser and
@@ -315,6 +317,9 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             where = f"--profile {profile}" if profile else f"--address {address}"
             worker_metrics = (f"http://{opts.host}:{opts.metrics_port}/metrics (worker)" if metrics_free
                               else f"worker metrics off: port {opts.metrics_port} is in use")
+            # An incident's id exists once its alert arrives: the approve line is printed then (selfheal.dev.waiting).
+            waiting_hint = ("When an incident waits for approval, its approve line (signed with a demo key) is printed here.\n"
+                            if searchable else "")
             temporal_lines = (f"  Temporal UI:  {ui_url}/namespaces/default/workflows\n  Temporal:     {address}\n" if proc
                               else f"  Temporal:     {connection.describe(temporal)} (profile {profile})\n")
             print(
@@ -328,12 +333,13 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 f"{fire}"
                 f"Then list the incidents:\n"
                 f"  {cmd} incidents {where}\n"
-                f"Approve one that waits (signed with a demo key, as alice; bob's is beside it):\n"
-                f"  {cmd} approve INCIDENT_ID --as alice --key {shlex.quote(str(keys['alice']))} {where}\n"
+                f"{waiting_hint}"
                 f"{systemd_demo}"
                 "Ctrl-C stops everything.",
                 flush=True,
             )
+            watcher = (asyncio.create_task(waiting.print_approve_lines(
+                client, load_whitelist(whitelist).whitelist, keys, cmd, where, worker_stop)) if searchable else None)
             if ready:
                 ready.set()
             done, _ = await asyncio.wait(
@@ -341,7 +347,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
             )
             ingress.should_exit = True
             worker_stop.set()
-            await asyncio.gather(ingress_task, worker_task, return_exceptions=True)
+            await asyncio.gather(ingress_task, worker_task, *([watcher] if watcher else []), return_exceptions=True)
             for task in (worker_task, ingress_task):
                 if task.done() and not task.cancelled() and task.exception():
                     raise task.exception()

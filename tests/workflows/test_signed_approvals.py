@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -21,7 +23,7 @@ from selfheal.contract import Approval, AuditRecord, Rejection
 from selfheal.workflows.approval_desk import MAX_REFUSALS_PER_IDENTITY
 from selfheal.workflows.incident import IncidentWorkflow
 from tests.support.keys import keypair, people_yaml
-from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident, wait_status
+from tests.workflows.helpers import NotificationSink, alert, running_worker, settings_for, start_incident, wait_for, wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +84,12 @@ def keys(tmp_path):
     return {name: keypair(tmp_path, name) for name in ("alice", "bob", "carol", "mallory")}
 
 
+def signed_settings(tmp_path, unit, task_queue: str, keys, notify_url: str | None = None):
+    """The worker's settings: the test whitelist naming everyone's public key but mallory's."""
+    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
+    return settings_for(tmp_path, unit.name, task_queue, notify_url, whitelist=whitelist(unit.name, public), rules=RULES)
+
+
 async def waiting(client, task_queue: str, alertname: str):
     handle = await start_incident(client, task_queue, alert(alertname))
     await wait_status(handle, "awaiting_approval")
@@ -96,9 +104,8 @@ async def refused(handle, approval: Approval) -> str:
 
 async def test_a_signed_cli_approval_counts_and_forged_expired_misdirected_or_replayed_ones_do_not(
         temporal_env, client, task_queue, tmp_path, unit, runner, keys):
-    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
     with NotificationSink() as sink:
-        settings = settings_for(tmp_path, unit.name, task_queue, sink.url, whitelist=whitelist(unit.name, public), rules=RULES)
+        settings = signed_settings(tmp_path, unit, task_queue, keys, sink.url)
         async with running_worker(client, settings, runner):
             handle = await _signed_approval_story(temporal_env, client, task_queue, keys)
     # Unverified attempts show in the notifications too, not only in the audit.
@@ -149,8 +156,7 @@ async def _signed_approval_story(temporal_env, client, task_queue, keys):
 
 async def test_a_replayed_statement_is_refused_and_one_person_counts_once_across_channels(
         temporal_env, client, task_queue, tmp_path, unit, runner, keys):
-    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
-    settings = settings_for(tmp_path, unit.name, task_queue, None, whitelist=whitelist(unit.name, public), rules=RULES)
+    settings = signed_settings(tmp_path, unit, task_queue, keys)
     async with running_worker(client, settings, runner):
         handle, record = await waiting(client, task_queue, "ApiPair")  # two approvers; typed names count here
         first = signed(record, keys["alice"][0])
@@ -170,8 +176,7 @@ async def test_a_replayed_statement_is_refused_and_one_person_counts_once_across
 
 async def test_a_tier_that_asks_for_confirmation_refuses_a_wrong_or_missing_target(
         temporal_env, client, task_queue, tmp_path, unit, runner, keys):
-    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
-    settings = settings_for(tmp_path, unit.name, task_queue, None, whitelist=whitelist(unit.name, public), rules=RULES)
+    settings = signed_settings(tmp_path, unit, task_queue, keys)
     async with running_worker(client, settings, runner):
         handle, record = await waiting(client, task_queue, "ApiCareful")
         key = keys["carol"][0]
@@ -190,10 +195,37 @@ async def test_a_tier_that_asks_for_confirmation_refuses_a_wrong_or_missing_targ
     assert [e.kind for e in final.approvals] == ["refused", "refused", "approved"]
 
 
+async def test_the_approve_line_a_notification_prints_runs_as_printed_and_the_person_types_the_target(
+        temporal_env, client, task_queue, tmp_path, unit, runner, keys):
+    with NotificationSink() as sink:
+        settings = signed_settings(tmp_path, unit, task_queue, keys, sink.url)
+        async with running_worker(client, settings, runner):
+            handle, record = await waiting(client, task_queue, "ApiCareful")
+            async def request():
+                return next((n for n in sink.received if n["kind"] == "approval_requested"), None)
+
+            asked = await wait_for(request)
+            lines = asked["details"]["approve"].splitlines()
+            # carol's own machine: her key where the CLI looks by default, no agent, selfheal on PATH
+            home = tmp_path / "carol"
+            (home / ".ssh").mkdir(parents=True)
+            shutil.copy(keys["carol"][0], home / ".ssh" / "id_ed25519")
+            env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                   "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host}
+            expected = attest.confirmation_text(record.request)
+            ran = await asyncio.to_thread(subprocess.run, ["sh", "-c", lines[2]], cwd=tmp_path, env=env,
+                                          input=expected + "\n", capture_output=True, text=True, timeout=60)
+            final: AuditRecord = await handle.result()
+    assert lines == [f"selfheal approve {shlex.quote(handle.id)} --as {who} --confirm -" for who in ("alice", "bob", "carol")]
+    assert ran.returncode == 0 and "approved by carol" in ran.stdout, ran.stdout + ran.stderr
+    assert f"type the target to approve ({expected})" in ran.stderr
+    assert final.outcome == "remediated"
+    assert [(e.kind, e.approver, e.verified) for e in final.approvals] == [("approved", "carol", True)]
+
+
 async def test_an_unmapped_slack_user_never_counts_even_where_typed_names_do_and_one_name_fills_only_its_share(
         temporal_env, client, task_queue, tmp_path, unit, runner, keys):
-    public = {name: pair[1] for name, pair in keys.items() if name != "mallory"}
-    settings = settings_for(tmp_path, unit.name, task_queue, None, whitelist=whitelist(unit.name, public), rules=RULES)
+    settings = signed_settings(tmp_path, unit, task_queue, keys)
     async with running_worker(client, settings, runner):
         handle, _ = await waiting(client, task_queue, "ApiPair")  # a tier where typed names count
         flood = MAX_REFUSALS_PER_IDENTITY + 3

@@ -4,13 +4,14 @@ or a model wrote rendered as Markdown (issue 24)."""
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime, timezone
 
 from selfheal.contract import (
     ActionRequest, Alert, ApprovalEvent, AuditRecord, Check, Decision, Diagnosis, Hypothesis, RemediationResult,
     Verification, WorldState,
 )
-from selfheal.workflows.ui_details import current_details
+from selfheal.workflows.ui_details import approve_lines, current_details
 
 T = datetime(2026, 12, 7, tzinfo=timezone.utc)
 HOSTILE = "[approve here](http://evil.example) ```\n# not a heading"
@@ -35,7 +36,27 @@ def test_a_waiting_incident_names_the_action_the_exact_target_and_who_may_approv
     assert text.startswith("**awaiting_approval** · 1 alert(s), firing")
     assert "needs_approval: rollback-checkout on checkout:6" in text
     assert "needs 1 approval(s) through ssh, slack from: alice, bob" in text
-    assert "approve: selfheal approve checkout-1 --as NAME" in text
+    assert "approve: selfheal approve checkout-1 --as alice\napprove: selfheal approve checkout-1 --as bob\n" in text
+
+
+def test_each_approve_line_runs_as_printed_for_its_approver_and_a_confirming_tier_asks_at_the_prompt():
+    from typer.testing import CliRunner
+
+    from selfheal.cli import app
+
+    people = ["alice", "bob", "carol", "dave", "erin"]
+    lines = approve_lines("checkout.generic-1~ab12", people, confirm=True)
+    assert lines[:3] == [f"selfheal approve 'checkout.generic-1~ab12' --as {who} --confirm -" for who in people[:3]]
+    assert lines[3] == "(or as any of the 2 other approvers: the same line with their name)"
+    assert approve_lines("x", ["alice"]) == ["selfheal approve x --as alice"]
+    # Each parses as the CLI's own command line: the id and name arrive whole, the shell's quoting undone.
+    for line, who in zip(lines[:3], people):
+        argv = shlex.split(line)
+        assert argv[:2] == ["selfheal", "approve"]
+        assert argv[2] == "checkout.generic-1~ab12" and argv[argv.index("--as") + 1] == who
+        # The app the installed script runs: an option approve does not take fails before --help.
+        helped = CliRunner().invoke(app, [*argv[1:], "--help"])
+        assert helped.exit_code == 0 and "Approve the incident" in helped.output, helped.output
 
 
 def test_done_says_what_was_done_before_and_after_and_what_verified():
