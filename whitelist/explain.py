@@ -134,6 +134,12 @@ def explain(whitelist: Whitelist, entry_id: str) -> str:
     return "\n".join(lines)
 
 
+def paging_brief(route) -> str:
+    """A resolved ``Paging`` in a table cell: the key's variable, the severity, the next level."""
+    key = f"${route.routing_key_env}" if route.routing_key_env else "the worker's key"
+    return f"{key}, {route.severity}" + (f"; then ${route.escalate_to_env}" if route.escalate_to_env else "")
+
+
 def paging_words(whitelist, entry) -> str:
     """Where the entry's incidents page on-call, when the worker pages (PagerDuty)."""
     route = whitelist.paging(entry.id, entry.blast_radius)

@@ -26,7 +26,7 @@ def register(whitelist_app: typer.Typer, out, err) -> None:
     def whitelist_check(path: Path = typer.Argument(..., help="the whitelist YAML file")) -> None:
         """Validate a whitelist; print its entries, or every problem as PATH:LINE: field: message."""
         from selfheal.whitelist.durations import format_duration
-        from selfheal.whitelist.explain import drills_words, needs_words, tier_words
+        from selfheal.whitelist.explain import drills_words, needs_words, paging_brief, tier_words
         from selfheal.whitelist.policy import target_of
 
         loaded = load_or_exit(path, err)
@@ -42,12 +42,16 @@ def register(whitelist_app: typer.Typer, out, err) -> None:
             mode = "SHADOW (never runs)" if entry.mode == "shadow" else "active"
             table.add_row(entry.id, entry.kind, mode, target, entry.blast_radius, needs_words(wl, entry), guard)
         out.print(table)
-        tiers = Table(title="tiers: who must agree, and how")
-        for column in ("tier", "approvals", "how an approval counts"):
+        tiers = Table(title="tiers: who must agree, and how; where their incidents page (when the worker pages PagerDuty)")
+        for column in ("tier", "approvals", "how an approval counts", "pages"):
             tiers.add_column(column, overflow="fold")
         for name, tier in wl.tiers.items():
-            tiers.add_row(name, str(tier.approvals), tier_words(tier) if tier.approvals else "runs automatically")
+            tiers.add_row(name, str(tier.approvals), tier_words(tier) if tier.approvals else "runs automatically",
+                          paging_brief(wl.paging("", name)))
         out.print(tiers)
+        own = [f"{e.id} (${e.paging.routing_key_env})" for e in wl.entries if e.paging and e.mode != "shadow"]
+        if own:
+            out.print(f"Entries that page a service of their own: {', '.join(own)}.", markup=False, highlight=False)
         out.print(f"Drills: {drills_words(wl)}.", markup=False, highlight=False)
 
 

@@ -56,6 +56,7 @@ def test_check_and_explain_show_every_field_that_changes_authority(tmp_path: Pat
     text = text.replace("  service:  { approvals: 1 }", "  service: {approvals: 1, confirm: true, min_review: 2m, channels: [ssh, unverified], "
                                                         "paging: {routing_key_env: PD_CHECKOUT, escalate_to_env: PD_LEADS}}")
     text = text.replace("  - id: scale-queue-workers\n", "  - id: scale-queue-workers\n    mode: shadow\n")
+    text = text.replace("  - id: rollback-payments-webhook\n", "  - id: rollback-payments-webhook\n    paging: {routing_key_env: PD_PAYMENTS}\n")
     assert "confirm: true" in text and "mode: shadow" in text
     text += "drills: {rate: 0.1}\n"
     wl = tmp_path / "wl.yaml"
@@ -67,6 +68,10 @@ def test_check_and_explain_show_every_field_that_changes_authority(tmp_path: Pat
     row = next(line for line in checked.stdout.splitlines() if "scale-queue-workers" in line)
     assert "SHADOW (never runs)" in row and "never runs (shadow)" in row
     assert "each approval repeats the exact target" in checked.stdout and "Drills: 10% of approval requests" in checked.stdout
+    service_row = next(line for line in checked.stdout.splitlines() if line.startswith("│ service "))
+    assert "$PD_CHECKOUT, error; then $PD_LEADS" in service_row  # where the tier's incidents page
+    assert "the worker's key, warning" in next(line for line in checked.stdout.splitlines() if line.startswith("│ instance "))
+    assert "Entries that page a service of their own: rollback-payments-webhook ($PD_PAYMENTS)." in checked.stdout
     assert "Mode:        SHADOW" in shadow.stdout and "NEVER executed" in shadow.stdout
     assert "Would allow: change the desired capacity" in shadow.stdout and "Allows:" not in shadow.stdout
     for said in ("counted through ssh, unverified (a typed name counts here: it proves nothing)",
