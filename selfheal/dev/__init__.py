@@ -28,7 +28,7 @@ import sys
 import sysconfig
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -262,6 +262,7 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     opts = dataclasses.replace(opts, data_dir=opts.data_dir.resolve())  # every path it prints works from anywhere
     token = opts.token or secrets.token_urlsafe(18)
+    started = datetime.now(timezone.utc)
     address = f"{opts.host}:{opts.temporal_port}"
     ui_url = f"http://{opts.host}:{opts.ui_port}"
     ingress_url = f"http://{opts.host}:{opts.ingress_port}"
@@ -339,7 +340,8 @@ async def run_dev(opts: DevOptions, ready: asyncio.Event | None = None, stop: as
                 flush=True,
             )
             watcher = (asyncio.create_task(waiting.print_approve_lines(
-                client, load_whitelist(whitelist).whitelist, keys, cmd, where, worker_stop)) if searchable else None)
+                client, load_whitelist(whitelist).whitelist, keys, cmd, where, worker_stop, worker_settings.task_queue,
+                since=started if profile else None)) if searchable else None)
             if ready:
                 ready.set()
             done, _ = await asyncio.wait(

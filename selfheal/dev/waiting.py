@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from datetime import datetime
 from pathlib import Path
 
 from temporalio.client import Client
@@ -48,16 +49,23 @@ def announcement(record: AuditRecord, lines: list[str]) -> str:
     return head + ". Approve it, signed with a demo key:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def query(task_queue: str, since: datetime | None) -> str:
+    """This stack's waiting incidents; with ``since``, only those started after it (on
+    someone's cluster, ``--temporal-profile``, not the incidents of the people who run it)."""
+    return f'{QUERY} AND TaskQueue = "{task_queue}"' + (f' AND StartTime > "{since.isoformat()}"' if since else "")
+
+
 async def print_approve_lines(client: Client, whitelist: Whitelist, keys: dict[str, Path], command: str, where: str,
-                              stop: asyncio.Event) -> None:
+                              stop: asyncio.Event, task_queue: str, since: datetime | None = None) -> None:
     """Until ``stop``: print each newly waiting incident's approve lines, once."""
     told: set[str] = set()
+    listing = query(task_queue, since)
     while not stop.is_set():
         if len(told) >= TOLD:
             print(f"More incidents may wait; list them with:\n  {command} incidents {where}", flush=True)
             return
         try:
-            async for wf in client.list_workflows(QUERY, limit=NEWEST):
+            async for wf in client.list_workflows(listing, limit=NEWEST):
                 if wf.id in told or len(told) >= TOLD:
                     continue
                 record = await client.get_workflow_handle(wf.id).query(Incident.AUDIT, result_type=AuditRecord,
