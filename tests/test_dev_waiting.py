@@ -12,7 +12,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from selfheal import search
 from selfheal.contract import ActionRequest, AuditRecord, Decision
-from selfheal.contract.workflows import INCIDENT_WORKFLOW
+from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW
 from selfheal.dev import waiting
 from selfheal.whitelist import load_whitelist
 from tests.workflows.helpers import wait_for
@@ -47,26 +47,26 @@ def test_a_tier_that_asks_to_confirm_gets_a_line_that_asks_at_the_prompt():
 async def test_the_listing_finds_this_stacks_waiting_incidents_started_since_and_no_others(client):
     queue, other = f"dev-{uuid.uuid4().hex[:8]}", f"dev-{uuid.uuid4().hex[:8]}"
 
-    async def start(task_queue: str, status: str) -> str:
+    async def start(task_queue: str, status: str, workflow: str = INCIDENT_WORKFLOW) -> str:
         handle = await client.start_workflow(  # no worker: it stays running with the status it started with
-            INCIDENT_WORKFLOW, id=f"{task_queue}-{status}-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
+            workflow, id=f"{task_queue}-{status}-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
             search_attributes=TypedSearchAttributes([SearchAttributePair(search.STATUS, status)]))
         return handle.id
 
     before = await start(queue, "awaiting_approval")
     await asyncio.sleep(0.01)  # StartTime has millisecond resolution in visibility: strictly after
     since = datetime.now(timezone.utc)
-    started = [before, *await asyncio.gather(start(queue, "awaiting_approval"), start(queue, "diagnosing"),
-                                             start(other, "awaiting_approval"))]
-    mine = started[1]
+    started = [before, *await asyncio.gather(start(queue, "awaiting_approval"), start(queue, "awaiting_approval", DRILL_WORKFLOW),
+                                             start(queue, "diagnosing"), start(other, "awaiting_approval"))]
+    mine = sorted(started[1:3])  # an incident and a drill: to the approver, a drill is any request
 
     async def listed(query: str, expect: int) -> list[str] | None:
         ids = sorted([wf.id async for wf in client.list_workflows(query)])
         return ids if len(ids) >= expect else None  # visibility is a moment behind the starts
 
     try:
-        assert await wait_for(lambda: listed(waiting.query(queue, None), 2)) == sorted([before, mine])
-        assert await listed(waiting.query(queue, since), 0) == [mine]
+        assert await wait_for(lambda: listed(waiting.query(queue, None), 3)) == sorted([before, *mine])
+        assert await listed(waiting.query(queue, since), 0) == mine
     finally:
         for workflow_id in started:
             await client.get_workflow_handle(workflow_id).terminate("test done")

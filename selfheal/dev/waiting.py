@@ -22,11 +22,13 @@ from temporalio.client import Client
 from selfheal import search
 from selfheal.contract import AuditRecord
 from selfheal.connection import QUERY_TIMEOUT
-from selfheal.contract.workflows import INCIDENT_WORKFLOW, Incident
+from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
 from selfheal.whitelist import Whitelist
 
 log = logging.getLogger("selfheal.dev")
-QUERY = f'WorkflowType = "{INCIDENT_WORKFLOW}" AND ExecutionStatus = "Running" AND {search.STATUS.name} = "awaiting_approval"'
+# Drills too: to the person approving, a drill looks like any request (docs/concepts/drills.md).
+QUERY = (f'WorkflowType IN ("{INCIDENT_WORKFLOW}", "{DRILL_WORKFLOW}") AND ExecutionStatus = "Running" '
+         f'AND {search.STATUS.name} = "awaiting_approval"')
 NEWEST = 20   # incidents read per look: a person approves the ones they just fired
 EVERY = 1.0   # seconds between looks
 TOLD = 10     # incidents told of, at most
@@ -68,8 +70,8 @@ async def print_approve_lines(client: Client, whitelist: Whitelist, keys: dict[s
             async for wf in client.list_workflows(listing, limit=NEWEST):
                 if wf.id in told or len(told) >= TOLD:
                     continue
-                record = await client.get_workflow_handle(wf.id).query(Incident.AUDIT, result_type=AuditRecord,
-                                                                                rpc_timeout=QUERY_TIMEOUT)
+                handle = client.get_workflow_handle(wf.id)
+                record = await handle.query(Incident.AUDIT, result_type=AuditRecord, rpc_timeout=QUERY_TIMEOUT)
                 if record.status != "awaiting_approval" or record.decision is None:
                     continue  # the list is a moment behind: approved already, or not yet asking
                 told.add(wf.id)
