@@ -190,7 +190,12 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         from selfheal.identity import attest
 
         expected = attest.confirmation_text(_decided(incident_id, "approve", address, namespace).request)
-        return typer.prompt(f"type the target to approve ({expected})", err=True).strip()
+        try:
+            return typer.prompt(f"type the target to approve ({expected})", err=True).strip()
+        except typer.Abort:  # end of input (or Ctrl-C) before a target: nothing is sent
+            err.print(f"\ncannot approve: no target was typed (--confirm - reads it from the terminal or standard "
+                      f"input); nothing was sent to {incident_id}", markup=False)
+            raise typer.Exit(1) from None
 
     def _signed(incident_id: str, action: str, name: str, key: str | None, confirm: str | None, address, namespace) -> dict:
         """Sign a statement about the incident's current decision; exits with the reason if it cannot."""

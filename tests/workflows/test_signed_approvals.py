@@ -213,10 +213,16 @@ async def test_the_approve_line_a_notification_prints_runs_as_printed_and_the_pe
             env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
                    "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host}
             expected = attest.confirmation_text(record.request)
-            ran = await asyncio.to_thread(subprocess.run, ["sh", "-c", lines[2]], cwd=tmp_path, env=env,
-                                          input=expected + "\n", capture_output=True, text=True, timeout=60)
+
+            def run_line(typed: str) -> subprocess.CompletedProcess:
+                return subprocess.run(["sh", "-c", lines[2]], cwd=tmp_path, env=env, input=typed, capture_output=True,
+                                      text=True, timeout=60)
+
+            nothing = await asyncio.to_thread(run_line, "")  # the input ends before a target: nothing is sent
+            ran = await asyncio.to_thread(run_line, expected + "\n")
             final: AuditRecord = await handle.result()
     assert lines == [f"selfheal approve {shlex.quote(handle.id)} --as {who} --confirm -" for who in ("alice", "bob", "carol")]
+    assert nothing.returncode == 1 and "no target was typed" in nothing.stderr, nothing.stdout + nothing.stderr
     assert ran.returncode == 0 and "approved by carol" in ran.stdout, ran.stdout + ran.stderr
     assert f"type the target to approve ({expected})" in ran.stderr
     assert final.outcome == "remediated"
