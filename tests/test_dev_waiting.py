@@ -38,6 +38,14 @@ def test_a_line_per_demo_person_the_decision_allows_each_with_its_key_and_the_st
     assert waiting.announcement(record("service", ["carol"]), []).endswith("no demo key may approve it (approvers: carol)")
 
 
+def test_an_id_a_terminal_would_act_on_is_shown_as_code_and_gets_no_line():
+    hostile = record("service", ["alice"]).model_copy(update={"incident_id": "x\x1b[2Jy\u202e"})
+    assert waiting.approve_lines("s", "--address a", hostile, DEMO, KEYS) == []
+    told = waiting.announcement(hostile, [])
+    assert "\x1b" not in told and "\u202e" not in told and told.startswith("x\\x1b[2Jy\\u202e waits for 1 approval(s)")
+    assert told.endswith("its id has characters a terminal acts on, so no approve line is printed for it")
+
+
 def test_a_tier_that_asks_to_confirm_gets_a_line_that_asks_at_the_prompt():
     confirming = DEMO.model_copy(update={"tiers": {**DEMO.tiers, "service": DEMO.tiers["service"].model_copy(update={"confirm": True})}})
     [line] = waiting.approve_lines("s", "--address a", record("service", ["alice"]), confirming, KEYS)

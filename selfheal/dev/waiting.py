@@ -34,8 +34,17 @@ EVERY = 1.0   # seconds between looks
 TOLD = 10     # incidents told of, at most
 
 
+def shown(text: str) -> str:
+    """``text`` safe for a terminal: a character it would act on (an escape sequence in an
+    id started by something other than the ingress, which allows none) is written as code."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def approve_lines(command: str, where: str, record: AuditRecord, whitelist: Whitelist, keys: dict[str, Path]) -> list[str]:
-    """What to run to approve ``record``'s action as each demo person it allows."""
+    """What to run to approve ``record``'s action as each demo person it allows (none for an
+    id a terminal would act on: no line with it could run as printed)."""
+    if shown(record.incident_id) != record.incident_id:
+        return []
     decision = record.decision
     tier = whitelist.tiers.get(decision.tier or "")
     confirm = " --confirm -" if tier is not None and tier.confirm else ""  # typed at the prompt, as people do
@@ -45,7 +54,9 @@ def approve_lines(command: str, where: str, record: AuditRecord, whitelist: Whit
 
 def announcement(record: AuditRecord, lines: list[str]) -> str:
     d = record.decision
-    head = f"{record.incident_id} waits for {d.approvals} approval(s) of {d.entry_id} ({d.tier} tier)"
+    head = f"{shown(record.incident_id)} waits for {d.approvals} approval(s) of {d.entry_id} ({d.tier} tier)"
+    if shown(record.incident_id) != record.incident_id:
+        return f"{head}; its id has characters a terminal acts on, so no approve line is printed for it"
     if not lines:
         return f"{head}; no demo key may approve it (approvers: {', '.join(d.approvers)})"
     return head + ". Approve it, signed with a demo key:\n" + "\n".join(f"  {line}" for line in lines)
