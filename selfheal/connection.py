@@ -20,6 +20,9 @@ from typing import Any, Mapping
 from selfheal.secrets import SecretFileError, read_secret_files
 
 DEFAULT_ADDRESS = "localhost:7233"
+# The one place the task queue's default name is written: here, not in selfheal.settings,
+# so the CLI can name it in --help without importing the settings' models.
+TASK_QUEUE = "selfheal"
 DEFAULT_NAMESPACE = "default"
 # A query is answered by a worker. With none polling the workflow's task queue (the worker
 # is down: when people most need to read) Temporal holds it for 30 s; whoever waits (a

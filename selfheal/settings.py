@@ -12,11 +12,9 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from selfheal.connection import TASK_QUEUE
 from selfheal.contract.snapshot import IncidentSettings
 from selfheal.whitelist.durations import PositiveDuration
-
-# The one place the task queue's default name is written.
-TASK_QUEUE = "selfheal"
 
 
 class WorkerSettings(BaseModel):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = {"selfheal": ROOT / "selfheal", "selfheal.whitelist": ROOT / "whitelist",
          "selfheal.workflows": ROOT / "workflows", "selfheal.activities": ROOT / "activities"}
@@ -162,3 +164,18 @@ def test_a_violation_is_reported(tmp_path, monkeypatch):
         assert "bad.py:1: selfheal.activities.bad imports selfheal.workflows.incident" in str(exc)
     else:
         raise AssertionError("an activity importing a workflow was not reported")
+
+
+@pytest.mark.slow  # starts a Python process: a fresh interpreter's modules are the measure
+def test_the_command_line_imports_what_a_command_needs_when_it_runs():
+    """``selfheal --help`` and the whitelist commands run in a person's terminal and in CI
+    scripts: importing the CLI must not import the Temporal client or the contract's models
+    (0.55 s of 0.63 before they moved into the commands that use them)."""
+    import subprocess
+    import sys
+
+    heavy = ("temporalio", "selfheal.contract", "selfheal.whitelist", "selfheal.settings", "selfheal.search")
+    probe = ("import sys, selfheal.cli; "
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert imported.stdout.strip() == "", imported.stdout

@@ -15,17 +15,20 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal.cli.common import QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
-from selfheal.settings import TASK_QUEUE
-from selfheal.whitelist.durations import PositiveDuration
+from selfheal.connection import TASK_QUEUE
 
 TaskQueueOption = typer.Option(None, "--task-queue", envvar="SELFHEAL_TASK_QUEUE",
                                help=f"the deployment's task queue, which names its governor (default {TASK_QUEUE})")
 
 
+def _queue(task_queue: str | None) -> str:
+    return task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE
+
+
 def _governor(client, task_queue: str | None):
     from selfheal.contract.governor import governor_id
 
-    return client.get_workflow_handle(governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE))
+    return client.get_workflow_handle(governor_id(_queue(task_queue)))
 
 
 async def governor_status(address, namespace, task_queue, entries: bool = True):
@@ -37,7 +40,7 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
     from selfheal.contract.governor import Governor, GovernorStatus
 
     client = await connect_temporal(address, namespace)
-    queue = task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE
+    queue = _queue(task_queue)
     if entries:
         return await read_status(client, queue, QUERY_TIMEOUT)
     try:
@@ -76,7 +79,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         from selfheal.identity.signing import signing_key
         from selfheal.contract.governor import governor_id
 
-        subject = governor_id(task_queue or os.environ.get("SELFHEAL_TASK_QUEUE") or TASK_QUEUE)
+        subject = governor_id(_queue(task_queue))
         statement = attest.new_statement(action=action, subject=subject, entry=entry, person=name, channel="ssh")
         try:
             signature = attest.sign_ssh(statement.canonical(), signing_key(
@@ -105,6 +108,8 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         until = None
         if duration:
             from pydantic import TypeAdapter, ValidationError
+
+            from selfheal.whitelist.durations import PositiveDuration
 
             try:
                 until = datetime.now(timezone.utc) + TypeAdapter(PositiveDuration).validate_python(duration)

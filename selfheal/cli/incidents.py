@@ -9,14 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal import search
-from selfheal.contract import Approval, AuditRecord, Rejection
-from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
 from selfheal.cli.common import (
     NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit, send_update,
     unanswered,
 )
-from selfheal.cli.render import as_markdown, as_text
+
+# The contract, the search attributes and the Temporal client are imported by the commands
+# that use them: `selfheal --help` and the whitelist commands never pay for them.
 
 def _age(start: datetime | None) -> str:
     if start is None:
@@ -39,7 +38,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
                                        help="the deployment whose pauses and breakers to show (default selfheal)"),
     ) -> None:
         """List incidents (id, service, status, action, tier, age), and what holds autonomy back."""
+        from selfheal import search
         from selfheal.cli.governor import governor_status, holds_line
+        from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW
 
         async def holds() -> str:
             try:
@@ -88,6 +89,10 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         """The audit record: observed, concluded, decided, approved, done, verified."""
         from temporalio.client import WorkflowExecutionStatus
 
+        from selfheal.cli.render import as_markdown, as_text
+        from selfheal.contract import AuditRecord
+        from selfheal.contract.workflows import Incident
+
         async def run() -> AuditRecord:
             client = await connect_temporal(address, namespace)
             handle = client.get_workflow_handle(incident_id, result_type=AuditRecord)
@@ -108,8 +113,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
     def _viewed(incident_id: str, name: str, key: str | None, address, namespace) -> None:
         """Tell the incident that ``name`` read its evidence: noted on their approval."""
-        from selfheal.identity import attest
         from selfheal.contract import Viewing
+        from selfheal.contract.workflows import Incident
+        from selfheal.identity import attest
         from selfheal.identity.signing import signing_key
 
         statement = attest.new_statement(action="evidence", subject=incident_id, person=name, channel="ssh")
@@ -144,6 +150,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         namespace: str = NamespaceOption,
     ) -> None:
         """Approve the incident's action, signed with your SSH key (the workflow's `approve` update)."""
+        from selfheal.contract import Approval
+        from selfheal.contract.workflows import Incident
+
         if confirm == "-":
             confirm = _typed_target(incident_id, address, namespace)
         proof = {} if unsigned else _signed(incident_id, "approve", name, key, confirm, address, namespace)
@@ -160,11 +169,17 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         namespace: str = NamespaceOption,
     ) -> None:
         """Reject the incident's action, signed with your SSH key (the workflow's `reject` update): nothing runs."""
+        from selfheal.contract import Rejection
+        from selfheal.contract.workflows import Incident
+
         proof = {} if unsigned else _signed(incident_id, "reject", name, key, None, address, namespace)
         _send(incident_id, Incident.REJECT, Rejection(approver=name, reason=reason, **proof), address, namespace)
 
     def _decided(incident_id: str, action: str, address, namespace) -> AuditRecord:
         """The incident's record, which must have decided something to answer; exits with the reason if not."""
+        from selfheal.contract import AuditRecord
+        from selfheal.contract.workflows import Incident
+
         async def current() -> AuditRecord:
             client = await connect_temporal(address, namespace)
             return await client.get_workflow_handle(incident_id).query(Incident.AUDIT, result_type=AuditRecord,

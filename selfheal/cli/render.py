@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from selfheal.contract import AuditRecord
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the CLI imports the contract when a command needs it
+    from selfheal.contract import AuditRecord
 
 
 def sections(r: AuditRecord) -> list[tuple[str, list[str]]]:

@@ -16,18 +16,18 @@ from datetime import datetime, timedelta, timezone
 import typer
 
 from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, ended_record
-from selfheal.contract.workflows import INCIDENT_WORKFLOW
-from selfheal.whitelist.durations import PositiveDuration
 
 
 def parse_since(text: str) -> timedelta:
     """``--since`` as reviewers write durations (30d, 12h, 90m); a ValueError names the value."""
     from pydantic import TypeAdapter
 
+    from selfheal.whitelist.durations import PositiveDuration
+
     return TypeAdapter(PositiveDuration).validate_python(text)
 
 
-def window_query(since: timedelta, types: tuple[str, ...] = (INCIDENT_WORKFLOW,), closed_only: bool = True) -> str:
+def window_query(since: timedelta, types: tuple[str, ...], closed_only: bool = True) -> str:
     """The visibility query for workflows of ``types`` that started within ``since``."""
     start = (datetime.now(timezone.utc) - since).strftime("%Y-%m-%dT%H:%M:%SZ")
     kinds = " OR ".join(f"WorkflowType = '{t}'" for t in types)
@@ -46,6 +46,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     import httpx
 
     from selfheal.contract import AuditRecord
+    from selfheal.contract.workflows import INCIDENT_WORKFLOW
     from selfheal.review.replay import replay_one
     from selfheal.settings import WorkerSettings
 
@@ -56,7 +57,7 @@ async def replay(address, namespace, since_text: str, limit: int) -> tuple[list[
     reach = (f"history reaches back {days:g} days (the namespace's retention)" if days else "the namespace keeps history forever")
     if days and since.total_seconds() > days * 86400:
         reach += f"; --since {since_text} asks for more than it keeps"
-    query = window_query(since)
+    query = window_query(since, (INCIDENT_WORKFLOW,))
     catalog = None
     if settings.evidence:
         from selfheal.evidence.config import EvidenceConfig

@@ -17,13 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal import search
+from typing import TYPE_CHECKING
+
 from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit
 from selfheal.cli.replay import parse_since, retention_days, window_query
-from selfheal.contract import AuditRecord
-from selfheal.review import OpenItem, Review, build_review, days
 
-from selfheal.contract.workflows import DRILL_WORKFLOW as DRILL, INCIDENT_WORKFLOW as INCIDENT
+if TYPE_CHECKING:  # annotations only: the review's models are imported when it runs
+    from selfheal.contract import AuditRecord
+    from selfheal.review import OpenItem, Review
 
 # Each result is one history read on the frontend; 16 at a time reads thousands of
 # incidents in seconds without crowding a small cluster's per-namespace request limit.
@@ -34,6 +35,10 @@ SAME_ALERTS_SHOWN = 10  # per shadow entry in text and Markdown; the JSON has th
 
 async def gather(client, since: timedelta, limit: int) -> tuple[list[AuditRecord], list[OpenItem], list[str], bool]:
     """Closed records, open workflows, closed ones without a record, and whether --limit was reached."""
+    from selfheal import search
+    from selfheal.contract import AuditRecord
+    from selfheal.contract.workflows import DRILL_WORKFLOW as DRILL, INCIDENT_WORKFLOW as INCIDENT
+    from selfheal.review import OpenItem
     from temporalio.client import WorkflowExecutionStatus
 
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -66,6 +71,8 @@ async def gather(client, since: timedelta, limit: int) -> tuple[list[AuditRecord
 
 async def review_with(client, since: timedelta, limit: int, whitelist, now: datetime | None = None) -> Review:
     """The review the command prints, on an open client; ``whitelist`` is a loaded Whitelist or None."""
+    from selfheal.review import build_review
+
     days = await retention_days(client, client.namespace)
     records, opened, unreadable, reached = await gather(client, since, limit)
     return build_review(records, whitelist=whitelist, now=now or datetime.now(timezone.utc), since=since,
@@ -101,6 +108,8 @@ def approver_rows(review: Review) -> list[tuple[str, ...]]:
 
 
 def headline(review: Review) -> list[str]:
+    from selfheal.review import days
+
     c, h = review.counts, review.history
     lines = [f"review of the last {review.since}: {c.incidents} incident(s), {c.drills} drill(s); "
              f"still open, not counted: {c.open_incidents} incident(s), {c.open_drills} drill(s)"]
