@@ -515,6 +515,14 @@ def cpu_line(phase: dict) -> str:
     return ", ".join(f"{name} {v:.1f}" for name, v in phase.get("cpu_s", {}).items())
 
 
+def round_ratio(r: dict) -> float | None:
+    """A round's first approval -> last outcome against its baseline's first signal -> last outcome."""
+    inc, base = r["incidents"], r["baseline"]
+    if "dev_rss_waiting_mb" not in inc or not inc.get("first_go_to_last_outcome_s") or not base.get("first_go_to_last_outcome_s"):
+        return None
+    return inc["first_go_to_last_outcome_s"] / base["first_go_to_last_outcome_s"]
+
+
 def report(res: dict) -> str:
     n = res["incidents"]
     lines = [f"approve_many_dev: {n} incidents waiting under selfheal dev, approved {res['concurrency']} at a time with "
@@ -526,8 +534,7 @@ def report(res: dict) -> str:
             lines.append(f"  round {r['round']}: only {inc['waiting']}/{n} incidents waiting after {sec(inc['all_waiting_s'])}; "
                          f"statuses {inc.get('not_waiting_statuses')}; posts {inc['post_states']}")
             continue
-        ratio = (inc["first_go_to_last_outcome_s"] / base["first_go_to_last_outcome_s"]
-                 if inc["first_go_to_last_outcome_s"] and base["first_go_to_last_outcome_s"] else None)
+        ratio = round_ratio(r)
         ratios.append(ratio)
         lines += [
             f"  round {r['round']} ({' then '.join(r['order'])}):",
@@ -551,7 +558,7 @@ def report(res: dict) -> str:
     if rounds:
         waiting, peak = max(i["dev_rss_waiting_mb"] for i in rounds), max(i["dev_rss_peak_mb"] for i in rounds)
         median_ratio = statistics.median(r for r in ratios if r is not None) if any(r is not None for r in ratios) else None
-        lines.append(f"  dev RSS waiting {waiting:.0f} MB, peak {peak:.0f} MB (target <= {RSS_LIMIT_MB} MB); median ratio "
+        lines.append(f"  dev RSS waiting {waiting:.0f} MB (target <= {RSS_LIMIT_MB} MB), peak {peak:.0f} MB; median ratio "
                      f"{'n/a' if median_ratio is None else f'{median_ratio:.2f}x'} (target <= {RATIO_LIMIT}x)")
     q = res.get("reads")
     if q:
@@ -650,8 +657,12 @@ def main() -> int:
         if isinstance(b, dict):
             b.pop("ids", None)
     print(json.dumps(res, indent=2, default=str) if args.json else report(res))
-    rounds = [r for r in res["rounds"] if "dev_rss_peak_mb" in r["incidents"]]
-    ok = bool(rounds) and max(r["incidents"]["dev_rss_peak_mb"] for r in rounds) <= RSS_LIMIT_MB
+    # The issue's targets: at most 300 MB with the 1,000 waiting (the peak while acting is
+    # reported, not a target), and the median ratio at most 1.2x.
+    rounds = [r for r in res["rounds"] if "dev_rss_waiting_mb" in r["incidents"]]
+    ratios = [x for x in map(round_ratio, res["rounds"]) if x is not None]
+    ok = (bool(rounds) and max(r["incidents"]["dev_rss_waiting_mb"] for r in rounds) <= RSS_LIMIT_MB
+          and bool(ratios) and statistics.median(ratios) <= RATIO_LIMIT)
     return 0 if ok else 1
 
 
