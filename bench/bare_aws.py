@@ -85,6 +85,10 @@ class BareAwsAutomaticInput(BaseModel):
     remediation: RemediationInput
     verify: VerifyInput
     note: Notification
+    # Set: a no-op step on this task queue takes assess_action's place, so the same number
+    # of durable steps runs without the governor: what the world (AWS reads and writes,
+    # the policy's load, the diagnosis) costs alone (bench/fleet_storm.py, "world only").
+    noop_queue: str | None = None
 
 
 @workflow.defn
@@ -103,8 +107,12 @@ class BareAwsAutomatic:
         read = {"result_type": WorldState, "start_to_close_timeout": wf.READ_TIMEOUT, "heartbeat_timeout": hb,
                 "retry_policy": wf.WORLD_READ_RETRY}
         await workflow.execute_activity("read_world", inp.request, **read)  # before deciding
-        await workflow.execute_activity("assess_action", inp.assess, result_type=Assessed, start_to_close_timeout=wf.RESERVE_TIMEOUT,
-                                        heartbeat_timeout=hb, retry_policy=wf.GOVERNOR_RETRY)
+        if inp.noop_queue is None:
+            await workflow.execute_activity("assess_action", inp.assess, result_type=Assessed, start_to_close_timeout=wf.RESERVE_TIMEOUT,
+                                            heartbeat_timeout=hb, retry_policy=wf.GOVERNOR_RETRY)
+        else:
+            await workflow.execute_activity("fleet_bare_step", 4, result_type=int, task_queue=inp.noop_queue,
+                                            start_to_close_timeout=timedelta(seconds=60))
         baseline = await workflow.execute_activity("read_world", inp.request, **read)  # right before acting
         result = await workflow.execute_activity(inp.executor, inp.remediation.model_copy(update={"baseline": baseline}),
                                                  result_type=RemediationResult, start_to_close_timeout=timedelta(minutes=10),

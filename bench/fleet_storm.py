@@ -39,7 +39,10 @@ What it does, all on loopback, on free ports:
    (bench/bare_aws.py ``BareAwsAutomatic``, all at once, served by selfheal's worker code in
    this process on a task queue of its own, so entry governors of their own): the second
    ratio, storm / same activities, is what selfheal's workflows add over the same work
-   (the simulated AWS and the governors' updates run on the same cores in both).
+   (the simulated AWS and the governors' updates run on the same cores in both). And N
+   more with a no-op step in the governor's place (``noop_queue``), the "world only": the
+   third ratio, storm / world only, is all that selfheal adds (its workflows and its
+   governors) over the AWS work, the policy's load and the diagnosis the incident does.
 7. The governor: every run of every workflow whose id starts with ``selfheal-governor``
    (continued-as-new runs included): bytes of history grown during the storm per decision,
    events that carried a whole whitelist (over 50 KB) counted apart, so are the entry
@@ -592,7 +595,7 @@ async def in_process_worker(dev: Dev, rules: Path, workflows: list):
         await asyncio.gather(task, return_exceptions=True)
 
 
-def automatic_input(loaded, i: int, instance: str, wid: str):
+def automatic_input(loaded, i: int, instance: str, wid: str, noop_queue: str | None = None):
     """What an automatic incident of service ``i`` gives its activities (bench/bare_aws.py)."""
     from bare_aws import BareAwsAutomaticInput
 
@@ -614,14 +617,15 @@ def automatic_input(loaded, i: int, instance: str, wid: str):
         remediation=RemediationInput(incident_id=wid, idempotency_key=key, whitelist_sha256=loaded.sha256, request=request,
                                      autonomous=True),
         verify=VerifyInput(incident_id=wid, request=request, timeout_seconds=entry.verify.timeout.total_seconds()),
-        note=Notification(incident_id=wid, kind="outcome", summary=f"{entry.id}: remediated"))
+        note=Notification(incident_id=wid, kind="outcome", summary=f"{entry.id}: remediated"), noop_queue=noop_queue)
 
 
 async def baseline_same_activities(dev: Dev, rules: Path, instances: list[str], k: int, gap: float = 0.0,
-                                   at_once: bool = False) -> dict:
+                                   at_once: bool = False, governed: bool = True) -> dict:
     """K bare workflows that run an automatic incident's activities (bench/bare_aws.py
     ``BareAwsAutomatic``): one after the other as in ``sequential``, or all at once as in
-    the storm (``at_once``); start -> executor started, and when the last one started."""
+    the storm (``at_once``); start -> executor started, and when the last one started.
+    Not ``governed``: a no-op step in the governor's place (the world alone)."""
     from bare_aws import BareAwsAutomatic
 
     from selfheal import connection
@@ -629,14 +633,18 @@ async def baseline_same_activities(dev: Dev, rules: Path, instances: list[str], 
 
     loaded = load_whitelist(dev.data / "whitelist.yaml")
     client = await connection.connect(connection.from_address(dev.temporal))  # selfheal's data converter
-    async with in_process_worker(dev, rules, [BareAwsAutomatic]) as queue:
+    noop_queue = None if governed else f"noop-{uuid.uuid4().hex[:6]}"
+    async with contextlib.AsyncExitStack() as stack:
+        queue = await stack.enter_async_context(in_process_worker(dev, rules, [BareAwsAutomatic]))
+        if noop_queue:
+            await stack.enter_async_context(Worker(client, task_queue=noop_queue, activities=[step]))
         t0 = time.time()
 
         async def start(i: int):
             wid = f"bare-auto-{queue}-{i:03d}"
             sent = time.time()
-            handle = await client.start_workflow(BareAwsAutomatic.run, automatic_input(loaded, i, instances[i], wid), id=wid,
-                                                 task_queue=queue)
+            handle = await client.start_workflow(BareAwsAutomatic.run, automatic_input(loaded, i, instances[i], wid, noop_queue),
+                                                 id=wid, task_queue=queue)
             if not at_once:
                 await executor_started(handle, EXECUTOR_ACTIVITY, time.time() + 120)
                 await asyncio.sleep(gap)
@@ -937,6 +945,13 @@ def report(res: dict) -> str:
                      f"p95 {fmt(x['start_to_executor_p95_s'])}")
     lines.append(f"  ratio storm last acted / same activities' last executor started (median of both): "
                  f"{fmt(res['ratio_same_activities'], 'x', 2)}{partial}")
+    for label, x in zip(("before", "after"), res.get("world_only", [])):
+        lines.append(f"  world only {label} (the same activities, a no-op step in the governor's place): last executor "
+                     f"started {fmt(x['last_executor_s'])}, start -> executor p50 {fmt(x['start_to_executor_p50_s'])}, "
+                     f"p95 {fmt(x['start_to_executor_p95_s'])}")
+    if "ratio_world_only" in res:
+        lines.append(f"  ratio storm last acted / world only's last executor started (median of both): "
+                     f"{fmt(res['ratio_world_only'], 'x', 2)}{partial}")
     return "\n".join(lines + governor_lines(res.get("governor", {})) + dev_lines(res))
 
 
@@ -998,7 +1013,9 @@ async def run(args, tmp: Path) -> dict:
             """No-op bare workflows; for --sequential, also bare workflows of the same activities."""
             if not args.sequential:
                 return {"bare": await baseline(client, args.n),
-                        "same": await baseline_same_activities(dev, rules, instances, args.n, at_once=True)}
+                        "same": await baseline_same_activities(dev, rules, instances, args.n, at_once=True),
+                        "world": await baseline_same_activities(dev, rules, instances, args.n, at_once=True,
+                                                                governed=False)}
             return {"bare": await baseline(client, args.sequential, one_by_one=True, gap=args.gap),
                     "same": await baseline_same_activities(dev, rules, instances, args.sequential, args.gap)}
 
@@ -1041,6 +1058,10 @@ async def run(args, tmp: Path) -> dict:
         res["same_activities_last_executor_s"] = statistics.median(x["last_executor_s"] for x in same)
         res["ratio_same_activities"] = (measured["last_acted_s"] / res["same_activities_last_executor_s"]
                                         if measured["last_acted_s"] else None)
+        res["world_only"] = world = [before["world"], after["world"]]
+        res["world_only_last_executor_s"] = statistics.median(x["last_executor_s"] for x in world)
+        res["ratio_world_only"] = (measured["last_acted_s"] / res["world_only_last_executor_s"]
+                                   if measured["last_acted_s"] else None)
     return res
 
 
