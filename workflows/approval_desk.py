@@ -236,7 +236,7 @@ class ApprovalDesk(Notifying):
             "evidence": "\n".join(evidence)[:2500],
             "summary": (f"{first.labels.get('alertname', '')}: {first.annotations.get('summary', '')}" if first else "")[:500],
             "service": search.service_of(first.labels) if first else "",
-            "approve": "\n".join(ui_details.approve_lines(a.incident_id, d.approvers, getattr(self._tier(d.tier), "confirm", False))),
+            "approve": "\n".join(ui_details.approve_lines(a.incident_id, d.approvers, self._confirms(d.tier))),
         }
 
     @property
@@ -251,11 +251,16 @@ class ApprovalDesk(Notifying):
         decision = self._audit.decision
         tier = self._tier(decision.tier if decision else None)
         workflow.set_current_details(ui_details.current_details(self._audit, status, tier.channels if tier else None,
-                                                                tier is not None and tier.confirm))
+                                                                self._confirms(decision.tier if decision else None)))
 
     def _tier(self, name: str | None):
         """The incident's own snapshot's tier of that name (None before a decision)."""
         return self._snapshot.whitelist.tiers.get(name) if name and self._snapshot else None
+
+    def _confirms(self, name: str | None) -> bool:
+        """Whether that tier asks an approval to repeat the target."""
+        tier = self._tier(name)
+        return tier is not None and tier.confirm
 
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:

@@ -20,14 +20,21 @@ MAX_REFUSALS_SHOWN = 5
 MAX_APPROVE_LINES = 3  # one per approver, the first few: a long list would bury the evidence
 
 
+def approve_line(incident_id: str, who: str, confirm: bool, command: str = "selfheal", key: str | None = None,
+                 where: str = "") -> str:
+    """The one shape of a printed ``selfheal approve`` line, runnable as printed (here, and
+    ``selfheal dev``'s with its demo keys): with no ``key``, the approver's default (ssh-agent,
+    then ``~/.ssh/id_ed25519``); where the tier asks to confirm the target, ``--confirm -``
+    asks for it at the prompt, so the person still types it (a line that carried the target
+    would make confirming a paste)."""
+    return (f"{command} approve {shlex.quote(incident_id)} --as {shlex.quote(who)}"
+            + (f" --key {shlex.quote(key)}" if key else "") + (" --confirm -" if confirm else "")
+            + (f" {where}" if where else ""))
+
+
 def approve_lines(incident_id: str, approvers: list[str], confirm: bool = False) -> list[str]:
-    """``selfheal approve`` for each of the first approvers, each runnable as printed: the key
-    is the approver's default (ssh-agent, then ``~/.ssh/id_ed25519``), and where the tier asks
-    to confirm the target, ``--confirm -`` asks for it at the prompt, so the person still types
-    it (a line that carried the target would make confirming a paste)."""
-    confirming = " --confirm -" if confirm else ""
-    lines = [f"selfheal approve {shlex.quote(incident_id)} --as {shlex.quote(who)}{confirming}"
-             for who in approvers[:MAX_APPROVE_LINES]]
+    """``approve_line`` for each of the first approvers."""
+    lines = [approve_line(incident_id, who, confirm) for who in approvers[:MAX_APPROVE_LINES]]
     if len(approvers) > MAX_APPROVE_LINES:
         lines.append(f"(or as any of the {len(approvers) - MAX_APPROVE_LINES} other approvers: the same line with their name)")
     return lines

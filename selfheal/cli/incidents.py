@@ -17,6 +17,7 @@ from selfheal.cli.common import (
 # The contract, the search attributes and the Temporal client are imported by the commands
 # that use them: `selfheal --help` and the whitelist commands never pay for them.
 
+
 def _age(start: datetime | None) -> str:
     if start is None:
         return "-"

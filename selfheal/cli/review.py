@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-from typing import TYPE_CHECKING
 
 from selfheal.cli.common import AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit
 from selfheal.cli.replay import parse_since, retention_days, window_query

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from selfheal.contract import AuditRecord
 from selfheal.connection import QUERY_TIMEOUT
 from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW, Incident
 from selfheal.whitelist import Whitelist
+from selfheal.workflows.ui_details import approve_line
 
 log = logging.getLogger("selfheal.dev")
 # Drills too: to the person approving, a drill looks like any request (docs/concepts/drills.md).
@@ -47,8 +47,8 @@ def approve_lines(command: str, where: str, record: AuditRecord, whitelist: Whit
         return []
     decision = record.decision
     tier = whitelist.tiers.get(decision.tier or "")
-    confirm = " --confirm -" if tier is not None and tier.confirm else ""  # typed at the prompt, as people do
-    return [f"{command} approve {shlex.quote(record.incident_id)} --as {who} --key {shlex.quote(str(keys[who]))}{confirm} {where}"
+    confirm = tier is not None and tier.confirm
+    return [approve_line(record.incident_id, who, confirm, command=command, key=str(keys[who]), where=where)
             for who in keys if who in decision.approvers]
 
 
