@@ -6,8 +6,10 @@ caller starts a governor. An incident's decision carries its own snapshot's hash
 does not grow with the whitelist); the reservation right before acting is decided under
 the deployment's current whitelist, which the deployment governor owns (workers announce
 theirs; ``announce_whitelist``). Each decision first reads the entry's brake (pauses, the
-breaker) with a query, which adds nothing to any history; a pause that lands between that
-read and the decision is caught by the executor's own brake check (``BrakeReader``).
+breaker) and the current whitelist's hash from the deployment governor's memo
+(``read_brakes``: a describe, which adds nothing to any history and needs no worker); a
+pause that lands between that read and the decision is caught by the executor's own brake
+check (``BrakeReader``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from selfheal.whitelist import Policy
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.contract.governor import (
     BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
-    Brake, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
+    Brakes, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
     Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id, governor_queue, reservation_key,
 )
 
@@ -97,11 +99,22 @@ async def _query(client: Client, wid: str, query: str, result_type: type, arg: A
         raise
 
 
+async def read_brakes(client: Client, task_queue: str) -> Brakes:
+    """The deployment governor's brakes and current whitelist hash, from its memo (``Brakes``):
+    a describe the server answers, not a query a worker must. Empty before it started."""
+    try:
+        described = await client.get_workflow_handle(governor_id(task_queue)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return Brakes()
+        raise
+    return await described.memo_value(Governor.BRAKES, Brakes(), type_hint=Brakes)
+
+
 async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:
     """Tell the deployment governor this worker's whitelist (at start, and on each reload).
     It adopts it unless the current one has a higher revision; the answer says which."""
-    current: Current = await _query(client, governor_id(task_queue), Governor.CURRENT, Current, "", Current())
-    if current.whitelist_sha256 == loaded.sha256:
+    if (await read_brakes(client, task_queue)).whitelist_sha256 == loaded.sha256:
         return f"whitelist {loaded.sha256[:12]} is current"
     return await Updater(client, task_queue).update(
         governor_id(task_queue), GOVERNOR_WORKFLOW, GovernorState(), Governor.ANNOUNCE,
@@ -139,12 +152,12 @@ class BrakeReader:
 
     def __init__(self, client: Client, task_queue: str):
         self._client = client
-        self._id = governor_id(task_queue)
+        self._task_queue = task_queue
 
     async def check(self, inp: RemediationInput) -> None:
         if not inp.autonomous or recall("brake") == "passed":
             return
-        brake: Brake = await _query(self._client, self._id, Governor.BRAKE, Brake, inp.request.entry_id, Brake())
+        brake = (await read_brakes(self._client, self._task_queue)).brake(inp.request.entry_id)
         why = brake.engaged(datetime.now(timezone.utc))
         if why:
             raise ApplicationError(f"{inp.request.entry_id} did not run alone: {why}", type=BRAKED, non_retryable=True)
@@ -165,13 +178,19 @@ class GovernorActivities:
         self._updater = Updater(client, task_queue)
 
     async def _current(self, entry_id: str) -> Current:
-        current: Current = await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
-        if not current.whitelist_sha256:
+        brakes = await read_brakes(self._client, self._task_queue)
+        if not brakes.whitelist_sha256:
             # No worker has announced a whitelist yet (this one's start-up announcement
             # may still be on its way): announce this worker's, then read again.
             await announce_whitelist(self._client, self._task_queue, self._loaded)
-            current = await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
-        return current
+            brakes = await read_brakes(self._client, self._task_queue)
+        # No await from here on: a reload (on this event loop) cannot change the file midway.
+        if brakes.whitelist_sha256 != self._loaded.sha256:
+            # Another worker's file is current (a rolling upgrade, a reload not here yet):
+            # only the governor holds what deciding on the entry needs of it.
+            return await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())
+        return Current(whitelist_sha256=brakes.whitelist_sha256, revision=brakes.revision,
+                       policy=self._loaded.whitelist.for_entry(entry_id), brake=brakes.brake(entry_id))
 
     async def _entry_update(self, entry_id: str, update: str, arg, result_type: type, policies: dict[str, Policy | None]):
         """``update`` on the entry's governor; taught one of ``policies`` (whitelist hash ->

@@ -3,8 +3,8 @@
 One per deployment (task queue). It owns what must be one thing for every incident and
 every worker: which whitelist is current, the pauses people set, and the entries'
 breakers. Decisions do not queue here: each entry has its own ``EntryGovernorWorkflow``
-(``workflows/entry_governor.py``) that decides and counts, and reads the brake from this
-workflow's ``brake`` query (a query adds nothing to any history).
+(``workflows/entry_governor.py``) that decides and counts; the activities hand it the
+brake they read from this workflow's memo (``Brakes``, written with every change to it).
 
 The current whitelist has one owner. Workers announce theirs at start and on each
 reload; a whitelist of a lower ``metadata.revision`` never replaces the current one (a
@@ -20,6 +20,8 @@ Messages:
   query  ``current(entry_id) -> Current``      the current whitelist's hash, what deciding on
                                                the entry needs of it, and the entry's brake
   query  ``brake(entry_id) -> Brake``          what takes autonomy away from the entry now
+  memo   ``brakes: Brakes``                    the whitelist's hash and every hold: read by a
+                                               describe, so a fleet's decisions need no worker here
   query  ``status() -> GovernorStatus``
 """
 
@@ -33,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from selfheal.identity import attest
     from selfheal.contract.governor import (
-        GOVERNOR_WORKFLOW, Announce, Brake, CloseBreaker, Current, EntryStatus, Governor, GovernorState, GovernorStatus,
+        GOVERNOR_WORKFLOW, Announce, Brake, Brakes, CloseBreaker, Current, EntryStatus, Governor, GovernorState, GovernorStatus,
         LogEvent, OpenBreaker, Pause, Proven, Resume,
     )
     from selfheal.whitelist import Whitelist
@@ -53,11 +55,12 @@ class GovernorWorkflow:
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
+        self._publish()  # a run started with a state (not a continued one: it carries its memo)
         await workflow.wait_condition(
             lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= self._state.updates_per_run
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self._state)
+        workflow.continue_as_new(self._state, memo={Governor.BRAKES: self._brakes()})
 
     # --- workers -----------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class GovernorWorkflow:
             # Nothing orders two different files of one revision but the order they arrive in.
             note = f"; same revision {revision} as {self._state.whitelist_sha256[:12]}: bump metadata.revision with every change"
         self._state.whitelist, self._state.whitelist_sha256 = ann.whitelist, sha
+        self._publish()
         reason = f"whitelist {sha[:12]} (revision {revision}, {ann.source or 'a worker'}) is current{note}"
         self._log("selfheal", "announced", None, reason)
         return reason
@@ -88,6 +92,7 @@ class GovernorWorkflow:
         if cmd.entry_id in self._state.breakers:
             return f"the breaker of {cmd.entry_id} is already open"
         self._state.breakers[cmd.entry_id] = Hold(by="selfheal", at=workflow.now(), reason=cmd.reason)
+        self._publish()
         self._log("selfheal", "breaker_opened", cmd.entry_id, cmd.reason)
         return "breaker opened"
 
@@ -113,6 +118,7 @@ class GovernorWorkflow:
             self._state.pause_all = hold
         else:
             self._state.pauses[cmd.entry_id] = hold
+        self._publish()
         self._log(cmd.by, "paused", cmd.entry_id, cmd.reason + (f" (until {cmd.until.isoformat()})" if cmd.until else ""),
                   verified=verified)
         return f"autonomy paused for {cmd.entry_id or 'every entry'} by {cmd.by}"
@@ -135,6 +141,7 @@ class GovernorWorkflow:
             self._state.pause_all = None
         else:
             self._state.pauses.pop(cmd.entry_id, None)
+        self._publish()
         self._log(cmd.by, "resumed", cmd.entry_id, "", verified=True)
         return f"autonomy resumed for {cmd.entry_id or 'every entry'} by {cmd.by}"
 
@@ -151,6 +158,7 @@ class GovernorWorkflow:
             self._refuse(cmd.by, cmd.entry_id, f"breaker close refused: {unproven}")
         if self._state.breakers.pop(cmd.entry_id, None) is None:
             return f"the breaker of {cmd.entry_id} is not open"
+        self._publish()
         self._log(cmd.by, "breaker_closed", cmd.entry_id, cmd.reason, verified=True)
         return f"breaker of {cmd.entry_id} closed by {cmd.by}"
 
@@ -182,6 +190,18 @@ class GovernorWorkflow:
                               pause_all=pause_all, entries=entries, log=self._state.log[-50:])
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _brakes(self) -> Brakes:
+        wl = self._state.whitelist
+        return Brakes(whitelist_sha256=self._state.whitelist_sha256, revision=wl.metadata.revision if wl else 0,
+                      pause_all=self._state.pause_all, pauses=self._state.pauses, breakers=self._state.breakers)
+
+    def _publish(self) -> None:
+        """Write the brakes to the memo (``Brakes``) when they changed: in this workflow task,
+        with the update that changed them, so no reader sees the update's answer first."""
+        brakes = self._brakes()
+        if workflow.memo_value(Governor.BRAKES, Brakes(), type_hint=Brakes) != brakes:
+            workflow.upsert_memo({Governor.BRAKES: brakes})
 
     def _whitelist_or_refuse(self, by: str, what: str) -> Whitelist:
         if self._state.whitelist is None:

@@ -22,7 +22,8 @@ from selfheal.contract import ActionRequest, Execution
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.contract.governor import Assess, EntryState, Learn, Outcome, Reserve, entry_governor_id
 from selfheal.workflows.entry_governor import EntryGovernorWorkflow
-from selfheal.contract.governor import Announce, GovernorState, Pause, governor_id
+from selfheal.activities.governor import read_brakes
+from selfheal.contract.governor import Announce, Brake, GovernorState, Pause, governor_id
 from selfheal.workflows.governor import GovernorWorkflow
 from tests.workflows.helpers import TYPED_NAMES_COUNT, wait_for
 
@@ -171,8 +172,12 @@ async def test_the_deployment_governor_continues_as_new_with_its_whitelist_and_p
         later = client.get_workflow_handle(wid)
         status = await later.query(GovernorWorkflow.status)
         brake = await later.query(GovernorWorkflow.brake, "restart-db")
+        brakes = await read_brakes(client, task_queue)  # the new run's memo, as the activities read it
         history = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
     assert "is current" in answers[0] and "older than" in answers[1]
+    assert (brakes.whitelist_sha256, brakes.revision) == (v2.sha256, 2)
+    assert brakes.brake("restart-db") == Brake(paused=[status.pause_all, brake.paused[1]])
+    assert brakes.brake("restart-web").paused == [status.pause_all]
     assert status.whitelist_sha256 == v2.sha256 and status.revision == 2
     assert status.pause_all.by == "bob" and [h.by for h in brake.paused] == ["bob", "carol"]
     assert [e.action for e in status.log] == ["announced", "refused", "paused", "paused"]
@@ -187,3 +192,27 @@ def record(request, name: str, workflow_id: str, history) -> None:
     ids = json.loads(ids_file.read_text()) if ids_file.exists() else {}
     ids[name] = workflow_id
     ids_file.write_text(json.dumps(dict(sorted(ids.items())), indent=1) + "\n")
+
+
+async def test_the_memo_shows_a_pause_as_soon_as_pause_returns(client, task_queue):
+    """The executors' last look at the brake reads the memo (a describe), not a query: it
+    must never lag the update. Each pause here changes the hold; the very next describe,
+    with no wait, shows it (the memo is written in the workflow task that answers)."""
+    wid = governor_id(task_queue)
+    v1 = loaded(1)
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(), id=wid, task_queue=task_queue)
+        assert (await read_brakes(client, task_queue)).whitelist_sha256 == ""
+        await handle.execute_update(GovernorWorkflow.announce, Announce(
+            whitelist=v1.whitelist, whitelist_sha256=v1.sha256, source=v1.path))
+        assert (await read_brakes(client, task_queue)).whitelist_sha256 == v1.sha256
+        seen = []
+        for i in range(20):
+            entry = "restart-db" if i % 2 else None
+            await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason=f"round {i}", entry_id=entry))
+            brake = (await read_brakes(client, task_queue)).brake("restart-db")
+            seen.append(sorted(h.reason for h in brake.paused))
+    assert seen[0] == ["round 0"] and seen[1] == ["round 0", "round 1"]
+    assert seen[-1] == ["round 18", "round 19"]
+    assert all(f"round {i}" in reasons for i, reasons in enumerate(seen))
