@@ -40,6 +40,7 @@ from selfheal.activities.remediate import SystemdRemediator
 from selfheal.activities.runner import CommandRunner, LocalRunner
 from selfheal.activities.verify import Verifier
 from selfheal import connection, search
+from selfheal.codec_free_runner import CodecFreeRunner
 from selfheal.current_whitelist import CurrentWhitelist
 from selfheal.metrics import GovernorCollector, SdkMetrics, serve
 from selfheal.evidence.redact import RedactionConfig, Redactor
@@ -162,7 +163,7 @@ async def run_worker(
             client,
             task_queue=settings.task_queue,
             workflows=list(workflows),
-            workflow_runner=WORKFLOW_RUNNER,
+            workflow_runner=CodecFreeRunner.for_converter(client.data_converter, WORKFLOW_RUNNER),
             activities=build_activities(
                 settings, loaded, rules, client, runner, http, attributes, aws
             ),
@@ -204,7 +205,8 @@ def governor_worker(client: Client, task_queue: str,
     the incidents': a decision does not wait behind incidents' workflow tasks, and a burst
     of incidents does not evict a governor from this worker's cache (each worker has a
     cache of its own; governors are one per entry that decided, and one more)."""
-    return Worker(client, task_queue=governor_queue(task_queue), workflows=GOVERNORS, workflow_runner=WORKFLOW_RUNNER,
+    return Worker(client, task_queue=governor_queue(task_queue), workflows=GOVERNORS,
+                  workflow_runner=CodecFreeRunner.for_converter(client.data_converter, WORKFLOW_RUNNER),
                   graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, max_cached_workflows=max_cached_workflows,
                   sticky_queue_schedule_to_start_timeout=sticky_timeout)
 

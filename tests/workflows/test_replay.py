@@ -16,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio import workflow
 from temporalio.worker import Replayer
 
+from selfheal.codec_free_runner import CodecFreeRunner
 from selfheal.worker import STRICT_RUNNER, WORKFLOW_RUNNER, WORKFLOWS
 from selfheal.contract import AuditRecord, IncidentInput
 from selfheal.contract.workflows import REMEDIATION_FAILED
@@ -62,8 +63,10 @@ async def test_recorded_history_replays(path: Path):
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=STRICT_RUNNER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
-    # And the runner the worker uses.
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=WORKFLOW_RUNNER)
+    # And the runner the worker uses (selfheal.worker: no codec, so no trips into the sandbox for one).
+    runner = CodecFreeRunner.for_converter(pydantic_data_converter, WORKFLOW_RUNNER)
+    assert isinstance(runner, CodecFreeRunner)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
