@@ -34,7 +34,7 @@ from selfheal.whitelist import Policy
 from selfheal.whitelist.loader import LoadedWhitelist
 from selfheal.contract.governor import (
     BRAKED, BREAKER, ENTRY_GOVERNOR_WORKFLOW, GOVERNOR_WORKFLOW, UNKNOWN_WHITELIST, Announce, Assess, Assessed, AssessInput,
-    Brakes, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
+    Brake, Brakes, Current, EntryGovernor, EntryState, EntryStatus, Governor, GovernorState, GovernorStatus, Learn, OpenBreaker,
     Outcome, Reserve, ReserveInput, Reserved, entry_governor_id, governor_id, governor_queue, reservation_key,
 )
 
@@ -99,22 +99,25 @@ async def _query(client: Client, wid: str, query: str, result_type: type, arg: A
         raise
 
 
-async def read_brakes(client: Client, task_queue: str) -> Brakes:
+async def read_brakes(client: Client, task_queue: str) -> Brakes | None:
     """The deployment governor's brakes and current whitelist hash, from its memo (``Brakes``):
-    a describe the server answers, not a query a worker must. Empty before it started."""
+    a describe the server answers, not a query a worker must. Empty before it started;
+    None when it runs without the memo (its first update was refused, so it wrote none):
+    then the caller asks it with a query, and never reads a missing memo as "no brake"."""
     try:
         described = await client.get_workflow_handle(governor_id(task_queue)).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return Brakes()
         raise
-    return await described.memo_value(Governor.BRAKES, Brakes(), type_hint=Brakes)
+    return await described.memo_value(Governor.BRAKES, None, type_hint=Brakes)
 
 
 async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:
     """Tell the deployment governor this worker's whitelist (at start, and on each reload).
     It adopts it unless the current one has a higher revision; the answer says which."""
-    if (await read_brakes(client, task_queue)).whitelist_sha256 == loaded.sha256:
+    brakes = await read_brakes(client, task_queue)
+    if brakes is not None and brakes.whitelist_sha256 == loaded.sha256:
         return f"whitelist {loaded.sha256[:12]} is current"
     return await Updater(client, task_queue).update(
         governor_id(task_queue), GOVERNOR_WORKFLOW, GovernorState(), Governor.ANNOUNCE,
@@ -157,7 +160,9 @@ class BrakeReader:
     async def check(self, inp: RemediationInput) -> None:
         if not inp.autonomous or recall("brake") == "passed":
             return
-        brake = (await read_brakes(self._client, self._task_queue)).brake(inp.request.entry_id)
+        brakes = await read_brakes(self._client, self._task_queue)
+        brake = brakes.brake(inp.request.entry_id) if brakes is not None else await _query(
+            self._client, governor_id(self._task_queue), Governor.BRAKE, Brake, inp.request.entry_id, Brake())
         why = brake.engaged(datetime.now(timezone.utc))
         if why:
             raise ApplicationError(f"{inp.request.entry_id} did not run alone: {why}", type=BRAKED, non_retryable=True)
@@ -179,13 +184,13 @@ class GovernorActivities:
 
     async def _current(self, entry_id: str) -> Current:
         brakes = await read_brakes(self._client, self._task_queue)
-        if not brakes.whitelist_sha256:
+        if brakes is None or not brakes.whitelist_sha256:
             # No worker has announced a whitelist yet (this one's start-up announcement
             # may still be on its way): announce this worker's, then read again.
             await announce_whitelist(self._client, self._task_queue, self._loaded)
             brakes = await read_brakes(self._client, self._task_queue)
         # No await from here on: a reload (on this event loop) cannot change the file midway.
-        if brakes.whitelist_sha256 != self._loaded.sha256:
+        if brakes is None or brakes.whitelist_sha256 != self._loaded.sha256:
             # Another worker's file is current (a rolling upgrade, a reload not here yet):
             # only the governor holds what deciding on the entry needs of it.
             return await _query(self._client, self._id, Governor.CURRENT, Current, entry_id, Current())

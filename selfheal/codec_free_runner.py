@@ -4,8 +4,10 @@ Before it encodes or decodes a workflow task's payloads with the payload codec o
 storage, the SDK (temporalio 1.35) asks the workflow instance for the serialization
 context of each payload sequence, three or four times per sequence per task. A sandboxed
 instance answers by ``exec``-ing code inside its sandbox: about 70 microseconds a call
-here, holding the GIL; under a fleet storm that was a quarter of the ``selfheal dev``
-process's interpreter time (py-spy). The context only chooses a codec and an external
+here, holding the GIL (py-spy under a fleet storm put a quarter of the ``selfheal dev``
+process's interpreter samples there; measured as CPU, the storm's process used 82 ms per
+incident with this runner against 87 ms without, one run each: bench/fleet_storm.py,
+docs/development/benchmarks.md). The context only chooses a codec and an external
 store for the payloads. selfheal's data converter has neither (``selfheal.connection``:
 pydantic's, no codec), so every context leads to the same no-op, and this runner answers
 "no context" without entering the sandbox. Everything else (activation, the workflow's

@@ -13,7 +13,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
@@ -22,8 +25,10 @@ from selfheal.contract import ActionRequest, Execution
 from selfheal.whitelist import load_whitelist_bytes
 from selfheal.contract.governor import Assess, EntryState, Learn, Outcome, Reserve, entry_governor_id
 from selfheal.workflows.entry_governor import EntryGovernorWorkflow
-from selfheal.activities.governor import read_brakes
-from selfheal.contract.governor import Announce, Brake, GovernorState, Pause, governor_id
+from selfheal.activities.governor import BrakeReader, read_brakes
+from selfheal.contract import RemediationInput
+from selfheal.contract.governor import BRAKED, Announce, Brake, Governor, GovernorState, Pause, governor_id
+from selfheal.whitelist.vocabulary import Hold
 from selfheal.workflows.governor import GovernorWorkflow
 from tests.workflows.helpers import TYPED_NAMES_COUNT, wait_for
 
@@ -203,7 +208,7 @@ async def test_the_memo_shows_a_pause_as_soon_as_pause_returns(client, task_queu
     async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
                       workflow_runner=worker_module.WORKFLOW_RUNNER):
         handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(), id=wid, task_queue=task_queue)
-        assert (await read_brakes(client, task_queue)).whitelist_sha256 == ""
+        assert await read_brakes(client, task_queue) is None  # nothing written yet: callers ask with a query
         await handle.execute_update(GovernorWorkflow.announce, Announce(
             whitelist=v1.whitelist, whitelist_sha256=v1.sha256, source=v1.path))
         assert (await read_brakes(client, task_queue)).whitelist_sha256 == v1.sha256
@@ -216,3 +221,32 @@ async def test_the_memo_shows_a_pause_as_soon_as_pause_returns(client, task_queu
     assert seen[0] == ["round 0"] and seen[1] == ["round 0", "round 1"]
     assert seen[-1] == ["round 18", "round 19"]
     assert all(f"round {i}" in reasons for i, reasons in enumerate(seen))
+
+
+@workflow.defn(name="GovernorWorkflow", sandboxed=False)
+class MemolessGovernor:
+    """A governor that holds a pause but never wrote the memo (one from before the memo, or
+    any other reason a memo can be missing): what the brake query says must still count."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query(name=Governor.BRAKE)
+    def brake(self, entry_id: str) -> Brake:
+        return Brake(paused=[Hold(by="bob", at=workflow.now(), reason="maintenance")])
+
+
+async def test_a_governor_without_its_memo_is_asked_and_its_pause_holds(client, task_queue):
+    """A missing memo is never read as "no brake": the executor's check asks with the query."""
+    async with Worker(client, task_queue=task_queue, workflows=[MemolessGovernor]):
+        handle = await client.start_workflow(MemolessGovernor.run, id=governor_id(task_queue), task_queue=task_queue)
+        try:
+            assert await read_brakes(client, task_queue) is None
+            inp = RemediationInput(incident_id="i", idempotency_key="i/act/restart-web", whitelist_sha256="0" * 64,
+                                   request=web("web-1"), autonomous=True)
+            with pytest.raises(ApplicationError) as refused:
+                await ActivityEnvironment().run(BrakeReader(client, task_queue).check, inp)
+        finally:
+            await handle.terminate("test over")
+    assert refused.value.type == BRAKED and "autonomy paused by bob: maintenance" in str(refused.value)
