@@ -51,6 +51,12 @@ What it does, all on loopback, on free ports:
    workflow task (WorkflowTaskStarted -> WorkflowTaskCompleted) against the SDK's 2 s
    deadlock timeout.
 
+8. CPU seconds by process for the storm and each baseline (``cpu_seconds``): the ``selfheal
+   dev`` process, the Temporal server and the AWS simulation it started, and this process
+   (the baselines' workers). Wall times on a shared two-core machine move by a quarter
+   between runs; CPU seconds per incident move far less, so they are what to compare two
+   commits by (``--ref``: the storm runs that ref, the baselines the working tree).
+
 Every process it starts is stopped by its own pid (SIGINT to ``selfheal dev``, which stops its
 Temporal server and moto; SIGKILL to what is left after a timeout).
 """
@@ -223,6 +229,33 @@ def descendants(pid: int) -> list[int]:
             out += kids
             todo += kids
     return out
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(dev: "Dev") -> dict[str, float]:
+    """CPU seconds (user + system) used so far: the ``selfheal dev`` process (ingress and
+    worker), each of its children by name (the Temporal server, the AWS simulation), and
+    this process (the baselines' workers and every client). Far steadier than wall time on
+    a shared machine: the figure to compare two commits by."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"bench": usage.ru_utime + usage.ru_stime}
+    for pid in [dev.proc.pid, *descendants(dev.proc.pid)]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        label = "selfheal dev" if pid == dev.proc.pid else name
+        out[label] = out.get(label, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
 
 
 @dataclass
@@ -952,7 +985,24 @@ def report(res: dict) -> str:
     if "ratio_world_only" in res:
         lines.append(f"  ratio storm last acted / world only's last executor started (median of both): "
                      f"{fmt(res['ratio_world_only'], 'x', 2)}{partial}")
+    lines += cpu_lines([("storm", s), *((f"{name} {label}", x) for name, key in (
+        ("no-op", "baselines"), ("same activities", "same_activities"), ("world only", "world_only"))
+        for label, x in zip(("before", "after"), res.get(key, [])))], res["n"])
     return "\n".join(lines + governor_lines(res.get("governor", {})) + dev_lines(res))
+
+
+def cpu_lines(measured: list[tuple[str, dict]], n: int) -> list[str]:
+    """CPU seconds by process for each measurement: the storm's selfheal dev process against
+    the baselines' workers (this process), per incident, and the servers' alike."""
+    lines = ["  CPU seconds by process (per incident in brackets; the storm's Python is selfheal dev, "
+             "the baselines' is this process):"]
+    for label, x in measured:
+        cpu = x.get("cpu_s")
+        if cpu:
+            parts = ", ".join(f"{k} {v:.1f} ({v / n * 1000:.0f} ms)" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+                              if v >= 0.05)
+            lines.append(f"    {label}: {parts}")
+    return lines
 
 
 def ms(v) -> str:
@@ -1009,13 +1059,18 @@ async def run(args, tmp: Path) -> dict:
         instances = seed_instances(dev.aws_url, args.n)
         client = await Client.connect(dev.temporal, namespace="default")
 
+        async def with_cpu(work) -> dict:
+            before = cpu_seconds(dev)
+            figures = await work
+            return {**figures, "cpu_s": cpu_used(before, cpu_seconds(dev))}
+
         async def measure_baselines() -> dict:
             """No-op bare workflows; for --sequential, also bare workflows of the same activities."""
             if not args.sequential:
-                return {"bare": await baseline(client, args.n),
-                        "same": await baseline_same_activities(dev, rules, instances, args.n, at_once=True),
-                        "world": await baseline_same_activities(dev, rules, instances, args.n, at_once=True,
-                                                                governed=False)}
+                return {"bare": await with_cpu(baseline(client, args.n)),
+                        "same": await with_cpu(baseline_same_activities(dev, rules, instances, args.n, at_once=True)),
+                        "world": await with_cpu(baseline_same_activities(dev, rules, instances, args.n, at_once=True,
+                                                                         governed=False))}
             return {"bare": await baseline(client, args.sequential, one_by_one=True, gap=args.gap),
                     "same": await baseline_same_activities(dev, rules, instances, args.sequential, args.gap)}
 
@@ -1023,8 +1078,8 @@ async def run(args, tmp: Path) -> dict:
         before = await measure_baselines()
         gov_before = await governor_histories(client)
         print(f"[fleet_storm] {mode}", file=sys.stderr)
-        measured = await (sequential(client, dev, instances, args.sequential, args.timeout, args.gap) if args.sequential
-                          else storm(client, dev, instances, args.timeout))
+        measured = await with_cpu(sequential(client, dev, instances, args.sequential, args.timeout, args.gap)
+                                  if args.sequential else storm(client, dev, instances, args.timeout))
         gov_after = await governor_histories(client)
         print("[fleet_storm] baseline 2", file=sys.stderr)
         after = await measure_baselines()
