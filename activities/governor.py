@@ -110,7 +110,7 @@ async def read_brakes(client: Client, task_queue: str) -> Brakes | None:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return Brakes()
         raise
-    return await described.memo_value(Governor.BRAKES, None, type_hint=Brakes)
+    return Brakes.from_memo(await described.memo())
 
 
 async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:

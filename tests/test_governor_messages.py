@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from selfheal.contract.governor import Assess, Reserve, Reserved, reservation_key
+from selfheal.contract.governor import Assess, Brakes, Reserve, Reserved, reservation_key
 from selfheal.whitelist import ActionRequest, Decision, Execution
+from selfheal.whitelist.vocabulary import Hold
 
 AT = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
 REQUEST = ActionRequest(entry_id="reboot-web", target={"tag:Role": "web"}, params={"instance_ids": ["i-0abc"]})
@@ -51,3 +52,17 @@ def test_the_reservation_key_is_derived_unless_the_asker_names_another():
     assert "idempotency_key" not in wire(derived)
     named = Reserve(whitelist_sha256="a" * 64, request=REQUEST, incident_id="i-1", idempotency_key="i-1/other")
     assert named.key() == "i-1/other" and wire(named)["idempotency_key"] == "i-1/other"
+
+
+def test_the_brakes_memo_round_trips_through_json_with_a_key_per_hold():
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    hold = lambda reason: Hold(by="bob", at=at, reason=reason)  # noqa: E731
+    brakes = Brakes(whitelist_sha256="a" * 64, revision=3, pause_all=hold("all"),
+                    pauses={"restart-web": hold("web"), "reboot-db": hold("db")}, breakers={"restart-web": hold("2 failures")})
+    memo = brakes.memo()
+    assert sorted(memo) == ["brakes", "breaker:restart-web", "paused:reboot-db", "paused:restart-web"]
+    assert Brakes.from_memo(json.loads(json.dumps(memo))) == brakes  # what a describe decodes
+    assert Brakes.from_memo({}) is None  # no memo: the reader asks with a query
+    assert [h.reason for h in brakes.brake("restart-web").paused] == ["all", "web"]
+    assert brakes.brake("reboot-db").breaker is None and Brakes().memo() == {
+        "brakes": {"whitelist_sha256": "", "revision": 0, "pause_all": None}}

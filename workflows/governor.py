@@ -20,7 +20,7 @@ Messages:
   query  ``current(entry_id) -> Current``      the current whitelist's hash, what deciding on
                                                the entry needs of it, and the entry's brake
   query  ``brake(entry_id) -> Brake``          what takes autonomy away from the entry now
-  memo   ``brakes: Brakes``                    the whitelist's hash and every hold: read by a
+  memo   ``Brakes.memo``                       the whitelist's hash and every hold: read by a
                                                describe, so a fleet's decisions need no worker here
   query  ``status() -> GovernorStatus``
 """
@@ -52,15 +52,16 @@ class GovernorWorkflow:
     def __init__(self, state: GovernorState) -> None:
         self._state = state
         self._updates = 0
+        self._published = dict(workflow.memo())  # a continued run's: what the last run wrote
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
-        self._publish()  # a run started with a state (not a continued one: it carries its memo)
+        self._publish()  # a run started with a state; a continued one carries its memo, and writes nothing
         await workflow.wait_condition(
             lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= self._state.updates_per_run
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self._state, memo={Governor.BRAKES: self._brakes()})
+        workflow.continue_as_new(self._state, memo=self._published)
 
     # --- workers -----------------------------------------------------------------------
 
@@ -197,11 +198,16 @@ class GovernorWorkflow:
                       pause_all=self._state.pause_all, pauses=self._state.pauses, breakers=self._state.breakers)
 
     def _publish(self) -> None:
-        """Write the brakes to the memo (``Brakes``) when they changed: in this workflow task,
-        with the update that changed them, so no reader sees the update's answer first."""
-        brakes = self._brakes()
-        if workflow.memo_value(Governor.BRAKES, Brakes(), type_hint=Brakes) != brakes:
-            workflow.upsert_memo({Governor.BRAKES: brakes})
+        """Write the brakes to the memo (``Brakes.memo``) where they changed: in this workflow
+        task, with the update that changed them, so no reader sees the update's answer first.
+        Each entry's hold has a key of its own: a change writes what changed, and a hold
+        released is a key removed."""
+        want = self._brakes().memo()
+        changed = {key: value for key, value in want.items() if self._published.get(key) != value}
+        removed = {key: None for key in self._published if key not in want}
+        if changed or removed:
+            workflow.upsert_memo(changed | removed)
+        self._published = want
 
     def _whitelist_or_refuse(self, by: str, what: str) -> Whitelist:
         if self._state.whitelist is None:

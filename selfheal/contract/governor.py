@@ -13,6 +13,7 @@ one contract, read (and changed) together.
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
@@ -34,7 +35,7 @@ class Governor:
     OPEN_BREAKER = "open_breaker"    # update OpenBreaker -> str: an entry governor counted enough failures
     BRAKE = "brake"                  # query entry_id -> Brake: what takes autonomy away from the entry now
     CURRENT = "current"              # query entry_id -> Current
-    BRAKES = "brakes"                # memo key -> Brakes: what every decision reads, without a query
+    BRAKES = "brakes"                # memo: the current hash, revision and pause of every entry (Brakes.memo)
     STATUS = "status"                # query -> GovernorStatus
 
 
@@ -54,6 +55,8 @@ UPDATES_PER_RUN = 500
 UNKNOWN_WHITELIST = "UnknownWhitelist"  # an update named a hash the governor does not hold: teach it, ask again
 BRAKED = "Braked"  # the executor found autonomy paused (or the breaker open) right before acting
 BREAKER = "open the breaker: "  # record_outcome's answer when the entry's failures reach its threshold
+PAUSED_MEMO = "paused:"    # the deployment governor's memo: an entry's pause, under paused:<entry id>
+BREAKER_MEMO = "breaker:"  # and its open breaker, under breaker:<entry id>
 
 
 def governor_id(task_queue: str) -> str:
@@ -136,15 +139,20 @@ class Current(_Model):
 
 
 class Brakes(Message):
-    """The deployment governor's brakes and the current whitelist's hash: its memo.
+    """The deployment governor's brakes and the current whitelist's hash, as its memo holds them.
 
     Every automatic incident reads them two or three times (deciding, right before the
     executor, recording the outcome). A query is a task for the worker that holds the
     governor, one workflow answering a whole fleet's queries in turn (600 queries from 30 at
-    a time took 2 s there and 1.4 s of the worker's CPU, 5x a describe, in this repository's
-    measurement); the memo is read by a describe, which the server answers from the
-    workflow's state. The governor writes it in the same workflow task as the update that
-    changed it, so a describe after ``selfheal pause`` returns sees the pause.
+    a time took 2 s there and 1.4 s of the worker's CPU, 5x a describe, measured here); the
+    memo is read by a describe, which the server answers from the workflow's state. The
+    governor writes it in the same workflow task as the update that changed it, so a
+    describe after ``selfheal pause`` returns sees the pause.
+
+    In the memo (``memo``, ``from_memo``): the hash, revision and pause of every entry under
+    ``brakes``, and each entry's pause and open breaker under a key of its own, so a
+    person's pause or a breaker writes its own hold to the history, not every hold of a
+    deployment of 500 entries.
     """
 
     whitelist_sha256: str = ""  # empty: no worker has announced one yet
@@ -157,6 +165,24 @@ class Brakes(Message):
         """The entry's brake, every hold as it stands (the decision judges which are active)."""
         holds = (self.pause_all, self.pauses.get(entry_id))
         return Brake(paused=[h for h in holds if h is not None], breaker=self.breakers.get(entry_id))
+
+    def memo(self) -> dict[str, Any]:
+        """The memo's fields, as JSON values (what a describe decodes them back to)."""
+        head = {"whitelist_sha256": self.whitelist_sha256, "revision": self.revision,
+                "pause_all": self.pause_all and self.pause_all.model_dump(mode="json")}
+        return {Governor.BRAKES: head,
+                **{PAUSED_MEMO + entry: hold.model_dump(mode="json") for entry, hold in self.pauses.items()},
+                **{BREAKER_MEMO + entry: hold.model_dump(mode="json") for entry, hold in self.breakers.items()}}
+
+    @classmethod
+    def from_memo(cls, memo: Mapping[str, Any]) -> "Brakes | None":
+        """The brakes a memo holds; None when it has none (the governor wrote none yet)."""
+        if Governor.BRAKES not in memo:
+            return None
+
+        def under(prefix: str) -> dict[str, Any]:
+            return {key[len(prefix):]: value for key, value in memo.items() if key.startswith(prefix)}
+        return cls.model_validate({**memo[Governor.BRAKES], "pauses": under(PAUSED_MEMO), "breakers": under(BREAKER_MEMO)})
 
 
 class OpenBreaker(Message):

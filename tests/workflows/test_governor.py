@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 
 from selfheal import worker as worker_module
 from selfheal.activities.diagnose import load_rules
-from selfheal.activities.governor import announce_whitelist, read_status
+from selfheal.activities.governor import announce_whitelist, read_brakes, read_status
 from selfheal.activities.runner import LocalRunner
 from selfheal.contract import Approval, AuditRecord
 from selfheal.settings import WorkerSettings
@@ -207,6 +207,8 @@ async def test_breaker_opens_after_its_threshold_and_only_an_allowed_person_clos
         reasons = (await third.query(IncidentWorkflow.audit)).decision.raised_by
         assert any(why.startswith("breaker open") for why in reasons), reasons
 
+        assert "2 verification failures" in (await read_brakes(client, task_queue)).breakers["restart-web"].reason
+
         carol_key = keypair(tmp_path, "carol")[0]
         refused = await asyncio.to_thread(cli, temporal_env, task_queue, "breaker", "close", "restart-web",
                                           "--as", "mallory", "--reason", "fixed", "--key", carol_key)
@@ -218,6 +220,7 @@ async def test_breaker_opens_after_its_threshold_and_only_an_allowed_person_clos
                                          "--as", "carol", "--reason", "config rolled back", "--key", carol_key)
         assert closed.returncode == 0, closed.stderr
         status = await governor_status(client, task_queue)
+        assert (await read_brakes(client, task_queue)).breakers == {}  # the executors' view: closed as well
     assert next(e for e in status.entries if e.entry_id == "restart-web").breaker is None
     assert [(e.by, e.action, e.verified) for e in status.log if e.action != "paused"][-4:] == [
         ("selfheal", "breaker_opened", False), ("mallory", "refused", False), ("alice", "refused", False),
@@ -266,6 +269,8 @@ async def test_pause_and_resume_through_the_cli_for_everything_and_for_one_entry
                                                "--as", "carol", "--key", carol_key)
         assert entry_resume.returncode == 0, entry_resume.stderr
         status = await governor_status(client, task_queue)
+        brakes = await read_brakes(client, task_queue)  # the executors' view: released as well
+        assert (brakes.pause_all, brakes.pauses) == (None, {})
     assert status.pause_all is None and all(not e.paused for e in status.entries)
     assert [(e.by, e.action, e.verified) for e in status.log] == [
         ("selfheal", "announced", False), ("bob", "paused", False), ("mallory", "refused", False), ("carol", "refused", False), ("alice", "refused", False),
