@@ -52,6 +52,27 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
         raise
 
 
+async def autonomy_line(address, namespace, task_queue) -> str:
+    """``selfheal incidents``' line of what holds autonomy back, read from the governor's
+    memo with a describe, which Temporal answers with no worker running (when people reach
+    for the CLI); from its status query when it has no memo yet."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from selfheal.contract.governor import Brakes
+
+    client = await connect_temporal(address, namespace)
+    try:
+        described = await _governor(client, task_queue).describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return holds_line(None)
+        raise
+    brakes = Brakes.from_memo(await described.memo())
+    if brakes is None:
+        return holds_line(await governor_status(address, namespace, task_queue, entries=False))
+    return holds_line(brakes.status(datetime.now(timezone.utc)))
+
+
 def holds_line(status) -> str:
     """One line for `selfheal incidents`: what takes autonomy away right now."""
     if status is None:

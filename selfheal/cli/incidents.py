@@ -40,12 +40,12 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     ) -> None:
         """List incidents (id, service, status, action, tier, age), and what holds autonomy back."""
         from selfheal import search
-        from selfheal.cli.governor import governor_status, holds_line
+        from selfheal.cli.governor import autonomy_line
         from selfheal.contract.workflows import DRILL_WORKFLOW, INCIDENT_WORKFLOW
 
         async def holds() -> str:
             try:
-                return holds_line(await governor_status(address, namespace, task_queue, entries=False))
+                return await autonomy_line(address, namespace, task_queue)
             except Exception as exc:  # the list is still worth showing
                 return f"autonomy: the governor could not be read ({NO_WORKER if unanswered(exc) else exc})"
 

@@ -166,6 +166,17 @@ class Brakes(Message):
         holds = (self.pause_all, self.pauses.get(entry_id))
         return Brake(paused=[h for h in holds if h is not None], breaker=self.breakers.get(entry_id))
 
+    def status(self, now: datetime) -> "GovernorStatus":
+        """What the status query would say of the holds (those still in force), for a reader
+        with no worker to ask: every entry that has a pause or a breaker of its own."""
+        def active(hold: Hold | None) -> bool:
+            return hold is not None and hold.active(now)
+        entries = [EntryStatus(entry_id=entry, paused=[h for h in (self.pause_all, self.pauses.get(entry)) if active(h)],
+                               breaker=self.breakers.get(entry))
+                   for entry in sorted(set(self.pauses) | set(self.breakers))]
+        return GovernorStatus(whitelist_sha256=self.whitelist_sha256, revision=self.revision,
+                              pause_all=self.pause_all if active(self.pause_all) else None, entries=entries)
+
     def memo(self) -> dict[str, Any]:
         """The memo's fields, as JSON values (what a describe decodes them back to)."""
         head = {"whitelist_sha256": self.whitelist_sha256, "revision": self.revision,

@@ -9,6 +9,9 @@ handful of updates.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -256,3 +259,30 @@ async def test_a_governor_without_its_memo_is_asked_and_its_pause_holds(client, 
         finally:
             await handle.terminate("test over")
     assert refused.value.type == BRAKED and "autonomy paused by bob: maintenance" in str(refused.value)
+
+
+async def test_incidents_shows_the_holds_from_the_memo_when_no_worker_runs(client, task_queue, tmp_path):
+    """When the worker is down (when people reach for the CLI), `selfheal incidents` still
+    says what holds autonomy back: the memo is read by a describe, which needs no worker,
+    not the status query, which would wait out the CLI's 10 s and say nothing."""
+    v1 = loaded(1)
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(), id=governor_id(task_queue),
+                                             task_queue=task_queue)
+        await handle.execute_update(GovernorWorkflow.announce, Announce(
+            whitelist=v1.whitelist, whitelist_sha256=v1.sha256, source=v1.path))
+        await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason="maintenance"))
+        await handle.execute_update(GovernorWorkflow.pause, Pause(by="carol", reason="flapping", entry_id="restart-db"))
+        ended = datetime.now(timezone.utc) - timedelta(minutes=1)
+        await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason="over", entry_id="restart-web", until=ended))
+    # The worker has stopped: nothing answers a query on this task queue now.
+    began = time.monotonic()
+    ran = subprocess.run([sys.executable, "-m", "selfheal.cli", "incidents", "--task-queue", task_queue,
+                          "--address", client.service_client.config.target_host],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - began
+    assert ran.returncode == 0, ran.stderr
+    line = next(line for line in ran.stdout.splitlines() if line.startswith("autonomy:"))
+    assert line == "autonomy: PAUSED for every entry by bob: maintenance; restart-db paused", ran.stdout
+    assert took < 8, f"took {took:.1f} s: waited on a worker"  # the query would have waited 10 s
