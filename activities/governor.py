@@ -102,8 +102,9 @@ async def _query(client: Client, wid: str, query: str, result_type: type, arg: A
 async def read_brakes(client: Client, task_queue: str) -> Brakes | None:
     """The deployment governor's brakes and current whitelist hash, from its memo (``Brakes``):
     a describe the server answers, not a query a worker must. Empty before it started;
-    None when it runs without the memo (its first update was refused, so it wrote none):
-    then the caller asks it with a query, and never reads a missing memo as "no brake"."""
+    None when it runs without the memo (before its first workflow task completes, or one
+    whose code wrote none): then the caller asks it with a query, and never reads a missing
+    memo as "no brake"."""
     try:
         described = await client.get_workflow_handle(governor_id(task_queue)).describe()
     except RPCError as exc:

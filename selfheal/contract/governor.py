@@ -12,8 +12,8 @@ one contract, read (and changed) together.
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
@@ -138,7 +138,7 @@ class Current(_Model):
     brake: Brake = Brake()
 
 
-class Brakes(Message):
+class Brakes(_Model):
     """The deployment governor's brakes and the current whitelist's hash, as its memo holds them.
 
     Every automatic incident reads them two or three times (deciding, right before the
