@@ -52,22 +52,28 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
         raise
 
 
-async def autonomy_line(address, namespace, task_queue) -> str:
-    """``selfheal incidents``' line of what holds autonomy back, read from the governor's
-    memo with a describe, which Temporal answers with no worker running (when people reach
-    for the CLI); from its status query when it has no memo yet."""
-    from temporalio.service import RPCError, RPCStatusCode
-
+async def memo_brakes(client, task_queue):
+    """The governor's ``Brakes`` from its memo, read with a describe, which Temporal answers
+    with no worker running (when people reach for the CLI); None when it wrote none yet.
+    An absent governor raises NOT_FOUND."""
     from selfheal.contract.governor import Brakes
+
+    described = await _governor(client, task_queue).describe(rpc_timeout=QUERY_TIMEOUT)
+    return Brakes.from_memo(await described.memo())
+
+
+async def autonomy_line(address, namespace, task_queue) -> str:
+    """``selfheal incidents``' line of what holds autonomy back: from the governor's memo;
+    from its status query when it has no memo yet."""
+    from temporalio.service import RPCError, RPCStatusCode
 
     client = await connect_temporal(address, namespace)
     try:
-        described = await _governor(client, task_queue).describe(rpc_timeout=QUERY_TIMEOUT)
+        brakes = await memo_brakes(client, task_queue)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return holds_line(None)
         raise
-    brakes = Brakes.from_memo(await described.memo())
     if brakes is None:
         return holds_line(await governor_status(address, namespace, task_queue, entries=False))
     return holds_line(brakes.status(datetime.now(timezone.utc)))
@@ -173,7 +179,27 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Paused entries, open breakers, and each entry's targets acted on alone in its window."""
-        state = run_or_exit(governor_status(address, namespace, task_queue), err, "cannot read the governor")
+        from selfheal.cli.common import NO_WORKER, unanswered
+
+        async def read():
+            try:
+                return await governor_status(address, namespace, task_queue), None
+            except Exception as exc:
+                brakes = await memo_brakes(await connect_temporal(address, namespace), task_queue) if unanswered(exc) else None
+                if brakes is None:
+                    raise exc from None
+                return None, brakes.status(datetime.now(timezone.utc))
+
+        state, holds = run_or_exit(read(), err, "cannot read the governor")
+        if holds is not None:
+            # No worker: the holds still show (the memo needs none); the ledgers and log do not.
+            if as_json:
+                out.print_json(holds.model_dump_json())
+            else:
+                out.print(holds_line(holds), markup=False, highlight=False, soft_wrap=True)
+            err.print(f"{NO_WORKER}\nthe holds above are from the governor's memo; the entries' ledgers and its log "
+                      "need a worker", markup=False)
+            raise typer.Exit(1)
         if state is None:
             err.print("no governor yet: no worker has run on this task queue", markup=False)
             raise typer.Exit(1)
