@@ -75,3 +75,30 @@ async def test_a_running_workflow_no_worker_answers_for_is_said_within_the_query
         assert "Traceback" not in ran.stderr
         assert took < 25, f"{args} took {took:.0f} s: Temporal's own 30 s hold, not the CLI's bound"
     assert incident in ran.stdout  # the list is still shown
+
+
+LONG = {"name": "b" * 81, "prose": "x" * 2001, "entry": "e" * 81}
+
+
+@pytest.mark.parametrize("args, said", [
+    (["pause", "--as", "bob", "--reason", LONG["prose"]], "--reason: String should have at most 2000 characters"),
+    (["pause", "--as", LONG["name"], "--reason", "r"], "--as: String should have at most 80 characters"),
+    (["pause", "--as", "", "--reason", "r"], "--as: String should have at least 1 character"),
+    (["resume", "--as", "bob", "--entry", LONG["entry"]], "--entry: String should have at most 80 characters"),
+    (["breaker", "close", LONG["entry"], "--as", "bob", "--reason", "r"], "ENTRY: String should have at most 80 characters"),
+    (["approve", "i-1", "--as", "bob", "--comment", LONG["prose"]], "--comment: String should have at most 2000 characters"),
+    (["reject", "i-1", "--as", "bob", "--reason", LONG["prose"]], "--reason: String should have at most 2000 characters"),
+], ids=["pause-reason", "pause-name", "pause-empty-name", "resume-entry", "breaker-entry", "approve-comment",
+        "reject-reason"])
+def test_a_value_the_contract_refuses_is_named_before_anything_is_signed_or_sent(args, said, tmp_path, monkeypatch):
+    """Exit 2 with the option and the bound, before a key is asked for (none exists here)
+    or Temporal is dialled (nothing listens at port 1): no traceback, nothing sent."""
+    from typer.testing import CliRunner
+
+    from selfheal.cli import app
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ran = CliRunner().invoke(app, [*args, "--address", "127.0.0.1:1"])
+    assert ran.exit_code == 2 and said in ran.output, ran.output
+    assert "Traceback" not in ran.output and "cannot reach Temporal" not in ran.output and "SSH key" not in ran.output

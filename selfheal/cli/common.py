@@ -30,6 +30,20 @@ def unanswered(exc: BaseException) -> bool:
                                           or exc.message == "Timeout expired")
 
 
+def message(err: Console, model, options: dict[str, str], **fields):
+    """``model(**fields)``, checked before anything is signed or sent: a value the contract
+    refuses (a name or a reason too long, an empty name) exits 2 naming the option."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            err.print(f"{options.get(field, field)}: {problem['msg']}", markup=False)
+        raise typer.Exit(2) from None
+
+
 async def connect_temporal(address: str | None, namespace: str | None):
     """A client as the temporal CLI would connect: its profile and TEMPORAL_* variables
     (TLS, API key; selfheal.connection), with --address and --namespace on top."""

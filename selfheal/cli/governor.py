@@ -14,11 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from selfheal.cli.common import QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, run_or_exit, send_update
+from selfheal.cli.common import (
+    QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, message, run_or_exit, send_update,
+)
 from selfheal.connection import TASK_QUEUE
 
 TaskQueueOption = typer.Option(None, "--task-queue", envvar="SELFHEAL_TASK_QUEUE",
                                help=f"the deployment's task queue, which names its governor (default {TASK_QUEUE})")
+
+
+OPTIONS = {"by": "--as", "reason": "--reason", "entry_id": "--entry"}  # a message's fields, as the commands name them
 
 
 def _queue(task_queue: str | None) -> str:
@@ -143,8 +148,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             except ValidationError as exc:
                 err.print(f"--for {duration!r}: {exc.errors()[0]['msg']} (write 2h, 30m, 1h30m)", markup=False)
                 raise typer.Exit(2) from None
+        pause = message(err, Pause, OPTIONS, by=name, reason=reason, entry_id=entry, until=until)
         proof = _proof("pause", name, entry, key, task_queue) if sign or key else {}
-        _send(Governor.PAUSE, Pause(by=name, reason=reason, entry_id=entry, until=until, **proof), address, namespace, task_queue)
+        _send(Governor.PAUSE, pause.model_copy(update=proof), address, namespace, task_queue)
 
     @app.command("resume")
     def resume(
@@ -156,8 +162,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         """Give autonomy back, signed with your SSH key. Incidents already waiting keep waiting."""
         from selfheal.contract.governor import Governor, Resume
 
+        resume = message(err, Resume, OPTIONS, by=name, entry_id=entry)
         proof = _proof("resume", name, entry, key, task_queue)
-        _send(Governor.RESUME, Resume(by=name, entry_id=entry, **proof), address, namespace, task_queue)
+        _send(Governor.RESUME, resume.model_copy(update=proof), address, namespace, task_queue)
 
     @breaker_app.command("close")
     def close(
@@ -170,8 +177,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         """Close an entry's open breaker, signed with your SSH key: it may act alone again, as declared."""
         from selfheal.contract.governor import CloseBreaker, Governor
 
+        close = message(err, CloseBreaker, OPTIONS | {"entry_id": "ENTRY"}, by=name, entry_id=entry, reason=reason)
         proof = _proof("close_breaker", name, entry, key, task_queue)
-        _send(Governor.CLOSE_BREAKER, CloseBreaker(by=name, entry_id=entry, reason=reason, **proof), address, namespace, task_queue)
+        _send(Governor.CLOSE_BREAKER, close.model_copy(update=proof), address, namespace, task_queue)
 
     @app.command("status")
     def status(

@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from selfheal.cli.common import (
-    NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, ended_record, run_or_exit, send_update,
-    unanswered,
+    NO_WORKER, QUERY_TIMEOUT, AddressOption, NamespaceOption, connect_temporal, ended_record, message, run_or_exit,
+    send_update, unanswered,
 )
 
 # The contract, the search attributes and the Temporal client are imported by the commands
 # that use them: `selfheal --help` and the whitelist commands never pay for them.
+
+OPTIONS = {"approver": "--as", "comment": "--comment", "reason": "--reason", "confirm": "--confirm"}  # as the commands name them
 
 
 def _age(start: datetime | None) -> str:
@@ -156,8 +158,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
         if confirm == "-":
             confirm = _typed_target(incident_id, address, namespace)
+        approval = message(err, Approval, OPTIONS, approver=name, comment=comment, confirm=confirm)
         proof = {} if unsigned else _signed(incident_id, "approve", name, key, confirm, address, namespace)
-        _send(incident_id, Incident.APPROVE, Approval(approver=name, comment=comment, confirm=confirm, **proof), address, namespace)
+        _send(incident_id, Incident.APPROVE, approval.model_copy(update=proof), address, namespace)
 
     @app.command("reject")
     def reject(
@@ -173,8 +176,9 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         from selfheal.contract import Rejection
         from selfheal.contract.workflows import Incident
 
+        rejection = message(err, Rejection, OPTIONS, approver=name, reason=reason)
         proof = {} if unsigned else _signed(incident_id, "reject", name, key, None, address, namespace)
-        _send(incident_id, Incident.REJECT, Rejection(approver=name, reason=reason, **proof), address, namespace)
+        _send(incident_id, Incident.REJECT, rejection.model_copy(update=proof), address, namespace)
 
     def _decided(incident_id: str, action: str, address, namespace) -> AuditRecord:
         """The incident's record, which must have decided something to answer; exits with the reason if not."""

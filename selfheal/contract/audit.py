@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field
 
 from selfheal.contract.agent import AgentResult
-from selfheal.contract.base import Model
+from selfheal.contract.base import Model, PersonField, ProseField, SignedField
 from selfheal.contract.incident import Alert, Diagnosis, RemediationResult, Verification, WorldState
 from selfheal.whitelist.vocabulary import ActionRequest, Decision
 
@@ -30,25 +30,25 @@ class _Proof(Model):
     """
 
     channel: Literal["ssh", "slack", "token"] | None = None
-    statement: Annotated[str, Field(max_length=8192)] = ""  # the canonical JSON that was signed
-    signature: Annotated[str, Field(max_length=8192)] = ""
+    statement: SignedField = ""  # the canonical JSON that was signed
+    signature: SignedField = ""
     confirm: Annotated[str, Field(max_length=512)] | None = None  # the target, typed again
 
 
 class Approval(_Proof):
-    approver: Annotated[str, Field(min_length=1, max_length=80)]
-    comment: Annotated[str, Field(max_length=2000)] = ""
+    approver: PersonField
+    comment: ProseField = ""
 
 
 class Rejection(_Proof):
-    approver: Annotated[str, Field(min_length=1, max_length=80)]
-    reason: Annotated[str, Field(max_length=2000)] = ""
+    approver: PersonField
+    reason: ProseField = ""
 
 
 class Viewing(_Proof):
     """Someone looked at the evidence: the Slack Evidence button, or ``selfheal show --as``."""
 
-    person: Annotated[str, Field(min_length=1, max_length=80)]
+    person: PersonField
 
 
 class EvidenceView(Model):

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SerializerFunctionWrapHandler, model_serializer
 
+from selfheal.contract.base import PersonField, ProseField, SignedField
 from selfheal.whitelist import ActionRequest, Decision, Execution, Policy, Whitelist
 from selfheal.whitelist.vocabulary import Act, Hold
 
@@ -201,30 +202,37 @@ class OpenBreaker(Message):
     reason: str
 
 
+# An entry's id as people type it: bounded as the whitelist bounds ids, not matched to their
+# pattern, so an id no entry has is refused by the governor, and recorded.
+EntryIdField = Annotated[str, Field(min_length=1, max_length=80)]
+
+
 class Proven(Message):
-    """A signed statement (``selfheal.identity.attest``) that proves ``by`` is who sent this."""
+    """A signed statement (``selfheal.identity.attest``) that proves ``by`` is who sent this.
+    What people send is bounded as an approval is (``selfheal.contract.base``): the governor
+    keeps a pause's reason in its state, its memo and every continued run."""
 
     channel: Literal["ssh", "slack", "token"] | None = None
-    statement: str = ""
-    signature: str = ""
+    statement: SignedField = ""
+    signature: SignedField = ""
 
 
 class Pause(Proven):
-    by: str
-    reason: str
-    entry_id: str | None = None  # None: every entry
+    by: PersonField
+    reason: ProseField
+    entry_id: EntryIdField | None = None  # None: every entry
     until: datetime | None = None
 
 
 class Resume(Proven):
-    by: str
-    entry_id: str | None = None
+    by: PersonField
+    entry_id: EntryIdField | None = None
 
 
 class CloseBreaker(Proven):
-    by: str
-    entry_id: str
-    reason: str
+    by: PersonField
+    entry_id: EntryIdField
+    reason: ProseField
 
 
 class LogEvent(Message):

@@ -67,6 +67,16 @@ def loaded(revision: int):
     return load_whitelist_bytes(WHITELIST.replace("REVISION", str(revision)).encode(), f"wl-{revision}.yaml")
 
 
+async def announced_governor(client, task_queue: str):
+    """The deployment governor, started afresh and told revision 1 of ``WHITELIST``."""
+    v1 = loaded(1)
+    handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(), id=governor_id(task_queue),
+                                         task_queue=task_queue)
+    await handle.execute_update(GovernorWorkflow.announce, Announce(
+        whitelist=v1.whitelist, whitelist_sha256=v1.sha256, source=v1.path))
+    return handle
+
+
 def web(host: str) -> ActionRequest:
     return ActionRequest(entry_id="restart-web", target={"unit": "web.service", "host": host, "scope": "user"})
 
@@ -265,13 +275,9 @@ async def test_incidents_shows_the_holds_from_the_memo_when_no_worker_runs(clien
     """When the worker is down (when people reach for the CLI), `selfheal incidents` still
     says what holds autonomy back: the memo is read by a describe, which needs no worker,
     not the status query, which would wait out the CLI's 10 s and say nothing."""
-    v1 = loaded(1)
     async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
                       workflow_runner=worker_module.WORKFLOW_RUNNER):
-        handle = await client.start_workflow(GovernorWorkflow.run, GovernorState(), id=governor_id(task_queue),
-                                             task_queue=task_queue)
-        await handle.execute_update(GovernorWorkflow.announce, Announce(
-            whitelist=v1.whitelist, whitelist_sha256=v1.sha256, source=v1.path))
+        handle = await announced_governor(client, task_queue)
         await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason="maintenance"))
         await handle.execute_update(GovernorWorkflow.pause, Pause(by="carol", reason="flapping", entry_id="restart-db"))
         ended = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -293,3 +299,21 @@ async def test_incidents_shows_the_holds_from_the_memo_when_no_worker_runs(clien
     status, _ = selfheal("status")
     assert status.returncode == 1 and status.stdout.strip() == said, status.stdout + status.stderr
     assert "no worker answered" in status.stderr and "from the governor's memo" in status.stderr, status.stderr
+
+
+async def test_an_oversized_message_is_refused_and_the_governor_goes_on(client, task_queue):
+    """A pause whose reason is over the contract's bound (sent around the CLI, which refuses
+    it before signing) is refused when the governor decodes it; nothing of it is kept, and
+    the next pause is decided as ever."""
+    async with Worker(client, task_queue=task_queue, workflows=worker_module.WORKFLOWS,
+                      workflow_runner=worker_module.WORKFLOW_RUNNER):
+        handle = await announced_governor(client, task_queue)
+        for oversized in ({"by": "bob", "reason": "x" * 100_000}, {"by": "b" * 81, "reason": "r"},
+                          {"by": "bob", "reason": "r", "entry_id": "e" * 81}):
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(Governor.PAUSE, oversized)
+        answer = await handle.execute_update(GovernorWorkflow.pause, Pause(by="bob", reason="maintenance"))
+        status = await handle.query(GovernorWorkflow.status)
+        history = await handle.fetch_history()
+    assert answer == "autonomy paused for every entry by bob" and status.pause_all.reason == "maintenance"
+    assert max(len(e.SerializeToString()) for e in history.events) < 60_000  # the 100 KB reason is nowhere
