@@ -193,7 +193,12 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             try:
                 return await governor_status(address, namespace, task_queue), None
             except Exception as exc:
-                brakes = await memo_brakes(await connect_temporal(address, namespace), task_queue) if unanswered(exc) else None
+                if not unanswered(exc):
+                    raise
+                try:
+                    brakes = await memo_brakes(await connect_temporal(address, namespace), task_queue)
+                except Exception:  # noqa: BLE001 - the query's failure is the one to report
+                    brakes = None
                 if brakes is None:
                     raise exc from None
                 return None, brakes.status(datetime.now(timezone.utc))
