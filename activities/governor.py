@@ -99,19 +99,24 @@ async def _query(client: Client, wid: str, query: str, result_type: type, arg: A
         raise
 
 
-async def read_brakes(client: Client, task_queue: str) -> Brakes | None:
+async def read_memo(client: Client, task_queue: str, timeout: timedelta | None = None) -> Brakes | None:
     """The deployment governor's brakes and current whitelist hash, from its memo (``Brakes``):
-    a describe the server answers, not a query a worker must. Empty before it started;
-    None when it runs without the memo (before its first workflow task completes, or one
-    whose code wrote none): then the caller asks it with a query, and never reads a missing
-    memo as "no brake"."""
+    a describe the server answers, not a query a worker must (so it answers with no worker
+    running, too). None when the governor runs without the memo (before its first workflow
+    task completes, or one whose code wrote none): then the caller asks it with a query,
+    and never reads a missing memo as "no brake". An absent governor raises NOT_FOUND."""
+    described = await client.get_workflow_handle(governor_id(task_queue)).describe(rpc_timeout=timeout)
+    return Brakes.from_memo(await described.memo())
+
+
+async def read_brakes(client: Client, task_queue: str) -> Brakes | None:
+    """``read_memo``, with an absent governor as no brakes at all (none was ever set)."""
     try:
-        described = await client.get_workflow_handle(governor_id(task_queue)).describe()
+        return await read_memo(client, task_queue)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return Brakes()
         raise
-    return Brakes.from_memo(await described.memo())
 
 
 async def announce_whitelist(client: Client, task_queue: str, loaded: LoadedWhitelist) -> str:

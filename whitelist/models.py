@@ -158,6 +158,11 @@ class Whitelist(Strict):
         needing = [name for name in self.tiers if self.tiers[name].approvals >= 1]
         return min(needing, key=lambda name: self.tiers[name].approvals) if needing else None
 
+    def confirms(self, tier: str | None) -> bool:
+        """Whether the tier of that name asks an approval to type the target again."""
+        level = self.tiers.get(tier or "")
+        return level is not None and level.confirm
+
     def paging(self, entry_id: str, tier: str | None) -> "Paging":
         """Where an incident of ``entry_id`` decided in ``tier`` pages: the entry's routing
         key over its tier's, the tier's next level, and a severity (by default from how many

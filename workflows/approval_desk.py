@@ -258,9 +258,8 @@ class ApprovalDesk(Notifying):
         return self._snapshot.whitelist.tiers.get(name) if name and self._snapshot else None
 
     def _confirms(self, name: str | None) -> bool:
-        """Whether that tier asks an approval to repeat the target."""
-        tier = self._tier(name)
-        return tier is not None and tier.confirm
+        """Whether that tier of the incident's own snapshot asks an approval to repeat the target."""
+        return self._snapshot is not None and self._snapshot.whitelist.confirms(name)
 
     def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:

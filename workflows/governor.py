@@ -52,7 +52,6 @@ class GovernorWorkflow:
     def __init__(self, state: GovernorState) -> None:
         self._state = state
         self._updates = 0
-        self._published = dict(workflow.memo())  # a continued run's: what the last run wrote
 
     @workflow.run
     async def run(self, state: GovernorState) -> None:
@@ -61,7 +60,7 @@ class GovernorWorkflow:
             lambda: workflow.info().is_continue_as_new_suggested() or self._updates >= self._state.updates_per_run
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self._state, memo=self._published)
+        workflow.continue_as_new(self._state, memo=workflow.memo())
 
     # --- workers -----------------------------------------------------------------------
 
@@ -202,12 +201,11 @@ class GovernorWorkflow:
         task, with the update that changed them, so no reader sees the update's answer first.
         Each entry's hold has a key of its own: a change writes what changed, and a hold
         released is a key removed."""
-        want = self._brakes().memo()
-        changed = {key: value for key, value in want.items() if self._published.get(key) != value}
-        removed = {key: None for key in self._published if key not in want}
+        want, written = self._brakes().memo(), workflow.memo()  # the memo as written so far, upserts included
+        changed = {key: value for key, value in want.items() if written.get(key) != value}
+        removed = {key: None for key in written if key not in want}
         if changed or removed:
             workflow.upsert_memo(changed | removed)
-        self._published = want
 
     def _whitelist_or_refuse(self, by: str, what: str) -> Whitelist:
         if self._state.whitelist is None:

@@ -36,7 +36,7 @@ def _governor(client, task_queue: str | None):
     return client.get_workflow_handle(governor_id(_queue(task_queue)))
 
 
-async def governor_status(address, namespace, task_queue, entries: bool = True):
+async def governor_status(client, task_queue, entries: bool = True):
     """The governor's status, or None when it has not started (no worker ran yet); with
     ``entries``, each entry's ledger from its own governor too."""
     from temporalio.service import RPCError, RPCStatusCode
@@ -44,10 +44,8 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
     from selfheal.activities.governor import read_status
     from selfheal.contract.governor import Governor, GovernorStatus
 
-    client = await connect_temporal(address, namespace)
-    queue = _queue(task_queue)
     if entries:
-        return await read_status(client, queue, QUERY_TIMEOUT)
+        return await read_status(client, _queue(task_queue), QUERY_TIMEOUT)
     try:
         return await _governor(client, task_queue).query(Governor.STATUS, result_type=GovernorStatus,
                                                          rpc_timeout=QUERY_TIMEOUT)
@@ -57,30 +55,23 @@ async def governor_status(address, namespace, task_queue, entries: bool = True):
         raise
 
 
-async def memo_brakes(client, task_queue):
-    """The governor's ``Brakes`` from its memo, read with a describe, which Temporal answers
-    with no worker running (when people reach for the CLI); None when it wrote none yet.
-    An absent governor raises NOT_FOUND."""
-    from selfheal.contract.governor import Brakes
-
-    described = await _governor(client, task_queue).describe(rpc_timeout=QUERY_TIMEOUT)
-    return Brakes.from_memo(await described.memo())
-
-
 async def autonomy_line(address, namespace, task_queue) -> str:
-    """``selfheal incidents``' line of what holds autonomy back: from the governor's memo;
-    from its status query when it has no memo yet."""
+    """``selfheal incidents``' line of what holds autonomy back: from the governor's memo,
+    which Temporal answers with no worker running (when people reach for the CLI); from its
+    status query when it has no memo yet."""
     from temporalio.service import RPCError, RPCStatusCode
+
+    from selfheal.activities.governor import read_memo
 
     client = await connect_temporal(address, namespace)
     try:
-        brakes = await memo_brakes(client, task_queue)
+        brakes = await read_memo(client, _queue(task_queue), QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return holds_line(None)
         raise
     if brakes is None:
-        return holds_line(await governor_status(address, namespace, task_queue, entries=False))
+        return holds_line(await governor_status(client, task_queue, entries=False))
     return holds_line(brakes.status(datetime.now(timezone.utc)))
 
 
@@ -187,16 +178,18 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
         address: str = AddressOption, namespace: str = NamespaceOption, task_queue: str = TaskQueueOption,
     ) -> None:
         """Paused entries, open breakers, and each entry's targets acted on alone in its window."""
+        from selfheal.activities.governor import read_memo
         from selfheal.cli.common import NO_WORKER, unanswered
 
         async def read():
+            client = await connect_temporal(address, namespace)
             try:
-                return await governor_status(address, namespace, task_queue), None
+                return await governor_status(client, task_queue), None
             except Exception as exc:
                 if not unanswered(exc):
                     raise
                 try:
-                    brakes = await memo_brakes(await connect_temporal(address, namespace), task_queue)
+                    brakes = await read_memo(client, _queue(task_queue), QUERY_TIMEOUT)
                 except Exception:  # noqa: BLE001 - the query's failure is the one to report
                     brakes = None
                 if brakes is None:

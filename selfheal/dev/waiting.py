@@ -46,8 +46,7 @@ def approve_lines(command: str, where: str, record: AuditRecord, whitelist: Whit
     if shown(record.incident_id) != record.incident_id:
         return []
     decision = record.decision
-    tier = whitelist.tiers.get(decision.tier or "")
-    confirm = tier is not None and tier.confirm
+    confirm = whitelist.confirms(decision.tier)
     return [approve_line(record.incident_id, who, confirm, command=command, key=str(keys[who]), where=where)
             for who in keys if who in decision.approvers]
 

@@ -177,8 +177,7 @@ class SlackInteractions:
 
     async def _needs_confirmation(self, incident: str) -> bool:
         record = await self._approver.record(incident)
-        tier = self._approver.whitelist.tiers.get(record.decision.tier or "") if record.decision else None
-        return bool(tier and tier.confirm)
+        return record.decision is not None and self._approver.whitelist.confirms(record.decision.tier)
 
     async def _evidence(self, response_url: str, incident: str, person: str) -> None:
         try:
