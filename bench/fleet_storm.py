@@ -56,6 +56,10 @@ What it does, all on loopback, on free ports:
    (the baselines' workers). Wall times on a shared two-core machine move by a quarter
    between runs; CPU seconds per incident move far less, so they are what to compare two
    commits by (``--ref``: the storm runs that ref, the baselines the working tree).
+9. The Temporal server's work per incident in each (``server_requests``), from the counters
+   on the dev server's own metrics endpoint (named in temporal.log): the calls it received,
+   by name (activity heartbeats, describes, updates, workflow tasks), and its database
+   writes and reads. Where CPU seconds say how much the server worked, these say on what.
 
 Every process it starts is stopped by its own pid (SIGINT to ``selfheal dev``, which stops its
 Temporal server and moto; SIGKILL to what is left after a timeout).
@@ -256,6 +260,47 @@ def cpu_seconds(dev: "Dev") -> dict[str, float]:
 
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+
+
+# The persistence operations that write (the SQL store's names): the rest read.
+WRITES = ("Create", "Update", "Delete", "Complete", "RangeComplete", "Append", "Put", "Set", "Conflict")
+SERIES = re.compile(r'^(service_requests|persistence_requests|visibility_persistence_requests|persistence_latency_sum|'
+                    r'visibility_persistence_latency_sum)\{([^}]*)\} (\S+)$', re.M)
+SERIES_KEYS = {"service_requests": "rpc:", "persistence_requests": "db:", "visibility_persistence_requests": "db:visibility ",
+               "persistence_latency_sum": "dbtime:", "visibility_persistence_latency_sum": "dbtime:visibility "}
+
+
+def server_metrics_url(dev: "Dev") -> str | None:
+    """The dev server's Prometheus endpoint: ``temporal server start-dev`` opens one on a free
+    port unless told otherwise and names it in its banner, which selfheal dev appends to
+    temporal.log (so the last one is this run's)."""
+    try:
+        ports = re.findall(r"Temporal Metrics:\s+http://[^:/\s]+:(\d+)/metrics", (dev.data / "temporal.log").read_text(errors="replace"))
+    except OSError:
+        return None
+    return f"http://127.0.0.1:{ports[-1]}/metrics" if ports else None
+
+
+def server_requests(url: str | None) -> dict[str, float]:
+    """What the Temporal server has done so far, from its own counters: each call a client or
+    worker made (``rpc:<operation>``, counted at the frontend only, where the call arrives;
+    the history and matching services count it again inside), each database operation
+    (``db:<operation>``, the visibility store's as ``db:visibility <operation>``) and the
+    seconds spent in each (``dbtime:``). Empty when the endpoint cannot be read."""
+    if url is None:
+        return {}
+    try:
+        text = httpx.get(url, timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for kind, labels, value in SERIES.findall(text):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if kind == "service_requests" and fields.get("service_name") != "frontend":
+            continue
+        key = SERIES_KEYS[kind] + fields.get("operation", "?")
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
 
 
 @dataclass
@@ -988,6 +1033,9 @@ def report(res: dict) -> str:
     lines += cpu_lines([("storm", s), *((f"{name} {label}", x) for name, key in (
         ("no-op", "baselines"), ("same activities", "same_activities"), ("world only", "world_only"))
         for label, x in zip(("before", "after"), res.get(key, [])))], res["n"])
+    lines += server_lines([("storm", s), *((f"{name} {label}", x) for name, key in (
+        ("no-op", "baselines"), ("same activities", "same_activities"), ("world only", "world_only"))
+        for label, x in zip(("before", "after"), res.get(key, [])))], res["n"])
     return "\n".join(lines + governor_lines(res.get("governor", {})) + dev_lines(res))
 
 
@@ -1002,6 +1050,30 @@ def cpu_lines(measured: list[tuple[str, dict]], n: int) -> list[str]:
             parts = ", ".join(f"{k} {v:.1f} ({v / n * 1000:.0f} ms)" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
                               if v >= 0.05)
             lines.append(f"    {label}: {parts}")
+    return lines
+
+
+def server_lines(measured: list[tuple[str, dict]], n: int) -> list[str]:
+    """What the Temporal server did per incident in each measurement, by its own counters:
+    the calls it received (those made at least once per two incidents, by name) and its
+    database operations. Includes what the server does on its own meanwhile (reading
+    namespace and cluster metadata every few seconds), so a longer phase counts a little more.
+    The milliseconds are each operation's own latency summed: time waiting for SQLite's
+    single writer is in them, so they say where the database queue formed, not CPU."""
+    lines = ["  Temporal server work per incident (its own counters: calls received, by name; database operations, and the "
+             "milliseconds they took, waits for SQLite's one writer included, so concurrent ones overlap):"]
+    for label, x in measured:
+        ops = x.get("server_ops")
+        if not ops:
+            continue
+        calls = {k[4:]: v / n for k, v in ops.items() if k.startswith("rpc:")}
+        db = {k[3:]: v / n for k, v in ops.items() if k.startswith("db:")}
+        ms_in = {k[7:]: v / n * 1000 for k, v in ops.items() if k.startswith("dbtime:")}
+        writes = sum(v for k, v in db.items() if k.removeprefix("visibility ").startswith(WRITES))
+        named = ", ".join(f"{k} {v:.1f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v >= 0.5)
+        slowest = ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms_in.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"    {label}: {sum(calls.values()):.1f} calls ({named}); database {writes:.1f} writes, "
+                     f"{sum(db.values()) - writes:.1f} reads, {sum(ms_in.values()):.1f} ms in it (most: {slowest})")
     return lines
 
 
@@ -1059,10 +1131,14 @@ async def run(args, tmp: Path) -> dict:
         instances = seed_instances(dev.aws_url, args.n)
         client = await Client.connect(dev.temporal, namespace="default")
 
+        metrics = server_metrics_url(dev)
+
         async def with_cpu(work) -> dict:
-            before = cpu_seconds(dev)
+            before, asked = cpu_seconds(dev), server_requests(metrics)
             figures = await work
-            return {**figures, "cpu_s": cpu_used(before, cpu_seconds(dev))}
+            done = server_requests(metrics)
+            return {**figures, "cpu_s": cpu_used(before, cpu_seconds(dev)),
+                    "server_ops": {k: v - asked.get(k, 0.0) for k, v in done.items() if v > asked.get(k, 0.0)}}
 
         async def measure_baselines() -> dict:
             """No-op bare workflows; for --sequential, also bare workflows of the same activities."""
