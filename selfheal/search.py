@@ -17,7 +17,7 @@ import re
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 SERVICE = SearchAttributeKey.for_keyword("SelfhealService")
 ENTRY = SearchAttributeKey.for_keyword("SelfhealEntry")
@@ -62,6 +62,18 @@ def fit(value: str) -> str:
 
 def service_of(labels: dict[str, str]) -> str:
     return fit(labels.get("service") or labels.get("job") or labels.get("alertname", ""))
+
+
+# An incident's first stage. The ingress starts it already saying so, in the visibility
+# record every start writes anyway, and the incident does not write it again: one visibility
+# write fewer per incident, and a storm's incidents show their stage from the start.
+FIRST_STATUS = "diagnosing"
+
+
+def at_start(labels: dict[str, str]) -> TypedSearchAttributes:
+    """What the ingress writes when it starts an incident for an alert with these labels."""
+    return TypedSearchAttributes([SearchAttributePair(SERVICE, service_of(labels)),
+                                  SearchAttributePair(STATUS, FIRST_STATUS)])
 
 
 def summary_of(labels: dict[str, str], annotations: dict[str, str]) -> str:

@@ -20,6 +20,13 @@ from selfheal.cli.common import (
 OPTIONS = {"approver": "--as", "comment": "--comment", "reason": "--reason", "confirm": "--confirm"}  # as the commands name them
 
 
+def shown_status(outcome: str | None, stage: str | None, execution: str) -> str:
+    """An incident's status on the list: its outcome; while it runs, the stage visibility
+    holds; else how its workflow ended. A stage is never shown for an incident that ended
+    without an outcome (terminated, say): the ingress writes the first one at start."""
+    return outcome or (stage if execution == "running" and stage else execution)
+
+
 def _age(start: datetime | None) -> str:
     if start is None:
         return "-"
@@ -59,7 +66,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
             async for wf in client.list_workflows(query, limit=limit):
                 attrs = wf.typed_search_attributes
                 execution = wf.status.name.lower() if wf.status else "-"
-                status = attrs.get(search.OUTCOME) or attrs.get(search.STATUS) or execution
+                status = shown_status(attrs.get(search.OUTCOME), attrs.get(search.STATUS), execution)
                 rows.append((
                     wf.id, attrs.get(search.SERVICE) or "-", status,
                     attrs.get(search.ENTRY) or "-", attrs.get(search.BLAST_RADIUS) or "-", _age(wf.start_time),

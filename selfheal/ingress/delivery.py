@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -191,10 +191,7 @@ class Delivery:
         return Delivered(wid, len(alerts), "delivered")
 
     async def _signal_with_start(self, wid: str, alerts: list[Alert], firing: Alert) -> None:
-        attributes = (
-            TypedSearchAttributes([SearchAttributePair(search.SERVICE, search.service_of(firing.labels))])
-            if self._search_attributes else None
-        )
+        attributes = search.at_start(firing.labels) if self._search_attributes else None
         await self._client.start_workflow(
             INCIDENT_WORKFLOW,
             IncidentInput(alerts=alerts),

@@ -59,6 +59,20 @@ async def test_resolved_alert_without_an_open_incident_starts_nothing(http, clie
         await client.get_workflow_handle(incident_of(key("am-0000000000000fff"))).describe()
 
 
+async def test_an_incident_is_listed_with_its_service_and_first_stage_from_its_start(http, client, delivery):
+    """No worker runs: what the list shows comes from the start alone, written by the ingress
+    in the visibility record every start writes (the incident does not write it again)."""
+    from selfheal import search
+
+    assert await search.available(client, "default", create=True)
+    response = await http.post("/v1/alerts/alertmanager", content=body(alertmanager(prom_alert(fingerprint="00000000000a11ce"))),
+                               headers=BEARER)
+    assert response.status_code == 202, response.text
+    [incident] = response.json()["incidents"]
+    shown = (await client.get_workflow_handle(incident["id"]).describe()).typed_search_attributes
+    assert (shown.get(search.SERVICE), shown.get(search.STATUS)) == ("ingress", search.FIRST_STATUS), shown
+
+
 def grafana_headers(data: bytes, timestamp: int) -> dict:
     return {
         "Content-Type": "application/json",
