@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
 # seconds, and the `status` query and the current details show them; each write is a
 # command and a visibility update, 12% of an approved incident's time from approval to
 # outcome (bench/approve_many.py).
-FILTERED_STATUSES = frozenset({"diagnosing", "awaiting_approval", "done"})
+FILTERED_STATUSES = frozenset({search.FIRST_STATUS, "awaiting_approval", "done"})  # the first: diagnosing
 # The stages a query can already show as awaiting_approval (see "About to be" below): the
 # first request comes at the end of deciding, a tier raised at the reservation at acting.
 ABOUT_TO_ASK = frozenset({"deciding", "acting"})

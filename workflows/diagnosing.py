@@ -11,6 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from selfheal import search
     from selfheal.contract import AgentResult, DiagnoseInput, Diagnosis
     from selfheal.contract.activities import diagnose
     from selfheal.contract.workflows import DIAGNOSIS_WORKFLOW
@@ -24,7 +25,7 @@ class Diagnosing(ApprovalDesk):
     _unconfirmed: list[str]  # the model failed: the rules' proposal needs a person
 
     async def _diagnose(self) -> Diagnosis | None:
-        self._set_status("diagnosing")
+        self._set_status(search.FIRST_STATUS)  # the stage the ingress started the incident with
         diagnosis = await workflow.execute_activity(
             diagnose,
             DiagnoseInput(incident_id=self._audit.incident_id, alerts=self._audit.alerts, candidates=self._audit.matched_entries),
