@@ -2,7 +2,7 @@
 
 Run by hand, never in CI (it takes minutes):
 
-    .venv/bin/python bench/fleet_storm.py [--n 200] [--entries 500] [--keep] [--json] [--ref HEAD]
+    .venv/bin/python bench/fleet_storm.py [--n 200] [--entries 500] [--rounds 1] [--keep] [--json] [--ref HEAD]
     .venv/bin/python bench/fleet_storm.py --n 20 --entries 60 --sequential 20
 
 ``--sequential K`` measures one incident on a quiet machine instead of the storm (issue 21):
@@ -1210,22 +1210,65 @@ def main() -> None:
                              "one after the other")
     parser.add_argument("--gap", type=float, default=0.0,
                         help="with --sequential: seconds between one executor's start and the next post (default 0)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="R",
+                        help="repeat the whole measurement R times, each on a fresh selfheal dev, and print the median "
+                             "of each ratio across rounds (this machine's ratios move by a quarter between runs)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.entries < args.n:
         parser.error("--entries must be at least --n")
     if args.sequential is not None and not 0 < args.sequential <= args.n:
         parser.error("--sequential K needs 0 < K <= --n (each alert is a different service)")
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-storm-"))
-    try:
-        res = asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"[fleet_storm] data kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(res, indent=2, default=str) if args.json
-          else report_sequential(res) if args.sequential else report(res))
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rounds = []
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            print(f"[fleet_storm] round {r + 1} of {args.rounds}", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix="fleet-storm-"))
+        try:
+            res = asyncio.run(run(args, tmp))
+        finally:
+            if args.keep:
+                print(f"[fleet_storm] data kept in {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+        rounds.append(res)
+        if not args.json:  # each round's report as it ends: a long run shows its progress
+            print(report_sequential(res) if args.sequential else report(res), flush=True)
+    if args.json:
+        print(json.dumps(rounds[0] if args.rounds == 1 else {"rounds": rounds, "medians": ratio_medians(rounds)},
+                         indent=2, default=str))
+    elif args.rounds > 1:
+        print(rounds_summary(rounds))
+
+
+# Each mode's ratios by key: in the storm's result "ratio" is against no-op steps, in the
+# sequential one it is the same activities' and no-op steps are "ratio_baseline".
+RATIOS = {"storm": (("ratio_same_activities", "same activities"), ("ratio_world_only", "world only"), ("ratio", "no-op steps")),
+          "sequential": (("ratio_same_activities", "same activities"), ("ratio_baseline", "no-op steps"))}
+
+
+def ratio_medians(rounds: list[dict]) -> dict:
+    """Each ratio's median across rounds (and its values), over the rounds that measured it."""
+    out = {}
+    for key, _ in RATIOS[rounds[0]["mode"]]:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            out[key] = {"median": statistics.median(values), "values": values}
+    return out
+
+
+def rounds_summary(rounds: list[dict]) -> str:
+    """The medians across rounds: what one run on a shared machine cannot settle."""
+    medians = ratio_medians(rounds)
+    what = "incident / bare" if rounds[0]["mode"] == "sequential" else "storm last acted / baseline"
+    lines = [f"across {len(rounds)} rounds (each on a fresh selfheal dev), {what}, median (each round):"]
+    for key, label in RATIOS[rounds[0]["mode"]]:
+        if key in medians:
+            m = medians[key]
+            lines.append(f"  {label}: {m['median']:.2f}x ({', '.join(f'{v:.2f}x' for v in m['values'])})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
