@@ -1133,7 +1133,7 @@ async def run(args, tmp: Path) -> dict:
 
         metrics = server_metrics_url(dev)
 
-        async def with_cpu(work) -> dict:
+        async def with_costs(work) -> dict:
             before, asked = cpu_seconds(dev), server_requests(metrics)
             figures = await work
             done = server_requests(metrics)
@@ -1143,9 +1143,9 @@ async def run(args, tmp: Path) -> dict:
         async def measure_baselines() -> dict:
             """No-op bare workflows; for --sequential, also bare workflows of the same activities."""
             if not args.sequential:
-                return {"bare": await with_cpu(baseline(client, args.n)),
-                        "same": await with_cpu(baseline_same_activities(dev, rules, instances, args.n, at_once=True)),
-                        "world": await with_cpu(baseline_same_activities(dev, rules, instances, args.n, at_once=True,
+                return {"bare": await with_costs(baseline(client, args.n)),
+                        "same": await with_costs(baseline_same_activities(dev, rules, instances, args.n, at_once=True)),
+                        "world": await with_costs(baseline_same_activities(dev, rules, instances, args.n, at_once=True,
                                                                          governed=False))}
             return {"bare": await baseline(client, args.sequential, one_by_one=True, gap=args.gap),
                     "same": await baseline_same_activities(dev, rules, instances, args.sequential, args.gap)}
@@ -1154,7 +1154,7 @@ async def run(args, tmp: Path) -> dict:
         before = await measure_baselines()
         gov_before = await governor_histories(client)
         print(f"[fleet_storm] {mode}", file=sys.stderr)
-        measured = await with_cpu(sequential(client, dev, instances, args.sequential, args.timeout, args.gap)
+        measured = await with_costs(sequential(client, dev, instances, args.sequential, args.timeout, args.gap)
                                   if args.sequential else storm(client, dev, instances, args.timeout))
         gov_after = await governor_histories(client)
         print("[fleet_storm] baseline 2", file=sys.stderr)

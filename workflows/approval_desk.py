@@ -60,7 +60,6 @@ class ApprovalDesk(Notifying):
         self._origins: set[str] = set()  # ingress requests (a Slack click, a token request) already used here
         self._asked_at = None
         self._unsaid: list = []  # search attributes written with the next write, not on their own
-        self._said_status: str | None = None  # the SelfhealStatus visibility holds (set at start by the ingress)
 
     async def _wait_for_approval(self) -> str:
         self._asked_at = workflow.now()
@@ -247,9 +246,11 @@ class ApprovalDesk(Notifying):
 
     def _set_status(self, status: str, *also) -> None:
         self._audit.status = status
-        if status in FILTERED_STATUSES and (status != self._said_status or also or self._unsaid):
-            if self._upsert(search.STATUS.value_set(status), *also):
-                self._said_status = status
+        # What visibility holds: set at start by the ingress, and kept up to date by the SDK
+        # with every upsert (replayed alike), so a status is never written twice in a row.
+        held = workflow.info().typed_search_attributes.get(search.STATUS)
+        if status in FILTERED_STATUSES and (status != held or also or self._unsaid):
+            self._upsert(search.STATUS.value_set(status), *also)
         decision = self._audit.decision
         tier = self._tier(decision.tier if decision else None)
         workflow.set_current_details(ui_details.current_details(self._audit, status, tier.channels if tier else None,
@@ -263,10 +264,7 @@ class ApprovalDesk(Notifying):
         """Whether that tier of the incident's own snapshot asks an approval to repeat the target."""
         return self._snapshot is not None and self._snapshot.whitelist.confirms(name)
 
-    def _upsert(self, *updates) -> bool:
-        """Write these (and what waited for a write) to visibility; whether it was written."""
+    def _upsert(self, *updates) -> None:
         if self._snapshot is not None and self._snapshot.search_attributes:
             workflow.upsert_search_attributes([*self._unsaid, *updates])
             self._unsaid = []
-            return True
-        return False

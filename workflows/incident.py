@@ -86,9 +86,7 @@ class IncidentWorkflow(Diagnosing, Acting):
         self._audit.whitelist_source = self._snapshot.source
         self._audit.matched_entries = self._matched_entries()
         service = search.service_of(self._audit.alerts[0].labels)
-        at_start = workflow.info().typed_search_attributes
-        self._said_status = at_start.get(search.STATUS)
-        if self._snapshot.search_attributes and at_start.get(search.SERVICE) != service:
+        if self._snapshot.search_attributes and workflow.info().typed_search_attributes.get(search.SERVICE) != service:
             # Not set at start (the ingress sets it): written with the first status, one
             # visibility write rather than two.
             self._unsaid.append(search.SERVICE.value_set(service))
